@@ -1,0 +1,123 @@
+//! The read path of the average-age page: cache-aside with a lease, bounded waiting, and a
+//! database fallback whenever Redis cannot be trusted or reached.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Cache, ReadOutcome, WAIT_FOR_LEADER};
+use crate::db::{self, DbConn, DbPool};
+use crate::error::AppError;
+use crate::models::{AverageAge, Student};
+
+/// How often a request waiting for another request's aggregate looks for the value.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Where the value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    /// Redis was not used: down, slow, or an invalidation is pending.
+    Bypass,
+}
+
+impl CacheOutcome {
+    /// The `X-Cache` header value.
+    pub fn header(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "HIT",
+            CacheOutcome::Miss => "MISS",
+            CacheOutcome::Bypass => "BYPASS",
+        }
+    }
+
+    /// The JSON and metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Bypass => "bypass",
+        }
+    }
+}
+
+/// The average and how it was obtained.
+#[derive(Debug, Clone, Copy)]
+pub struct AverageLookup {
+    pub stats: AverageAge,
+    pub outcome: CacheOutcome,
+    pub elapsed: Duration,
+}
+
+/// Runs the aggregate and counts it.
+pub fn aggregate(cache: &Cache, conn: &mut DbConn) -> Result<AverageAge, AppError> {
+    cache.metrics().db_aggregate_queries.inc();
+    Ok(Student::average_age(conn)?)
+}
+
+/// The average age, from Redis when it can be trusted, else from the database.
+pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, AppError> {
+    let started = Instant::now();
+    let deadline = started + WAIT_FOR_LEADER;
+    let (stats, outcome) = loop {
+        if !cache.is_usable() {
+            break (from_database(cache, db).await?, CacheOutcome::Bypass);
+        }
+        let reader = Arc::clone(cache);
+        let read = db::blocking(move || Ok::<_, AppError>(reader.read_or_lease())).await?;
+        match read {
+            Ok(ReadOutcome::Hit(stats)) => break (stats, CacheOutcome::Hit),
+            Ok(ReadOutcome::Lead { generation, token }) => {
+                break (
+                    compute_and_fill(cache, db, generation, token).await?,
+                    CacheOutcome::Miss,
+                )
+            }
+            Ok(ReadOutcome::Wait) if Instant::now() < deadline => {
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            // The lease holder is taking too long: answer from the database, do not hang.
+            Ok(ReadOutcome::Wait) => break (from_database(cache, db).await?, CacheOutcome::Miss),
+            Err(e) => {
+                cache.report_failure("read", &e);
+                break (from_database(cache, db).await?, CacheOutcome::Bypass);
+            }
+        }
+    };
+    cache
+        .metrics()
+        .cache_requests
+        .with_label_values(&[outcome.label()])
+        .inc();
+    Ok(AverageLookup {
+        stats,
+        outcome,
+        elapsed: started.elapsed(),
+    })
+}
+
+async fn from_database(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageAge, AppError> {
+    let cache = Arc::clone(cache);
+    db::with_conn(db, move |conn| aggregate(&cache, conn)).await
+}
+
+/// The lease holder's work: query, then store only if no write happened since `generation`.
+async fn compute_and_fill(
+    cache: &Arc<Cache>,
+    db: &DbPool,
+    generation: String,
+    token: String,
+) -> Result<AverageAge, AppError> {
+    let cache = Arc::clone(cache);
+    let pool = db.clone();
+    db::blocking(move || {
+        // If the query fails the lease is left to expire: a database that fails for one request
+        // would fail the next one too, so retrying at once gains nothing.
+        let stats = aggregate(&cache, &mut *pool.get()?)?;
+        if let Err(e) = cache.fill(&generation, &token, &stats) {
+            cache.report_failure("fill", &e);
+        }
+        Ok::<_, AppError>(stats)
+    })
+    .await
+}

@@ -1,0 +1,307 @@
+//! The Redis cache of the average-age aggregate, and what keeps it correct.
+//!
+//! # Keys
+//!
+//! - `{prefix}:students:average_age`: the value, JSON `{"average_age", "student_count"}`, with a
+//!   TTL of `CACHE_TTL_SECS` less up to 10% random jitter (so keys filled together do not all
+//!   expire together).
+//! - `{prefix}:students:average_age:generation`: a counter every write increments. No TTL.
+//! - `{prefix}:students:average_age:lock`: a short lease held by the one request that computes
+//!   the value on a miss, with a random token so only its holder releases it.
+//!
+//! # Read path (cache-aside, one round trip on a hit)
+//!
+//! One Lua script returns the value if present; otherwise it reads the generation and tries to
+//! take the lease. The lease holder runs the aggregate and stores it with a second script that
+//! sets the value **only if the generation is still the one read before the query**, then
+//! releases the lease. Requests that did not get the lease re-run the first script every few
+//! milliseconds and get the value once it is there, or the lease themselves once it is free; past
+//! [`WAIT_FOR_LEADER`] they query the database themselves rather than hang.
+//!
+//! # Write path
+//!
+//! The data change and a row in `cache_invalidations` (the outbox) commit in one transaction.
+//! Then one script increments the generation and deletes the value and the lease; then the
+//! outbox row is deleted; then the response is sent.
+//!
+//! # Why no reader can put back a value from before a write (the stale set)
+//!
+//! A reader R reads generation g, then queries. If a write W's increment happens after R read g,
+//! R's store sees g+1 and does nothing. If W's increment happened before R read g, then W had
+//! committed before R read g, hence before R's query began, so R's value already includes W. This
+//! is what memcache's leases (Nishtala et al., NSDI 2013) do; Redis runs each script atomically,
+//! so the compare and the set cannot be split by W. Deleting the lease in W lets the next reader
+//! start a fresh query at once instead of waiting for one that is now useless.
+//!
+//! # Why one aggregate runs per stampede, across instances
+//!
+//! The lease lives in Redis, which all instances share; `SET NX PX` grants it to one request. Its
+//! TTL ([`LOCK_TTL`]) is longer than the aggregate takes, and only bounds the damage of a holder
+//! that dies.
+//!
+//! # Why an invalidation is never lost
+//!
+//! If Redis cannot be reached after the commit, the outbox row stays. A background task on every
+//! instance ([`outbox::run_worker`]) retries due rows at least once a second and at start-up.
+//! While a row is pending, or while the circuit [`breaker`] is open, requests do not read Redis at
+//! all: the page is computed from the database (`X-Cache: BYPASS`). The breaker closes only after
+//! the pending rows are applied, so a Redis that comes back still holding the old value is cleaned
+//! before anyone reads it. An instance learns of another instance's failed invalidation from the
+//! outbox table within [`outbox::POLL_EVERY`] + [`outbox::GRACE`]; that is the one window left,
+//! and it needs Redis to be unreachable from the writer yet reachable from the reader.
+
+pub mod average;
+pub mod breaker;
+pub mod outbox;
+pub mod redis_pool;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rand::Rng;
+use redis::{RedisResult, Script};
+
+use crate::metrics::{self, Metrics};
+use crate::models::AverageAge;
+use breaker::Breaker;
+use redis_pool::RedisPool;
+
+pub use average::{AverageLookup, CacheOutcome};
+
+/// How long the lease holder may take before another request may compute the value.
+pub const LOCK_TTL: Duration = Duration::from_secs(10);
+/// How long a request waits for another request's aggregate before it runs its own.
+pub const WAIT_FOR_LEADER: Duration = Duration::from_secs(2);
+
+/// The names of the keys that hold the cached average.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub value: String,
+    pub generation: String,
+    pub lock: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        let value = format!("{prefix}:students:average_age");
+        Keys {
+            generation: format!("{value}:generation"),
+            lock: format!("{value}:lock"),
+            value,
+        }
+    }
+}
+
+/// What the read script found.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    Hit(AverageAge),
+    /// No value; this request holds the lease and must compute it.
+    Lead {
+        generation: String,
+        token: String,
+    },
+    /// No value and another request holds the lease.
+    Wait,
+}
+
+/// The cache of the average age: Redis, the breaker in front of it, the pending-invalidation flag.
+pub struct Cache {
+    pool: RedisPool,
+    keys: Keys,
+    ttl: Duration,
+    breaker: Breaker,
+    /// True while an invalidation may be pending in the outbox; starts true so that a new
+    /// process reads nothing from Redis before it has applied the outbox once.
+    pending: AtomicBool,
+    /// Bumped by every failure; the worker clears `pending` and closes the breaker only if no
+    /// failure happened while it was applying the outbox.
+    failures: Mutex<u64>,
+    metrics: Arc<Metrics>,
+    read_script: Script,
+    fill_script: Script,
+    invalidate_script: Script,
+}
+
+impl Cache {
+    pub fn new(pool: RedisPool, prefix: &str, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+        Cache {
+            pool,
+            keys: Keys::new(prefix),
+            ttl,
+            breaker: Breaker::default(),
+            pending: AtomicBool::new(true),
+            failures: Mutex::new(0),
+            metrics,
+            read_script: Script::new(
+                r"local v = redis.call('GET', KEYS[1])
+                  if v then return {'hit', v} end
+                  local gen = redis.call('GET', KEYS[2]) or '0'
+                  if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
+                    return {'lead', gen}
+                  end
+                  return {'wait', gen}",
+            ),
+            fill_script: Script::new(
+                r"local stored = 0
+                  if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then
+                    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+                    stored = 1
+                  end
+                  if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
+                  return stored",
+            ),
+            invalidate_script: Script::new(
+                r"redis.call('INCR', KEYS[2])
+                  redis.call('DEL', KEYS[1], KEYS[3])
+                  return 1",
+            ),
+        }
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether requests may read Redis now: the breaker is closed and nothing is pending.
+    pub fn is_usable(&self) -> bool {
+        self.breaker.is_closed() && !self.pending.load(Ordering::Acquire)
+    }
+
+    /// Whether the breaker currently lets calls through (for `/readyz`).
+    pub fn is_reachable(&self) -> bool {
+        self.breaker.is_closed()
+    }
+
+    fn connection(&self) -> RedisResult<r2d2::PooledConnection<redis_pool::RedisManager>> {
+        self.pool.get().map_err(|e| {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no redis connection: {e}"),
+            ))
+        })
+    }
+
+    /// Records a failed call (breaker, counter, rate-limited log).
+    pub fn report_failure(&self, context: &str, error: &redis::RedisError) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        *failures += 1;
+        self.breaker.trip(&self.metrics, context, error);
+    }
+
+    /// Stops reading Redis until the worker has applied the outbox.
+    fn mark_pending(&self) {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        *failures += 1;
+        self.pending.store(true, Ordering::Release);
+        self.metrics.cache_invalidations_pending.inc();
+    }
+
+    fn failure_count(&self) -> u64 {
+        *self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resumes reading Redis, unless a failure happened since `failures_seen` was read.
+    fn resume_if_no_failure_since(&self, failures_seen: u64) {
+        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        if *failures == failures_seen {
+            self.metrics.cache_invalidations_pending.set(0);
+            self.breaker.close();
+            self.pending.store(false, Ordering::Release);
+        }
+    }
+
+    /// One round trip: the value, or the lease, or the news that someone else holds it.
+    pub fn read_or_lease(&self) -> RedisResult<ReadOutcome> {
+        let mut conn = self.connection()?;
+        let token = format!("{:032x}", rand::rng().random::<u128>());
+        let reply: Vec<String> = metrics::time_cache_call("EVALSHA read_or_lease", || {
+            self.read_script
+                .key(&self.keys.value)
+                .key(&self.keys.generation)
+                .key(&self.keys.lock)
+                .arg(&token)
+                .arg(LOCK_TTL.as_millis() as u64)
+                .invoke(&mut *conn)
+        })?;
+        match reply.as_slice() {
+            [kind, value] if kind == "hit" => match serde_json::from_str(value) {
+                Ok(stats) => Ok(ReadOutcome::Hit(stats)),
+                // Something else wrote the key: treat it as absent, the fill will replace it.
+                Err(_) => Ok(ReadOutcome::Lead {
+                    generation: String::from("\u{0}unparseable"),
+                    token,
+                }),
+            },
+            [kind, generation] if kind == "lead" => Ok(ReadOutcome::Lead {
+                generation: generation.clone(),
+                token,
+            }),
+            _ => Ok(ReadOutcome::Wait),
+        }
+    }
+
+    /// Stores `stats` unless the generation moved since `generation` was read; releases the lease.
+    /// Returns whether the value was stored.
+    pub fn fill(&self, generation: &str, token: &str, stats: &AverageAge) -> RedisResult<bool> {
+        let mut conn = self.connection()?;
+        let json = serde_json::to_string(stats).unwrap_or_default();
+        let ttl_ms = self.ttl_with_jitter().as_millis() as u64;
+        let stored: i64 = metrics::time_cache_call("EVALSHA fill_if_generation", || {
+            self.fill_script
+                .key(&self.keys.value)
+                .key(&self.keys.generation)
+                .key(&self.keys.lock)
+                .arg(generation)
+                .arg(json)
+                .arg(ttl_ms)
+                .arg(token)
+                .invoke(&mut *conn)
+        })?;
+        Ok(stored == 1)
+    }
+
+    /// Bumps the generation and deletes the value and the lease, in one atomic script.
+    pub fn invalidate(&self) -> RedisResult<()> {
+        let mut conn = self.connection()?;
+        metrics::time_cache_call("EVALSHA invalidate", || {
+            self.invalidate_script
+                .key(&self.keys.value)
+                .key(&self.keys.generation)
+                .key(&self.keys.lock)
+                .invoke::<i64>(&mut *conn)
+        })?;
+        Ok(())
+    }
+
+    pub fn ping(&self) -> RedisResult<()> {
+        let mut conn = self.connection()?;
+        metrics::time_cache_call("PING", || redis::cmd("PING").query::<String>(&mut *conn))?;
+        Ok(())
+    }
+
+    /// `CACHE_TTL_SECS` less a random 0–10%, never below one millisecond.
+    fn ttl_with_jitter(&self) -> Duration {
+        let ttl_ms = self.ttl.as_millis() as u64;
+        let jitter = rand::rng().random_range(0..=ttl_ms / 10);
+        Duration::from_millis((ttl_ms - jitter).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_carry_the_prefix() {
+        let keys = Keys::new("app");
+        assert_eq!(keys.value, "app:students:average_age");
+        assert_eq!(keys.generation, "app:students:average_age:generation");
+        assert_eq!(keys.lock, "app:students:average_age:lock");
+    }
+}

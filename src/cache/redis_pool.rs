@@ -1,0 +1,84 @@
+//! An r2d2 pool of synchronous Redis connections with bounded connect and command timeouts.
+//!
+//! redis' own `r2d2::ManageConnection` impl for `Client` connects without a timeout and sets no
+//! read or write timeout, so one unreachable Redis would hold a blocking thread for as long as
+//! the kernel keeps trying. This manager wraps the same `redis::Client` and bounds both.
+
+use std::time::Duration;
+
+use redis::ConnectionLike;
+
+/// How long connecting, and each command, may take before the call fails.
+#[derive(Clone, Copy, Debug)]
+pub struct RedisTimeouts {
+    pub connect: Duration,
+    pub command: Duration,
+    /// How long a request waits for a free pooled connection.
+    pub checkout: Duration,
+}
+
+impl Default for RedisTimeouts {
+    fn default() -> Self {
+        RedisTimeouts {
+            connect: Duration::from_millis(250),
+            command: Duration::from_millis(250),
+            checkout: Duration::from_millis(300),
+        }
+    }
+}
+
+pub struct RedisManager {
+    client: redis::Client,
+    timeouts: RedisTimeouts,
+}
+
+impl r2d2::ManageConnection for RedisManager {
+    type Connection = redis::Connection;
+    type Error = redis::RedisError;
+
+    fn connect(&self) -> Result<redis::Connection, redis::RedisError> {
+        let conn = self
+            .client
+            .get_connection_with_timeout(self.timeouts.connect)?;
+        conn.set_read_timeout(Some(self.timeouts.command))?;
+        conn.set_write_timeout(Some(self.timeouts.command))?;
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), redis::RedisError> {
+        redis::cmd("PING").query::<String>(conn).map(drop)
+    }
+
+    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
+        !conn.is_open()
+    }
+}
+
+/// Errors of pool creation are logged by the circuit breaker, rate-limited; r2d2's default
+/// handler would log every failed background connect during an outage.
+#[derive(Debug)]
+struct QuietErrors;
+
+impl r2d2::HandleError<redis::RedisError> for QuietErrors {
+    fn handle_error(&self, error: redis::RedisError) {
+        log::debug!("redis pool: {error}");
+    }
+}
+
+pub type RedisPool = r2d2::Pool<RedisManager>;
+
+/// Builds the pool without connecting: the application starts, and serves from the database,
+/// while Redis is down.
+pub fn build_redis_pool(url: &str, timeouts: RedisTimeouts) -> anyhow::Result<RedisPool> {
+    let client = redis::Client::open(url)?;
+    Ok(r2d2::Pool::builder()
+        .max_size(16)
+        .min_idle(Some(0))
+        // A PING per checkout would double the round trips of a cache hit. A connection that
+        // died with Redis fails its next command instead, which opens the breaker, and the
+        // broken connection is dropped (`has_broken`).
+        .test_on_check_out(false)
+        .connection_timeout(timeouts.checkout)
+        .error_handler(Box::new(QuietErrors))
+        .build_unchecked(RedisManager { client, timeouts }))
+}

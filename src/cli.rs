@@ -1,0 +1,292 @@
+//! The command line, in the manner of Django's `manage.py`.
+
+use std::io::{BufRead, IsTerminal};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::Settings;
+use crate::models::staff::{hash_password, StaffUser};
+use crate::models::{NewStudent, Student};
+use crate::startup::{Application, Resources};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cachewithredis",
+    version,
+    about = "Students, their average age, and a Redis cache that stays correct."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Apply pending migrations and serve HTTP (the default).
+    Serve,
+    /// Apply pending migrations.
+    Migrate,
+    /// Insert N random students (ages 18–25) and invalidate the cache.
+    Seed {
+        #[arg(long)]
+        count: u64,
+        /// Seed of the random generator, for repeatable data.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Create a staff user; the password comes from STAFF_PASSWORD or standard input.
+    CreateStaff { username: String },
+    /// Invalidate the cached average.
+    CacheClear,
+}
+
+/// Runs one command to completion.
+pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Migrate => {
+            Resources::open(&settings)?;
+            println!("Migrations applied.");
+            Ok(())
+        }
+        Command::Seed { count, seed } => seed_students(&settings, count, seed),
+        Command::CreateStaff { username } => create_staff(&settings, &username),
+        Command::CacheClear => {
+            let resources = Resources::open(&settings)?;
+            resources
+                .cache
+                .invalidate()
+                .map_err(|e| anyhow::anyhow!("could not reach Redis to clear the cache: {e}"))?;
+            println!("Cache cleared: {}", resources.cache.keys().value);
+            Ok(())
+        }
+    }
+}
+
+fn serve(settings: Settings) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(async move {
+        let bind = settings.bind_addr;
+        let app = Application::build(settings).await?;
+        log::info!("listening on http://{bind} (port {})", app.port());
+        app.run_until_stopped().await?;
+        Ok(())
+    })
+}
+
+const FIRST_NAMES: &[&str] = &[
+    "Aarav",
+    "Abigail",
+    "Aiden",
+    "Amelia",
+    "Ana",
+    "Benjamin",
+    "Carlos",
+    "Charlotte",
+    "Chen",
+    "Chloe",
+    "Daniel",
+    "Elena",
+    "Elijah",
+    "Emma",
+    "Ethan",
+    "Fatima",
+    "Gabriel",
+    "Grace",
+    "Hana",
+    "Harper",
+    "Hiroshi",
+    "Isabella",
+    "Ivan",
+    "Jack",
+    "James",
+    "Julia",
+    "Kenji",
+    "Layla",
+    "Leo",
+    "Liam",
+    "Lucas",
+    "Lucia",
+    "Maria",
+    "Mateo",
+    "Mia",
+    "Mohammed",
+    "Noah",
+    "Olivia",
+    "Omar",
+    "Priya",
+    "Rahul",
+    "Sakura",
+    "Samuel",
+    "Sofia",
+    "Sophia",
+    "Thomas",
+    "Wei",
+    "Yusuf",
+    "Zara",
+    "Zoe",
+];
+const LAST_NAMES: &[&str] = &[
+    "Ahmed",
+    "Anderson",
+    "Brown",
+    "Chen",
+    "Costa",
+    "Davis",
+    "Dubois",
+    "Fernandez",
+    "Garcia",
+    "Gonzalez",
+    "Gupta",
+    "Hansen",
+    "Hernandez",
+    "Ivanov",
+    "Jackson",
+    "Johnson",
+    "Jones",
+    "Kim",
+    "Kowalski",
+    "Lee",
+    "Lopez",
+    "Martin",
+    "Martinez",
+    "Miller",
+    "Moore",
+    "Muller",
+    "Nakamura",
+    "Nguyen",
+    "Novak",
+    "OBrien",
+    "Patel",
+    "Perez",
+    "Rossi",
+    "Sanchez",
+    "Santos",
+    "Schmidt",
+    "Silva",
+    "Singh",
+    "Smith",
+    "Suzuki",
+    "Tanaka",
+    "Taylor",
+    "Thomas",
+    "Thompson",
+    "Wang",
+    "White",
+    "Williams",
+    "Wilson",
+    "Yamamoto",
+    "Zhang",
+];
+
+/// Rows per INSERT statement: two bound values each, well under SQLite's 32,766 limit.
+const SEED_BATCH: usize = 10_000;
+
+fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::Result<()> {
+    let resources = Resources::open(settings)?;
+    let mut conn = resources.db.get()?;
+    let mut rng = match seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => StdRng::from_os_rng(),
+    };
+    let progress = ProgressBar::new(count).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} students ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut outbox_ids = Vec::new();
+    let mut remaining = count;
+    let mut batch = Vec::with_capacity(SEED_BATCH);
+    while remaining > 0 {
+        let n = remaining.min(SEED_BATCH as u64);
+        batch.clear();
+        batch.extend((0..n).map(|_| NewStudent {
+            name: format!(
+                "{} {}",
+                FIRST_NAMES[rng.random_range(0..FIRST_NAMES.len())],
+                LAST_NAMES[rng.random_range(0..LAST_NAMES.len())]
+            ),
+            age: rng.random_range(18..=25),
+        }));
+        // The first batch's transaction records the invalidation, so readers stop trusting the
+        // cache as soon as any seeded row is visible, even if this command dies half way.
+        let record = outbox_ids.is_empty();
+        let outbox_id = conn.immediate_transaction(|conn| {
+            Student::insert_batch(conn, &batch)?;
+            if record {
+                crate::cache::outbox::record(conn, crate::cache::outbox::AVERAGE_AGE).map(Some)
+            } else {
+                Ok::<_, diesel::result::Error>(None)
+            }
+        })?;
+        outbox_ids.extend(outbox_id);
+        remaining -= n;
+        progress.inc(n);
+    }
+    progress.finish_and_clear();
+    resources.cache.invalidate_committed(&mut conn, &outbox_ids);
+    let total = Student::count(&mut conn)?;
+    println!(
+        "Inserted {count} students in {:.2}s (total now {total}).",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// 1–150 characters of letters, digits and `@.+-_`, as Django's username validator.
+pub fn valid_username(username: &str) -> bool {
+    let len = username.chars().count();
+    (1..=150).contains(&len)
+        && username
+            .chars()
+            .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
+}
+
+fn create_staff(settings: &Settings, username: &str) -> anyhow::Result<()> {
+    if !valid_username(username) {
+        anyhow::bail!("invalid username {username:?}: use 1 to 150 letters, digits and @ . + - _");
+    }
+    let password = read_password()?;
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    let resources = Resources::open(settings)?;
+    let mut conn = resources.db.get()?;
+    if StaffUser::find_by_username(&mut conn, username)?.is_some() {
+        anyhow::bail!("a staff user named {username:?} already exists");
+    }
+    let hash = hash_password(&password)?;
+    StaffUser::insert(&mut conn, username, &hash)?;
+    println!("Staff user {username:?} created.");
+    Ok(())
+}
+
+/// `STAFF_PASSWORD`, else a line of standard input (without echo on a terminal).
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("STAFF_PASSWORD") {
+        return Ok(password);
+    }
+    if std::io::stdin().is_terminal() {
+        return Ok(rpassword::prompt_password("Password: ")?);
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_djangos_rules() {
+        assert!(valid_username("ada.lovelace+staff@example"));
+        assert!(valid_username("Zoë"));
+        for bad in ["", "has space", "semi;colon", &"a".repeat(151)] {
+            assert!(!valid_username(bad), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Settings from the environment (and a `.env` file), validated once at start-up.
+//!
+//! Every variable is parsed here and nowhere else, so that a bad value stops the process
+//! before it binds a port, with a message that names the variable and what it accepts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Where the students live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// A path to an SQLite file (created when missing).
+    Sqlite(String),
+}
+
+/// The validated configuration of one process.
+#[derive(Clone)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    pub redis_url: String,
+    pub bind_addr: SocketAddr,
+    pub cache_ttl: Duration,
+    pub cache_key_prefix: String,
+    /// `None` when `SECRET_KEY` is unset: a random key is made at start-up.
+    pub secret_key: Option<String>,
+    pub cookie_secure: bool,
+    pub debug: bool,
+}
+
+impl std::fmt::Debug for Settings {
+    // Hand-written so that neither the secret key nor a Redis password reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("database_url", &self.database_url)
+            .field("bind_addr", &self.bind_addr)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("cache_key_prefix", &self.cache_key_prefix)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
+            .field("cookie_secure", &self.cookie_secure)
+            .field("debug", &self.debug)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A variable that holds a value the application cannot use.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid {variable}={value:?}: {accepts}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub value: String,
+    pub accepts: String,
+}
+
+/// The longest TTL accepted: a cached aggregate older than a month is a configuration mistake.
+const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// actix-web's cookie key derivation needs at least this many bytes of secret.
+const MIN_SECRET_KEY_LEN: usize = 32;
+
+impl Settings {
+    /// Reads `.env` when present, then the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is reported by the parse of each variable.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds settings from any variable lookup; the tests pass a map.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &'static str, default: &str| get(name).unwrap_or_else(|| default.into());
+        Ok(Settings {
+            database_url: parse_database_url(&var("DATABASE_URL", "cachewithredis.sqlite3"))?,
+            redis_url: parse_redis_url(&var("REDIS_URL", "redis://127.0.0.1:6379/0"))?,
+            bind_addr: parse_bind_addr(&var("BIND_ADDR", "127.0.0.1:8000"))?,
+            cache_ttl: parse_ttl(&var("CACHE_TTL_SECS", "300"))?,
+            cache_key_prefix: parse_key_prefix(&var("CACHE_KEY_PREFIX", "cachewithredis"))?,
+            secret_key: get("SECRET_KEY").map(parse_secret_key).transpose()?,
+            cookie_secure: parse_flag("COOKIE_SECURE", &var("COOKIE_SECURE", "0"))?,
+            debug: parse_flag("DEBUG", &var("DEBUG", "0"))?,
+        })
+    }
+}
+
+fn invalid(variable: &'static str, value: &str, accepts: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        value: value.to_owned(),
+        accepts: accepts.into(),
+    }
+}
+
+fn parse_database_url(value: &str) -> Result<DatabaseUrl, ConfigError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(invalid(
+            "DATABASE_URL",
+            value,
+            "a path to an SQLite file, e.g. cachewithredis.sqlite3",
+        ));
+    }
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        return Err(invalid(
+            "DATABASE_URL",
+            "postgres://…",
+            "an SQLite file path; PostgreSQL support is not built into this version",
+        ));
+    }
+    if value.contains("://") && !value.starts_with("sqlite://") {
+        return Err(invalid(
+            "DATABASE_URL",
+            value,
+            "a path to an SQLite file (optionally sqlite://PATH)",
+        ));
+    }
+    let path = value.strip_prefix("sqlite://").unwrap_or(value);
+    Ok(DatabaseUrl::Sqlite(path.to_owned()))
+}
+
+fn parse_redis_url(value: &str) -> Result<String, ConfigError> {
+    let accepts = "a redis://, rediss:// or unix:// URL, e.g. redis://:password@127.0.0.1:6379/0";
+    if !(value.starts_with("redis://")
+        || value.starts_with("rediss://")
+        || value.starts_with("unix://")
+        || value.starts_with("redis+unix://"))
+    {
+        return Err(invalid("REDIS_URL", value, accepts));
+    }
+    // Parsing here, not at the first request, is what makes a typo fail at start-up.
+    redis::Client::open(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| {
+            invalid(
+                "REDIS_URL",
+                &redact_password(value),
+                format!("{accepts} ({e})"),
+            )
+        })
+}
+
+/// Hides the password of a URL that is about to be printed.
+fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn parse_bind_addr(value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            "BIND_ADDR",
+            value,
+            "an IP address and port, e.g. 127.0.0.1:8000",
+        )
+    })
+}
+
+fn parse_ttl(value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(secs) if (1..=MAX_TTL_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(invalid(
+            "CACHE_TTL_SECS",
+            value,
+            format!("a whole number of seconds from 1 to {MAX_TTL_SECS}"),
+        )),
+    }
+}
+
+fn parse_key_prefix(value: &str) -> Result<String, ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(invalid(
+            "CACHE_KEY_PREFIX",
+            value,
+            "1 to 64 characters of ASCII letters, digits and - _ . :",
+        ))
+    }
+}
+
+fn parse_secret_key(value: String) -> Result<String, ConfigError> {
+    if value.len() < MIN_SECRET_KEY_LEN {
+        return Err(invalid(
+            "SECRET_KEY",
+            "<hidden>",
+            format!(
+                "at least {MIN_SECRET_KEY_LEN} bytes of secret (e.g. the output of `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+fn parse_flag(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(invalid(
+            variable,
+            value,
+            "1 or 0 (also true/false, yes/no, on/off)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(
+            s.database_url,
+            DatabaseUrl::Sqlite("cachewithredis.sqlite3".into())
+        );
+        assert_eq!(s.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.cache_ttl, Duration::from_secs(300));
+        assert_eq!(s.cache_key_prefix, "cachewithredis");
+        assert!(s.secret_key.is_none());
+        assert!(!s.cookie_secure);
+        assert!(!s.debug);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases = [
+            ("CACHE_TTL_SECS", "0"),
+            ("CACHE_TTL_SECS", "-5"),
+            ("CACHE_TTL_SECS", "ten"),
+            ("CACHE_TTL_SECS", "99999999999"),
+            ("BIND_ADDR", "localhost"),
+            ("BIND_ADDR", "127.0.0.1:99999"),
+            ("REDIS_URL", "http://127.0.0.1:6379"),
+            ("REDIS_URL", "127.0.0.1:6379"),
+            ("CACHE_KEY_PREFIX", ""),
+            ("CACHE_KEY_PREFIX", "has space"),
+            ("SECRET_KEY", "short"),
+            ("COOKIE_SECURE", "maybe"),
+            ("DEBUG", "2"),
+            ("DATABASE_URL", ""),
+            ("DATABASE_URL", "mysql://root@localhost/db"),
+        ];
+        for (variable, value) in cases {
+            let err = settings(&[(variable, value)]).expect_err(value);
+            assert_eq!(err.variable, variable, "{variable}={value}");
+            assert!(err.to_string().contains(variable));
+        }
+    }
+
+    #[test]
+    fn a_redis_password_is_not_echoed_in_the_error() {
+        let err = settings(&[("REDIS_URL", "redis://:hunter2@[::1")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn rediss_urls_with_passwords_are_accepted() {
+        let s = settings(&[("REDIS_URL", "rediss://:pw@cache.internal:6380/1")]).unwrap();
+        assert_eq!(s.redis_url, "rediss://:pw@cache.internal:6380/1");
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret_key() {
+        let key = "k".repeat(40);
+        let s = settings(&[("SECRET_KEY", &key)]).unwrap();
+        assert!(!format!("{s:?}").contains(&key));
+    }
+}

@@ -1,0 +1,15 @@
+//! CacheWithRedis: a student list whose average-age aggregate is cached in Redis, in Django's
+//! model-view-template shape (Diesel models, actix-web views, Askama templates).
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod forms;
+pub mod metrics;
+pub mod models;
+pub mod schema;
+pub mod session;
+pub mod startup;
+pub mod views;

@@ -1,0 +1,258 @@
+//! Counters for `/metrics`, and the per-request record of database and cache work that becomes
+//! the `Server-Timing` header (the Debug Toolbar's SQL and Cache panels, in the browser).
+//!
+//! The per-request record follows the request across the thread hop of `web::block`: the
+//! middleware puts it in a tokio task-local, `db::blocking` carries it to the blocking thread and
+//! installs it in a thread-local there, and the Diesel instrumentation and the Redis helpers
+//! write to whatever is installed. Work outside a request (the outbox worker, the CLI) has no
+//! record installed and is not counted.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The application's Prometheus series, one set per running application.
+pub struct Metrics {
+    registry: Registry,
+    pub cache_requests: IntCounterVec,
+    pub cache_errors: IntCounter,
+    pub db_aggregate_queries: IntCounter,
+    pub cache_invalidations: IntCounter,
+    pub cache_invalidations_pending: IntGauge,
+    pub http_request_duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let cache_requests = IntCounterVec::new(
+            Opts::new(
+                "cachewithredis_cache_requests_total",
+                "Average-age lookups by cache outcome.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let cache_errors = IntCounter::new(
+            "cachewithredis_cache_errors_total",
+            "Redis calls that failed or timed out.",
+        )
+        .expect("valid metric");
+        let db_aggregate_queries = IntCounter::new(
+            "cachewithredis_db_aggregate_queries_total",
+            "SELECT AVG(age), COUNT(*) queries run against the database.",
+        )
+        .expect("valid metric");
+        let cache_invalidations = IntCounter::new(
+            "cachewithredis_cache_invalidations_total",
+            "Cache invalidations confirmed by Redis.",
+        )
+        .expect("valid metric");
+        let cache_invalidations_pending = IntGauge::new(
+            "cachewithredis_cache_invalidations_pending",
+            "Invalidations recorded in the outbox and not yet confirmed by Redis.",
+        )
+        .expect("valid metric");
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "cachewithredis_http_request_duration_seconds",
+                "HTTP request latency by route pattern, method and status.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        for result in ["hit", "miss", "bypass"] {
+            // Present from the start, so that a dashboard's rate() has a baseline.
+            cache_requests.with_label_values(&[result]);
+        }
+        for collector in [
+            Box::new(cache_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cache_errors.clone()),
+            Box::new(db_aggregate_queries.clone()),
+            Box::new(cache_invalidations.clone()),
+            Box::new(cache_invalidations_pending.clone()),
+            Box::new(http_request_duration.clone()),
+        ] {
+            registry.register(collector).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            cache_requests,
+            cache_errors,
+            db_aggregate_queries,
+            cache_invalidations,
+            cache_invalidations_pending,
+            http_request_duration,
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec only fails on a metric family that breaks the format, which the
+        // fixed set above cannot produce.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One database statement or Redis command made while serving a request.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub what: String,
+    pub duration: Duration,
+}
+
+/// The database and cache work of one request.
+#[derive(Default, Debug)]
+pub struct RequestTimings {
+    pub db: Vec<Call>,
+    pub cache: Vec<Call>,
+}
+
+impl RequestTimings {
+    /// The `Server-Timing` header value, e.g. `db;dur=0.41;desc="1 query", cache;dur=0.08;desc="1 call"`.
+    pub fn server_timing(&self) -> String {
+        fn entry(name: &str, calls: &[Call], one: &str, many: &str) -> String {
+            let total: Duration = calls.iter().map(|c| c.duration).sum();
+            let noun = if calls.len() == 1 { one } else { many };
+            format!(
+                "{name};dur={:.2};desc=\"{} {noun}\"",
+                total.as_secs_f64() * 1000.0,
+                calls.len()
+            )
+        }
+        format!(
+            "{}, {}",
+            entry("db", &self.db, "query", "queries"),
+            entry("cache", &self.cache, "call", "calls")
+        )
+    }
+}
+
+/// A request's timings, shared between the async handler and the blocking threads it uses.
+pub type SharedTimings = Arc<Mutex<RequestTimings>>;
+
+tokio::task_local! {
+    /// Set by the timing middleware around each request's future.
+    pub static REQUEST_TIMINGS: SharedTimings;
+}
+
+thread_local! {
+    static INSTALLED: RefCell<Option<SharedTimings>> = const { RefCell::new(None) };
+}
+
+/// The timings of the request being served by the current task, if any.
+pub fn current_request_timings() -> Option<SharedTimings> {
+    REQUEST_TIMINGS.try_with(Arc::clone).ok()
+}
+
+/// Runs `f` on this thread with `timings` as the place where queries and cache calls are recorded.
+pub fn with_installed_timings<T>(timings: Option<SharedTimings>, f: impl FnOnce() -> T) -> T {
+    let previous = INSTALLED.with(|slot| slot.replace(timings));
+    let out = f();
+    INSTALLED.with(|slot| *slot.borrow_mut() = previous);
+    out
+}
+
+fn record(push: impl FnOnce(&mut RequestTimings)) {
+    INSTALLED.with(|slot| {
+        if let Some(timings) = slot.borrow().as_ref() {
+            if let Ok(mut timings) = timings.lock() {
+                push(&mut timings);
+            }
+        }
+    });
+}
+
+/// Times one Redis command for the current request's record.
+pub fn time_cache_call<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    let duration = started.elapsed();
+    record(|t| {
+        t.cache.push(Call {
+            what: what.to_owned(),
+            duration,
+        })
+    });
+    out
+}
+
+/// Diesel instrumentation that records each statement into the current request's record.
+#[derive(Default)]
+pub struct QueryRecorder {
+    started: Option<Instant>,
+}
+
+impl Instrumentation for QueryRecorder {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::StartQuery { .. } => self.started = Some(Instant::now()),
+            InstrumentationEvent::FinishQuery { query, .. } => {
+                let duration = self.started.take().map(|s| s.elapsed()).unwrap_or_default();
+                record(|t| {
+                    t.db.push(Call {
+                        what: query.to_string(),
+                        duration,
+                    })
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timing_sums_durations_and_counts_calls() {
+        let timings = RequestTimings {
+            db: vec![Call {
+                what: "SELECT 1".into(),
+                duration: Duration::from_micros(410),
+            }],
+            cache: vec![
+                Call {
+                    what: "GET".into(),
+                    duration: Duration::from_micros(50),
+                },
+                Call {
+                    what: "SET".into(),
+                    duration: Duration::from_micros(30),
+                },
+            ],
+        };
+        assert_eq!(
+            timings.server_timing(),
+            r#"db;dur=0.41;desc="1 query", cache;dur=0.08;desc="2 calls""#
+        );
+    }
+
+    #[test]
+    fn calls_outside_a_request_are_not_recorded() {
+        let shared: SharedTimings = Default::default();
+        time_cache_call("PING", || ());
+        with_installed_timings(Some(shared.clone()), || time_cache_call("GET", || ()));
+        time_cache_call("PING", || ());
+        assert_eq!(shared.lock().unwrap().cache.len(), 1);
+    }
+}

@@ -1,0 +1,43 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    cache_invalidations (id) {
+        id -> Integer,
+        cache_key -> Text,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    login_failures (id) {
+        id -> Integer,
+        username -> Text,
+        client_addr -> Text,
+        failed_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    staff_users (id) {
+        id -> Integer,
+        username -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    students (id) {
+        id -> Integer,
+        name -> Text,
+        age -> Integer,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    cache_invalidations,
+    login_failures,
+    staff_users,
+    students,
+);

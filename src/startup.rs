@@ -1,0 +1,214 @@
+//! Pools, the HTTP server and its middleware: `Application::build` for `main` and the tests.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_session::storage::CookieSessionStore;
+use actix_session::SessionMiddleware;
+use actix_web::body::MessageBody;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::error::{PathError, QueryPayloadError, UrlencodedError};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{from_fn, DefaultHeaders, Logger, Next};
+use actix_web::{web, App, HttpRequest, HttpServer};
+
+use crate::cache::redis_pool::{build_redis_pool, RedisTimeouts};
+use crate::cache::{outbox, Cache};
+use crate::config::Settings;
+use crate::db::{self, DbPool};
+use crate::error::AppError;
+use crate::metrics::{self, Metrics, SharedTimings};
+use crate::views::{self, AppState};
+
+/// The largest request body accepted (SPEC §3).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The database, the cache and the metrics: what the server and the commands share.
+#[derive(Clone)]
+pub struct Resources {
+    pub db: DbPool,
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Resources {
+    /// Opens the database (applying pending migrations) and the Redis pool. Redis being down
+    /// is not an error: the cache starts with its breaker closed and opens it at the first
+    /// failed call.
+    pub fn open(settings: &Settings) -> anyhow::Result<Resources> {
+        // redis' rustls support needs a process-wide crypto provider for rediss:// URLs.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let db = db::build_pool(&settings.database_url)?;
+        db::run_migrations(&mut *db.get()?)?;
+        let metrics = Arc::new(Metrics::new());
+        let redis = build_redis_pool(&settings.redis_url, RedisTimeouts::default())?;
+        let cache = Arc::new(Cache::new(
+            redis,
+            &settings.cache_key_prefix,
+            settings.cache_ttl,
+            Arc::clone(&metrics),
+        ));
+        Ok(Resources { db, cache, metrics })
+    }
+}
+
+/// A bound, ready-to-run server.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Binds `settings.bind_addr` (port 0 picks a free port) and builds the server.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.bind_addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
+        let opened = settings.clone();
+        let resources =
+            db::blocking(move || Resources::open(&opened).map_err(AppError::Unexpected))
+                .await
+                .map_err(|e| match e {
+                    AppError::Unexpected(inner) | AppError::DatabaseUnavailable(inner) => inner,
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+        Self::build_with(settings, resources, listener).await
+    }
+
+    async fn build_with(
+        settings: Settings,
+        resources: Resources,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
+        let port = listener.local_addr()?.port();
+        // Apply the outbox once before serving: invalidations left by a crash or an outage
+        // must land before this process reads Redis.
+        let (cache, pool) = (Arc::clone(&resources.cache), resources.db.clone());
+        db::blocking(move || {
+            cache.apply_outbox(&pool);
+            Ok::<_, AppError>(())
+        })
+        .await?;
+        tokio::spawn(outbox::run_worker(
+            Arc::clone(&resources.cache),
+            resources.db.clone(),
+        ));
+
+        let key = match &settings.secret_key {
+            Some(secret) => Key::derive_from(secret.as_bytes()),
+            None => {
+                log::warn!(
+                    "SECRET_KEY is not set: using a random key, so sessions end at restart and \
+                     do not work across instances"
+                );
+                Key::generate()
+            }
+        };
+        let cookie_secure = settings.cookie_secure;
+        let state = web::Data::new(AppState {
+            db: resources.db.clone(),
+            cache: Arc::clone(&resources.cache),
+            metrics: Arc::clone(&resources.metrics),
+        });
+        let metrics = web::Data::from(Arc::clone(&resources.metrics));
+
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(metrics.clone())
+                .app_data(
+                    web::FormConfig::default()
+                        .limit(MAX_BODY_BYTES)
+                        .error_handler(form_error),
+                )
+                .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+                .app_data(web::QueryConfig::default().error_handler(query_error))
+                .app_data(web::PathConfig::default().error_handler(path_error))
+                .configure(views::routes)
+                .default_service(web::to(not_found))
+                .wrap(
+                    SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+                        .cookie_name("cachewithredis_session".into())
+                        .cookie_http_only(true)
+                        .cookie_same_site(SameSite::Lax)
+                        .cookie_secure(cookie_secure)
+                        .build(),
+                )
+                .wrap(from_fn(observe))
+                .wrap(security_headers())
+                .wrap(Logger::new(r#"%a "%r" %s %b %Dms cache=%{X-Cache}o"#))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+/// SPEC §7's headers, on every response including errors.
+fn security_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Content-Security-Policy", "default-src 'self'"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("Referrer-Policy", "same-origin"))
+}
+
+/// Records the request's database and cache work (`Server-Timing`) and its latency histogram.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let timings = SharedTimings::default();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let method = req.method().to_string();
+    let mut res = metrics::REQUEST_TIMINGS
+        .scope(Arc::clone(&timings), next.call(req))
+        .await?;
+    if let Ok(timings) = timings.lock() {
+        if let Ok(value) = HeaderValue::from_str(&timings.server_timing()) {
+            res.headers_mut()
+                .insert(HeaderName::from_static("server-timing"), value);
+        }
+    }
+    if let Some(metrics) = metrics {
+        // The route pattern, not the path, so ids do not create new series.
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        metrics
+            .http_request_duration
+            .with_label_values(&[&route, &method, res.status().as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(res)
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
+    Err(AppError::NotFound)
+}
+
+fn form_error(err: UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
+    match err {
+        UrlencodedError::Overflow { .. } => AppError::PayloadTooLarge.into(),
+        other => AppError::BadRequest(format!("The form could not be read: {other}.")).into(),
+    }
+}
+
+fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    AppError::BadRequest(format!("The query string could not be read: {err}.")).into()
+}
+
+fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
+    AppError::NotFound.into()
+}

@@ -1,0 +1,4 @@
+//! The staff area under `/admin`.
+
+pub mod auth;
+pub mod students;

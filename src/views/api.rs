@@ -1,0 +1,26 @@
+//! The JSON twin of the average-age page.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::AppState;
+use crate::cache::average;
+use crate::error::AppError;
+
+#[derive(Serialize)]
+struct AverageAgeBody {
+    average_age: Option<f64>,
+    student_count: i64,
+    cache: &'static str,
+}
+
+pub async fn average_age(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let lookup = average::lookup(&state.cache, &state.db).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("X-Cache", lookup.outcome.header()))
+        .json(AverageAgeBody {
+            average_age: lookup.stats.average_age,
+            student_count: lookup.stats.student_count,
+            cache: lookup.outcome.label(),
+        }))
+}

@@ -1,0 +1,63 @@
+//! Liveness, readiness and metrics.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use diesel::connection::SimpleConnection;
+use serde::Serialize;
+
+use super::AppState;
+use crate::db;
+use crate::error::AppError;
+
+/// 200 while the process can answer at all.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body("ok\n")
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    database: &'static str,
+    cache: &'static str,
+}
+
+/// 503 when the database cannot be used; 200 with `"cache": "unavailable"` when only Redis is
+/// down, since pages are still served (from the database).
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let database_ok = db::with_conn(&state.db, |conn| {
+        conn.batch_execute("SELECT 1 FROM students LIMIT 1")
+            .map_err(AppError::from)
+    })
+    .await
+    .is_ok();
+    let cache = Arc::clone(&state.cache);
+    let cache_ok = db::blocking(move || {
+        Ok::<_, AppError>(match cache.ping() {
+            Ok(()) => true,
+            Err(e) => {
+                cache.report_failure("readyz", &e);
+                false
+            }
+        })
+    })
+    .await
+    .unwrap_or(false);
+    let body = Readiness {
+        database: if database_ok { "ok" } else { "unavailable" },
+        cache: if cache_ok { "ok" } else { "unavailable" },
+    };
+    if database_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}

@@ -1,0 +1,170 @@
+//! The route table, and what the page views share: the navigation context and the pager.
+
+pub mod admin;
+pub mod api;
+pub mod average;
+pub mod health;
+pub mod students;
+
+use std::sync::Arc;
+
+use actix_session::Session;
+use actix_web::middleware::{from_fn, DefaultHeaders};
+use actix_web::web;
+
+use crate::cache::Cache;
+use crate::db::DbPool;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::session;
+
+/// Students per page, on the public list and in the staff list.
+pub const PER_PAGE: i64 = 50;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: DbPool,
+    pub cache: Arc<Cache>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The route table, shared by `main` and the tests.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(students::list))
+        .route("/students", web::get().to(students::list))
+        .route("/students/average-age", web::get().to(average::page))
+        .route("/api/students/average-age", web::get().to(api::average_age))
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
+        .service(
+            web::scope("/admin")
+                .wrap(from_fn(admin::auth::require_staff))
+                .route("", web::get().to(admin::students::home))
+                .route("/", web::get().to(admin::students::home))
+                .route("/login", web::get().to(admin::auth::login_form))
+                .route("/login", web::post().to(admin::auth::login))
+                .route("/logout", web::post().to(admin::auth::logout))
+                .route("/students", web::get().to(admin::students::index))
+                .route("/students", web::post().to(admin::students::create))
+                .route("/students/new", web::get().to(admin::students::new))
+                .route("/students/{id}/edit", web::get().to(admin::students::edit))
+                .route("/students/{id}", web::post().to(admin::students::update))
+                .route(
+                    "/students/{id}/delete",
+                    web::get().to(admin::students::confirm_delete),
+                )
+                .route(
+                    "/students/{id}/delete",
+                    web::post().to(admin::students::delete),
+                ),
+        )
+        .service(
+            web::scope("/static")
+                .wrap(DefaultHeaders::new().add(("Cache-Control", "public, max-age=3600")))
+                .service(actix_files::Files::new("", static_dir())),
+        );
+}
+
+/// The static assets shipped with the source tree.
+fn static_dir() -> String {
+    std::env::var("STATIC_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/static").into())
+}
+
+/// What the site header and the flash area need.
+pub struct Nav {
+    pub staff: Option<String>,
+    /// The CSRF token for the sign-out form; empty for visitors, who get no session cookie.
+    pub csrf_token: String,
+    pub flashes: Vec<String>,
+}
+
+impl Nav {
+    pub fn new(session: &Session) -> Result<Nav, AppError> {
+        match session::signed_in(session) {
+            Some(user) => Ok(Nav {
+                staff: Some(user.username),
+                csrf_token: session::csrf_token(session)?,
+                flashes: session::take_flashes(session),
+            }),
+            None => Ok(Nav {
+                staff: None,
+                csrf_token: String::new(),
+                flashes: Vec::new(),
+            }),
+        }
+    }
+}
+
+/// The `?page=` parameter: absent means 1; anything but a whole number ≥ 1 is a 400.
+pub fn parse_page(raw: Option<&str>) -> Result<i64, AppError> {
+    match raw {
+        None => Ok(1),
+        Some(raw) => match raw.trim().parse::<i64>() {
+            Ok(page) if page >= 1 => Ok(page),
+            _ => Err(AppError::BadRequest(format!(
+                "The page number must be a whole number from 1 up, not {raw:?}."
+            ))),
+        },
+    }
+}
+
+/// Where a page sits among the others, for the pager links.
+pub struct Pager {
+    pub page: i64,
+    pub last_page: i64,
+    pub total: i64,
+    /// Other query parameters to keep in the links (the staff search), already encoded.
+    pub extra_query: String,
+}
+
+impl Pager {
+    /// Checks `page` against `total`: past the last page is a 404, except page 1 of nothing.
+    pub fn new(page: i64, total: i64, extra_query: String) -> Result<Pager, AppError> {
+        let last_page = ((total + PER_PAGE - 1) / PER_PAGE).max(1);
+        if page > last_page {
+            return Err(AppError::NotFound);
+        }
+        Ok(Pager {
+            page,
+            last_page,
+            total,
+            extra_query,
+        })
+    }
+
+    pub fn previous(&self) -> Option<i64> {
+        (self.page > 1).then(|| self.page - 1)
+    }
+
+    pub fn next(&self) -> Option<i64> {
+        (self.page < self.last_page).then(|| self.page + 1)
+    }
+
+    pub fn query_for(&self, page: &i64) -> String {
+        format!("{}page={page}", self.extra_query)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_numbers_must_be_positive_whole_numbers() {
+        assert_eq!(parse_page(None).unwrap(), 1);
+        assert_eq!(parse_page(Some("3")).unwrap(), 3);
+        for raw in ["0", "-1", "abc", "1.5", ""] {
+            assert!(parse_page(Some(raw)).is_err(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn past_the_last_page_is_not_found_except_page_one_of_nothing() {
+        assert!(Pager::new(1, 0, String::new()).is_ok());
+        assert!(Pager::new(2, 0, String::new()).is_err());
+        assert!(Pager::new(2, 51, String::new()).is_ok());
+        assert!(Pager::new(3, 100, String::new()).is_err());
+    }
+}
