@@ -1,0 +1,168 @@
+//! The races of SPEC §4, provoked: readers and writers at once, cold bursts, two instances.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+
+use crate::helpers::{spawn_app, spawn_app_with, AppOptions, TestApp};
+
+/// Enough rows that the aggregate takes milliseconds, so a reader's query overlaps writes.
+const MANY: usize = 200_000;
+
+fn seed_many(app: &TestApp) {
+    let ages: Vec<i32> = (0..MANY).map(|i| 18 + (i % 8) as i32).collect();
+    app.insert_students(&ages);
+}
+
+async fn second_instance(first: &TestApp) -> TestApp {
+    spawn_app_with(AppOptions {
+        share_with: Some(first.backends()),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_read_after_a_write_answered_shows_the_old_count_while_readers_race_the_writes() {
+    let app = Arc::new(spawn_app().await);
+    let other = Arc::new(second_instance(&app).await);
+    seed_many(&app);
+    app.sign_in().await;
+
+    // The count every read that starts from now on must show at least.
+    let answered = Arc::new(AtomicI64::new(MANY as i64));
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..6)
+        .map(|i| {
+            let instance = if i % 2 == 0 {
+                app.clone()
+            } else {
+                other.clone()
+            };
+            let (answered, stop) = (answered.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut reads, mut stale) = (0, Vec::new());
+                while !stop.load(Ordering::Acquire) {
+                    let floor = answered.load(Ordering::Acquire);
+                    let (json, x_cache) = instance.average().await;
+                    let seen = json["student_count"].as_i64().unwrap_or(-1);
+                    reads += 1;
+                    if seen < floor {
+                        stale.push(format!("{x_cache}: saw {seen} after {floor} was answered"));
+                    }
+                }
+                (reads, stale)
+            })
+        })
+        .collect();
+
+    // Writes back to back, so that they commit while readers' aggregates are running.
+    for write in 1..=60 {
+        assert_eq!(app.add_student("Racer", "30").await.status(), 303);
+        answered.store((MANY + write) as i64, Ordering::Release);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Release);
+    let mut stale_reads = Vec::new();
+    let mut reads = 0;
+    for reader in join_all(readers).await {
+        let (n, stale) = reader.unwrap();
+        reads += n;
+        stale_reads.extend(stale);
+    }
+    assert!(reads > 60, "the readers ran ({reads} reads)");
+    assert!(
+        stale_reads.is_empty(),
+        "{} stale reads of {reads}: {:?}",
+        stale_reads.len(),
+        &stale_reads[..stale_reads.len().min(5)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_burst_of_64_requests_over_two_instances_runs_one_aggregate() {
+    let app = spawn_app().await;
+    let other = second_instance(&app).await;
+    seed_many(&app);
+    let requests = (0..64).map(|i| {
+        let target = if i % 2 == 0 { &app } else { &other };
+        target.average()
+    });
+    let answers = join_all(requests).await;
+    for (json, x_cache) in &answers {
+        assert_eq!(json["student_count"], MANY as i64, "{x_cache}");
+        assert_ne!(x_cache, "BYPASS");
+    }
+    let queries = app
+        .metric("cachewithredis_db_aggregate_queries_total")
+        .await
+        + other
+            .metric("cachewithredis_db_aggregate_queries_total")
+            .await;
+    assert_eq!(queries, 1.0, "aggregate queries for one cold burst");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_on_one_instance_is_seen_by_the_next_read_on_the_other() {
+    let app = spawn_app().await;
+    let other = second_instance(&app).await;
+    app.insert_students(&[20]);
+    app.sign_in().await;
+    other.average().await;
+    assert_eq!(other.average().await.1, "HIT");
+    assert_eq!(app.add_student("Ada", "40").await.status(), 303);
+    let (json, x_cache) = other.average().await;
+    assert_eq!(
+        (x_cache.as_str(), json["student_count"].as_i64()),
+        ("MISS", Some(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_made_on_one_instance_works_on_the_other() {
+    let app = spawn_app().await;
+    let other = second_instance(&app).await;
+    app.sign_in().await;
+    // Cookies are scoped by host, not port: the same browser reaches the other instance with
+    // the session cookie the first one set, as behind a load balancer.
+    let response = app
+        .client
+        .get(other.url("/admin/students"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("Signed in as"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalidation_left_in_the_outbox_is_applied_before_a_new_instance_reads_redis() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    app.average().await;
+    // A writer that committed and died before it reached Redis.
+    {
+        use cachewithredis::cache::outbox;
+        use diesel::Connection;
+        let mut conn = app.conn();
+        conn.transaction(|conn| {
+            cachewithredis::models::Student::insert(
+                conn,
+                &cachewithredis::models::NewStudent {
+                    name: "Late".into(),
+                    age: 40,
+                },
+            )?;
+            outbox::record(conn, outbox::AVERAGE_AGE)
+        })
+        .unwrap();
+    }
+    assert!(
+        app.redis_get(&app.value_key()).is_some(),
+        "the old value is still cached"
+    );
+    let fresh = second_instance(&app).await;
+    let (json, _) = fresh.average().await;
+    assert_eq!(json["student_count"], 2);
+}

@@ -1,0 +1,224 @@
+//! The binary, run as a user would run it.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::helpers::{spawn_app, RedisServer};
+use tempfile::TempDir;
+
+fn cachewithredis(dir: &TempDir, redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cachewithredis"));
+    command
+        .args(args)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", dir.path().join("cli.sqlite3"))
+        .env("REDIS_URL", redis_url)
+        .env("CACHE_KEY_PREFIX", "clitest")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_bad_configuration_value_exits_non_zero_naming_the_variable() {
+    let dir = TempDir::new().unwrap();
+    let cases = [
+        ("CACHE_TTL_SECS", "abc"),
+        ("BIND_ADDR", "not-an-address"),
+        ("REDIS_URL", "http://example"),
+        ("CACHE_KEY_PREFIX", "has space"),
+        ("SECRET_KEY", "short"),
+        ("COOKIE_SECURE", "perhaps"),
+    ];
+    for (variable, value) in cases {
+        let out = cachewithredis(
+            &dir,
+            "redis://127.0.0.1:1/0",
+            &["migrate"],
+            &[(variable, value)],
+        );
+        assert_eq!(out.status.code(), Some(2), "{variable}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(variable), "{variable}: {stderr}");
+        assert!(
+            !dir.path().join("cli.sqlite3").exists(),
+            "nothing done before the check"
+        );
+    }
+}
+
+#[test]
+fn seed_adds_exactly_n_rows_and_invalidates_the_cache() {
+    let dir = TempDir::new().unwrap();
+    let redis = RedisServer::start();
+    let mut conn = redis.connection();
+    let _: () = redis::cmd("SET")
+        .arg("clitest:students:average_age")
+        .arg("{}")
+        .query(&mut conn)
+        .unwrap();
+    for _ in 0..2 {
+        let out = cachewithredis(
+            &dir,
+            &redis.url(),
+            &["seed", "--count", "1234", "--seed", "7"],
+            &[],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let value: Option<String> = redis::cmd("GET")
+        .arg("clitest:students:average_age")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(value, None, "seed deleted the cached value");
+    let path = dir.path().join("cli.sqlite3");
+    let pool = cachewithredis::db::build_pool(&cachewithredis::config::DatabaseUrl::Sqlite(
+        path.display().to_string(),
+    ))
+    .unwrap();
+    let mut db = pool.get().unwrap();
+    assert_eq!(
+        cachewithredis::models::Student::count(&mut db).unwrap(),
+        2468
+    );
+    let stats = cachewithredis::models::Student::average_age(&mut db).unwrap();
+    let average = stats.average_age.unwrap();
+    assert!((18.0..=25.0).contains(&average), "ages 18–25: {average}");
+}
+
+#[test]
+fn seed_with_redis_down_keeps_the_rows_and_leaves_the_invalidation_pending() {
+    let dir = TempDir::new().unwrap();
+    let out = cachewithredis(
+        &dir,
+        "redis://127.0.0.1:1/0",
+        &["seed", "--count", "10"],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.path().join("cli.sqlite3");
+    let pool = cachewithredis::db::build_pool(&cachewithredis::config::DatabaseUrl::Sqlite(
+        path.display().to_string(),
+    ))
+    .unwrap();
+    use diesel::prelude::*;
+    let pending: i64 = cachewithredis::schema::cache_invalidations::table
+        .count()
+        .get_result(&mut pool.get().unwrap())
+        .unwrap();
+    assert_eq!(pending, 1);
+}
+
+#[test]
+fn create_staff_reads_the_password_and_refuses_duplicates_and_bad_names() {
+    let dir = TempDir::new().unwrap();
+    let url = "redis://127.0.0.1:1/0";
+    let ok = cachewithredis(
+        &dir,
+        url,
+        &["create-staff", "ada"],
+        &[("STAFF_PASSWORD", "s3cret-pass")],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let again = cachewithredis(
+        &dir,
+        url,
+        &["create-staff", "ada"],
+        &[("STAFF_PASSWORD", "other")],
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = cachewithredis(
+        &dir,
+        url,
+        &["create-staff", "bad name"],
+        &[("STAFF_PASSWORD", "x")],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid username"));
+    let empty = cachewithredis(&dir, url, &["create-staff", "bob"], &[]);
+    assert!(!empty.status.success(), "no STAFF_PASSWORD and empty stdin");
+}
+
+#[test]
+fn create_staff_reads_the_password_from_standard_input() {
+    let dir = TempDir::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
+        .args(["create-staff", "grace"])
+        .current_dir(dir.path())
+        .env_remove("STAFF_PASSWORD")
+        .env("DATABASE_URL", dir.path().join("cli.sqlite3"))
+        .env("REDIS_URL", "redis://127.0.0.1:1/0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from-stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pool = cachewithredis::db::build_pool(&cachewithredis::config::DatabaseUrl::Sqlite(
+        dir.path().join("cli.sqlite3").display().to_string(),
+    ))
+    .unwrap();
+    let user =
+        cachewithredis::models::StaffUser::find_by_username(&mut pool.get().unwrap(), "grace")
+            .unwrap()
+            .unwrap();
+    assert!(cachewithredis::models::staff::verify_password(
+        Some(&user),
+        "from-stdin"
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_staff_user_made_on_the_command_line_can_sign_in() {
+    let app = spawn_app().await;
+    let status = Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
+        .args(["create-staff", "cli_user"])
+        .env("DATABASE_URL", &app.db_path)
+        .env("REDIS_URL", app.redis_url())
+        .env("STAFF_PASSWORD", "pw-from-cli")
+        .env("RUST_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        app.try_sign_in("cli_user", "pw-from-cli", "")
+            .await
+            .status(),
+        303
+    );
+}

@@ -1,0 +1,456 @@
+//! What every test shares: a running application with its own SQLite file, its own
+//! redis-server on a free port (behind a TCP proxy the test can cut), and an HTTP client with a
+//! cookie jar.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cachewithredis::config::{DatabaseUrl, Settings};
+use cachewithredis::db::{self, DbPool};
+use cachewithredis::models::staff::{hash_password, StaffUser};
+use cachewithredis::models::{NewStudent, Student};
+use cachewithredis::startup::Application;
+use reqwest::redirect::Policy;
+use tempfile::TempDir;
+use tokio::io::copy_bidirectional;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub const STAFF_USER: &str = "staff";
+pub const STAFF_PASSWORD: &str = "correct horse battery staple";
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A redis-server of the test's own, stopped when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts (again) on the same port; an empty server, as nothing is persisted.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/install-deps installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.client().get_connection().is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("valid url")
+    }
+
+    pub fn connection(&self) -> redis::Connection {
+        self.client().get_connection().expect("redis answers")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+const PASS: u8 = 0;
+const CUT: u8 = 1;
+const STALL: u8 = 2;
+
+/// A TCP proxy between the application and Redis that can cut the network (connections are
+/// closed and new ones refused) or stall it (connections accepted, nothing answered), while the
+/// test still reaches Redis directly.
+pub struct TcpProxy {
+    pub port: u16,
+    mode: Arc<AtomicU8>,
+    kill: watch::Sender<u64>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream_port: u16) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let (kill, _) = watch::channel(0u64);
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (mode2, kill2, stopped2) = (mode.clone(), kill.clone(), stopped.clone());
+        tokio::spawn(async move {
+            while !stopped2.load(Ordering::Relaxed) {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
+                match mode2.load(Ordering::Relaxed) {
+                    CUT => drop(inbound),
+                    STALL => {
+                        let mut killed = kill2.subscribe();
+                        tokio::spawn(async move {
+                            let _ = killed.changed().await;
+                            drop(inbound);
+                        });
+                    }
+                    _ => {
+                        let mut killed = kill2.subscribe();
+                        tokio::spawn(async move {
+                            let Ok(mut outbound) =
+                                TcpStream::connect(("127.0.0.1", upstream_port)).await
+                            else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
+                                _ = killed.changed() => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        TcpProxy {
+            port,
+            mode,
+            kill,
+            stopped,
+        }
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::Relaxed);
+        self.kill.send_modify(|n| *n += 1);
+    }
+
+    /// Closes every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.set(CUT);
+    }
+
+    /// Keeps connections open but never answers: a hung Redis.
+    pub fn stall(&self) {
+        self.set(STALL);
+    }
+
+    pub fn restore(&self) {
+        self.set(PASS);
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.set(CUT);
+    }
+}
+
+/// A running application and everything it owns.
+pub struct TestApp {
+    pub address: String,
+    pub db: DbPool,
+    pub db_path: String,
+    redis: Arc<Mutex<RedisServer>>,
+    pub proxy: TcpProxy,
+    pub client: reqwest::Client,
+    pub prefix: String,
+    pub secret_key: String,
+    _dir: Arc<TempDir>,
+}
+
+/// Options for [`spawn_app_with`].
+#[derive(Default)]
+pub struct AppOptions {
+    pub ttl_secs: Option<u64>,
+    /// Another app whose database and Redis this one shares (a second instance).
+    pub share_with: Option<SharedBackends>,
+}
+
+/// What a second instance needs to share with the first.
+#[derive(Clone)]
+pub struct SharedBackends {
+    db_path: String,
+    redis: Arc<Mutex<RedisServer>>,
+    dir: Arc<TempDir>,
+    secret_key: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (dir, db_path, secret_key, redis) = match &options.share_with {
+        Some(shared) => (
+            shared.dir.clone(),
+            shared.db_path.clone(),
+            shared.secret_key.clone(),
+            shared.redis.clone(),
+        ),
+        None => {
+            let dir = Arc::new(TempDir::new().expect("temp dir"));
+            let db_path = dir.path().join("test.sqlite3").display().to_string();
+            let secret_key = format!("test-secret-{}", "k".repeat(40));
+            (
+                dir,
+                db_path,
+                secret_key,
+                Arc::new(Mutex::new(RedisServer::start())),
+            )
+        }
+    };
+    let upstream_port = redis.lock().expect("redis").port;
+    let proxy = TcpProxy::start(upstream_port).await;
+    let prefix = "test".to_string();
+    let settings = Settings {
+        database_url: DatabaseUrl::Sqlite(db_path.clone()),
+        redis_url: proxy.url(),
+        bind_addr: "127.0.0.1:0".parse().expect("addr"),
+        cache_ttl: Duration::from_secs(options.ttl_secs.unwrap_or(300)),
+        cache_key_prefix: prefix.clone(),
+        secret_key: Some(secret_key.clone()),
+        cookie_secure: false,
+        debug: false,
+    };
+    let db = db::build_pool(&settings.database_url).expect("pool");
+    let app = Application::build(settings).await.expect("app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .cookie_store(true)
+        .build()
+        .expect("client");
+    TestApp {
+        address,
+        db,
+        db_path,
+        redis,
+        proxy,
+        client,
+        prefix,
+        secret_key,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// What a second instance must be given to share this one's database, Redis and key.
+    pub fn backends(&self) -> SharedBackends {
+        SharedBackends {
+            db_path: self.db_path.clone(),
+            redis: self.redis.clone(),
+            dir: self._dir.clone(),
+            secret_key: self.secret_key.clone(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_text(&self, path: &str) -> (reqwest::StatusCode, String) {
+        let response = self.get(path).await;
+        let status = response.status();
+        (status, response.text().await.expect("body"))
+    }
+
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .form(fields)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The JSON average, and the X-Cache header.
+    pub async fn average(&self) -> (serde_json::Value, String) {
+        let response = self.get("/api/students/average-age").await;
+        assert_eq!(response.status(), 200);
+        let x_cache = header(&response, "x-cache");
+        (response.json().await.expect("json"), x_cache)
+    }
+
+    pub fn value_key(&self) -> String {
+        format!("{}:students:average_age", self.prefix)
+    }
+
+    pub fn redis_get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET")
+            .arg(key)
+            .query(&mut self.redis_direct())
+            .expect("GET")
+    }
+
+    /// A connection to the Redis this app uses, not through the proxy.
+    pub fn redis_direct(&self) -> redis::Connection {
+        self.redis.lock().expect("redis").connection()
+    }
+
+    /// Stops the redis-server process (its data is lost: nothing is persisted).
+    pub fn stop_redis(&self) {
+        self.redis.lock().expect("redis").stop();
+    }
+
+    pub fn restart_redis(&self) {
+        self.redis.lock().expect("redis").restart();
+    }
+
+    pub fn redis_url(&self) -> String {
+        self.redis.lock().expect("redis").url()
+    }
+
+    pub fn conn(&self) -> db::PooledConn {
+        self.db.get().expect("db connection")
+    }
+
+    /// Inserts `ages.len()` students directly, as if another program had.
+    pub fn insert_students(&self, ages: &[i32]) {
+        let batch: Vec<NewStudent> = ages
+            .iter()
+            .enumerate()
+            .map(|(i, &age)| NewStudent {
+                name: format!("Student {i}"),
+                age,
+            })
+            .collect();
+        for chunk in batch.chunks(10_000) {
+            Student::insert_batch(&mut self.conn(), chunk).expect("insert");
+        }
+    }
+
+    pub fn student_count(&self) -> i64 {
+        Student::count(&mut self.conn()).expect("count")
+    }
+
+    pub fn create_staff(&self, username: &str, password: &str) {
+        let hash = hash_password(password).expect("hash");
+        StaffUser::insert(&mut self.conn(), username, &hash).expect("insert staff");
+    }
+
+    /// Creates the staff user and signs in with this app's client.
+    pub async fn sign_in(&self) {
+        self.create_staff(STAFF_USER, STAFF_PASSWORD);
+        let response = self.try_sign_in(STAFF_USER, STAFF_PASSWORD, "").await;
+        assert_eq!(response.status(), 303, "sign-in succeeds");
+    }
+
+    pub async fn try_sign_in(
+        &self,
+        username: &str,
+        password: &str,
+        next: &str,
+    ) -> reqwest::Response {
+        let token = self.csrf_token("/admin/login").await;
+        self.post_form(
+            "/admin/login",
+            &[
+                ("username", username),
+                ("password", password),
+                ("csrf_token", &token),
+                ("next", next),
+            ],
+        )
+        .await
+    }
+
+    /// The CSRF token in the form on `path`.
+    pub async fn csrf_token(&self, path: &str) -> String {
+        let (status, body) = self.get_text(path).await;
+        assert_eq!(status, 200, "{path} shows a form");
+        csrf_token_in(&body).unwrap_or_else(|| panic!("no csrf_token on {path}"))
+    }
+
+    /// Adds a student through the staff form; returns the response.
+    pub async fn add_student(&self, name: &str, age: &str) -> reqwest::Response {
+        let token = self.csrf_token("/admin/students/new").await;
+        self.post_form(
+            "/admin/students",
+            &[("name", name), ("age", age), ("csrf_token", &token)],
+        )
+        .await
+    }
+
+    /// A metric's value from `/metrics` (0 when absent).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let (_, body) = self.get_text("/metrics").await;
+        body.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Polls until `check` holds, for effects of background work; panics after `timeout`.
+    pub async fn eventually<F, Fut>(&self, timeout: Duration, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while !check().await {
+            assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+pub fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub fn csrf_token_in(html: &str) -> Option<String> {
+    let marker = r#"name="csrf_token" value=""#;
+    let start = html.find(marker)? + marker.len();
+    let end = html[start..].find('"')? + start;
+    Some(html[start..end].to_owned())
+}

@@ -1,0 +1,11 @@
+//! One integration-test binary: each test starts its own application, SQLite file and
+//! redis-server, and talks to it over HTTP.
+
+mod admin_auth;
+mod admin_students;
+mod average_age_cache;
+mod cache_races;
+mod cli;
+mod helpers;
+mod public_pages;
+mod resilience;

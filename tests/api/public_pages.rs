@@ -1,0 +1,138 @@
+use crate::helpers::{header, spawn_app};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_table_shows_no_students_yet() {
+    let app = spawn_app().await;
+    let (status, body) = app.get_text("/students/average-age").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("No students yet"), "{body}");
+    let (status, body) = app.get_text("/students").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("0 students in total"));
+    let (json, _) = app.average().await;
+    assert_eq!(json["average_age"], serde_json::Value::Null);
+    assert_eq!(json["student_count"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_root_and_the_list_show_names_ages_and_the_total() {
+    let app = spawn_app().await;
+    app.insert_students(&[20, 30]);
+    for path in ["/", "/students"] {
+        let (status, body) = app.get_text(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            body.contains("<td>Student 0</td><td class=\"num\">20</td>"),
+            "{body}"
+        );
+        assert!(body.contains("<td>Student 1</td><td class=\"num\">30</td>"));
+        assert!(body.contains("2 students in total"));
+        assert!(body.contains("href=\"/students/average-age\""));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_list_is_paginated_fifty_a_page() {
+    let app = spawn_app().await;
+    app.insert_students(&[20; 120]);
+    let rows = |body: &str| body.matches("<tr><td>").count();
+
+    let (status, body) = app.get_text("/students").await;
+    assert_eq!(status, 200);
+    assert_eq!(rows(&body), 50);
+    assert!(body.contains("href=\"?page=2\""));
+    assert!(!body.contains("rel=\"prev\""));
+
+    let (status, body) = app.get_text("/students?page=3").await;
+    assert_eq!(status, 200);
+    assert_eq!(rows(&body), 20);
+    assert!(body.contains("Student 119"));
+    assert!(body.contains("href=\"?page=2\""));
+    assert!(!body.contains("rel=\"next\""));
+
+    assert_eq!(app.get("/students?page=4").await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_page_numbers_answer_400() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    for page in ["0", "-1", "abc", "1.5", ""] {
+        let response = app.get(&format!("/students?page={page}")).await;
+        assert_eq!(response.status(), 400, "page={page}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn page_one_of_an_empty_table_is_fine_but_page_two_is_not_found() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/students?page=1").await.status(), 200);
+    assert_eq!(app.get("/students?page=2").await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_carries_the_security_headers() {
+    let app = spawn_app().await;
+    for path in [
+        "/students",
+        "/students/average-age",
+        "/api/students/average-age",
+        "/nope",
+        "/admin/login",
+        "/static/css/site.css",
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(
+            header(&response, "content-security-policy"),
+            "default-src 'self'",
+            "{path}"
+        );
+        assert_eq!(header(&response, "x-frame-options"), "DENY", "{path}");
+        assert_eq!(
+            header(&response, "x-content-type-options"),
+            "nosniff",
+            "{path}"
+        );
+        assert_eq!(
+            header(&response, "referrer-policy"),
+            "same-origin",
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stylesheet_is_served_with_cache_control() {
+    let app = spawn_app().await;
+    let response = app.get("/static/css/site.css").await;
+    assert_eq!(response.status(), 200);
+    assert!(header(&response, "content-type").starts_with("text/css"));
+    assert!(header(&response, "cache-control").contains("max-age="));
+    assert!(response.text().await.unwrap().contains(".badge-hit"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_answers_200_and_unknown_paths_a_404_page() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    let (status, body) = app.get_text("/no/such/page").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("Not found"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_carries_server_timing() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    let response = app.get("/students").await;
+    let timing = header(&response, "server-timing");
+    assert!(timing.starts_with("db;dur="), "{timing}");
+    assert!(
+        timing.contains(r#"desc="2 queries""#),
+        "count and page: {timing}"
+    );
+    assert!(
+        timing.contains(r#"cache;dur=0.00;desc="0 calls""#),
+        "{timing}"
+    );
+}

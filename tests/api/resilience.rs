@@ -1,0 +1,139 @@
+use std::time::Duration;
+
+use crate::helpers::{header, spawn_app};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_stopped_pages_are_served_from_the_database_as_bypass() {
+    let app = spawn_app().await;
+    app.insert_students(&[20, 22]);
+    app.stop_redis();
+    let response = app.get("/students/average-age").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-cache"), "BYPASS");
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("Cache unavailable") && body.contains("21.00"),
+        "{body}"
+    );
+    let (json, x_cache) = app.average().await;
+    assert_eq!(
+        (x_cache.as_str(), json["cache"].as_str()),
+        ("BYPASS", Some("bypass"))
+    );
+    assert_eq!(json["student_count"], 2);
+    assert!(app.metric("cachewithredis_cache_errors_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caching_resumes_by_itself_when_redis_comes_back() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    app.stop_redis();
+    assert_eq!(app.average().await.1, "BYPASS");
+    app.restart_redis();
+    app.eventually(
+        Duration::from_secs(10),
+        "a hit after Redis returned",
+        || async { app.average().await.1 == "HIT" },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_reports_redis_down_as_degraded_not_failed() {
+    let app = spawn_app().await;
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"database": "ok", "cache": "ok"})
+    );
+    app.proxy.cut();
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["cache"],
+        "unavailable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_answers_503_when_the_database_is_unusable() {
+    let app = spawn_app().await;
+    // A table the app needs disappears: the database answers, but not usefully.
+    use diesel::connection::SimpleConnection;
+    app.conn().batch_execute("DROP TABLE students").unwrap();
+    let response = app.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap()["database"],
+        "unavailable"
+    );
+    let (status, body) = app.get_text("/students").await;
+    assert_eq!(status, 500);
+    assert!(
+        !body.contains("no such table"),
+        "no internal detail in the page"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_hung_requests_skip_it_instead_of_each_waiting_for_a_timeout() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    app.proxy.stall();
+    for _ in 0..20 {
+        let response = app.get("/students/average-age").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "x-cache"), "BYPASS");
+    }
+    // Each request that tried Redis would have waited out the command timeout and counted an
+    // error; with the breaker open only the first (and the odd background probe) does.
+    let errors = app.metric("cachewithredis_cache_errors_total").await;
+    assert!(
+        (1.0..=3.0).contains(&errors),
+        "{errors} Redis errors for 20 requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_while_redis_is_cut_is_not_lost_and_the_old_value_is_never_served() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    app.insert_students(&[20]);
+    app.average().await;
+    assert!(
+        app.redis_get(&app.value_key()).is_some(),
+        "old value cached"
+    );
+
+    app.proxy.cut();
+    let response = app.add_student("Written During The Cut", "40").await;
+    assert_eq!(response.status(), 303, "the write succeeds");
+    assert!(
+        app.redis_get(&app.value_key()).is_some(),
+        "Redis still holds the old value"
+    );
+
+    // Redis is reachable again but still holds the old value: it must not be served.
+    app.proxy.restore();
+    for _ in 0..30 {
+        let (json, x_cache) = app.average().await;
+        assert_eq!(
+            json["student_count"], 2,
+            "served {x_cache} with the old count"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.eventually(Duration::from_secs(5), "the outbox applied", || async {
+        app.redis_get(&app.value_key())
+            .map_or(true, |v| v.contains("\"student_count\":2"))
+    })
+    .await;
+    use diesel::prelude::*;
+    let pending: i64 = cachewithredis::schema::cache_invalidations::table
+        .count()
+        .get_result(&mut app.conn())
+        .unwrap();
+    assert_eq!(pending, 0, "outbox emptied");
+}
