@@ -122,6 +122,8 @@ pub struct Call {
 /// The database and cache work of one request.
 #[derive(Default, Debug)]
 pub struct RequestTimings {
+    /// Whether this request's HTML pages show the debug panel (`DEBUG=1`).
+    pub debug: bool,
     pub db: Vec<Call>,
     pub cache: Vec<Call>,
 }
@@ -226,6 +228,7 @@ mod tests {
     #[test]
     fn server_timing_sums_durations_and_counts_calls() {
         let timings = RequestTimings {
+            debug: false,
             db: vec![Call {
                 what: "SELECT 1".into(),
                 duration: Duration::from_micros(410),

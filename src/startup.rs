@@ -1,7 +1,7 @@
 //! Pools, the HTTP server and its middleware: `Application::build` for `main` and the tests.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use actix_session::storage::CookieSessionStore;
@@ -19,7 +19,7 @@ use crate::cache::{outbox, Cache};
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
-use crate::metrics::{self, Metrics, SharedTimings};
+use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
 use crate::views::{self, AppState};
 
 /// The largest request body accepted (SPEC §3).
@@ -110,7 +110,11 @@ impl Application {
             db: resources.db.clone(),
             cache: Arc::clone(&resources.cache),
             metrics: Arc::clone(&resources.metrics),
+            debug: settings.debug,
         });
+        if settings.debug {
+            log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");
+        }
         let metrics = web::Data::from(Arc::clone(&resources.metrics));
 
         let server = HttpServer::new(move || {
@@ -137,7 +141,12 @@ impl Application {
                 )
                 .wrap(from_fn(observe))
                 .wrap(security_headers())
-                .wrap(Logger::new(r#"%a "%r" %s %b %Dms cache=%{X-Cache}o"#))
+                .wrap(
+                    Logger::new(r#"%a "%r" route=%{route}xo %s %b %Dms cache=%{X-Cache}o"#)
+                        .custom_response_replace("route", |res| {
+                            res.request().match_pattern().unwrap_or_else(|| "-".into())
+                        }),
+                )
         })
         .listen(listener)?
         .run();
@@ -168,7 +177,13 @@ async fn observe(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let timings = SharedTimings::default();
+    let debug = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| state.debug);
+    let timings: SharedTimings = Arc::new(Mutex::new(RequestTimings {
+        debug,
+        ..RequestTimings::default()
+    }));
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let method = req.method().to_string();
     let mut res = metrics::REQUEST_TIMINGS

@@ -49,8 +49,10 @@ pub async fn page(
             "Redis could not be used, so the value was computed from the database.",
         ),
     };
+    let mut nav = Nav::new(&session)?;
+    nav.cache_outcome = Some(lookup.outcome.label());
     let page = AveragePage {
-        nav: Nav::new(&session)?,
+        nav,
         average_text: lookup.stats.average_age.map(|a| format!("{a:.2}")),
         student_count: lookup.stats.student_count,
         badge_class,

@@ -15,7 +15,7 @@ use actix_web::web;
 use crate::cache::Cache;
 use crate::db::DbPool;
 use crate::error::AppError;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Call, Metrics, SharedTimings};
 use crate::session;
 
 /// Students per page, on the public list and in the staff list.
@@ -26,6 +26,8 @@ pub struct AppState {
     pub db: DbPool,
     pub cache: Arc<Cache>,
     pub metrics: Arc<Metrics>,
+    /// `DEBUG=1`: HTML pages show the debug panel.
+    pub debug: bool,
 }
 
 /// The route table, shared by `main` and the tests.
@@ -72,28 +74,62 @@ fn static_dir() -> String {
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/static").into())
 }
 
-/// What the site header and the flash area need.
+/// What the site header, the flash area and the debug panel need.
 pub struct Nav {
     pub staff: Option<String>,
     /// The CSRF token for the sign-out form; empty for visitors, who get no session cookie.
     pub csrf_token: String,
     pub flashes: Vec<String>,
+    /// This request's timings, kept only when `DEBUG=1`.
+    debug: Option<SharedTimings>,
+    /// Where the page's cached value came from, for the debug panel.
+    pub cache_outcome: Option<&'static str>,
+}
+
+/// What the debug panel shows: the Debug Toolbar's SQL and Cache panels.
+pub struct DebugPanel {
+    pub queries: Vec<Call>,
+    pub cache_calls: Vec<Call>,
+    pub db_ms: String,
+    pub cache_ms: String,
+    pub cache_outcome: &'static str,
 }
 
 impl Nav {
     pub fn new(session: &Session) -> Result<Nav, AppError> {
-        match session::signed_in(session) {
-            Some(user) => Ok(Nav {
-                staff: Some(user.username),
-                csrf_token: session::csrf_token(session)?,
-                flashes: session::take_flashes(session),
-            }),
-            None => Ok(Nav {
-                staff: None,
-                csrf_token: String::new(),
-                flashes: Vec::new(),
-            }),
-        }
+        let debug = metrics::current_request_timings()
+            .filter(|t| t.lock().map(|t| t.debug).unwrap_or(false));
+        let (staff, csrf_token, flashes) = match session::signed_in(session) {
+            Some(user) => (
+                Some(user.username),
+                session::csrf_token(session)?,
+                session::take_flashes(session),
+            ),
+            None => (None, String::new(), Vec::new()),
+        };
+        Ok(Nav {
+            staff,
+            csrf_token,
+            flashes,
+            debug,
+            cache_outcome: None,
+        })
+    }
+
+    /// The panel, read when the page renders, so it holds all of the request's work so far.
+    pub fn debug_panel(&self) -> Option<DebugPanel> {
+        let timings = self.debug.as_ref()?.lock().ok()?;
+        let ms = |calls: &[Call]| {
+            let total: std::time::Duration = calls.iter().map(|c| c.duration).sum();
+            format!("{:.2}", total.as_secs_f64() * 1000.0)
+        };
+        Some(DebugPanel {
+            db_ms: ms(&timings.db),
+            cache_ms: ms(&timings.cache),
+            queries: timings.db.clone(),
+            cache_calls: timings.cache.clone(),
+            cache_outcome: self.cache_outcome.unwrap_or("no cache lookup"),
+        })
     }
 }
 

@@ -198,6 +198,8 @@ pub struct TestApp {
 #[derive(Default)]
 pub struct AppOptions {
     pub ttl_secs: Option<u64>,
+    /// `DEBUG=1`: the debug panel on HTML pages.
+    pub debug: bool,
     /// Another app whose database and Redis this one shares (a second instance).
     pub share_with: Option<SharedBackends>,
 }
@@ -247,7 +249,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         cache_key_prefix: prefix.clone(),
         secret_key: Some(secret_key.clone()),
         cookie_secure: false,
-        debug: false,
+        debug: options.debug,
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");

@@ -7,5 +7,6 @@ mod average_age_cache;
 mod cache_races;
 mod cli;
 mod helpers;
+mod observability;
 mod public_pages;
 mod resilience;
