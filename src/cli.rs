@@ -8,6 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use diesel::Connection;
+
 use crate::config::Settings;
 use crate::models::staff::{hash_password, StaffUser};
 use crate::models::{NewStudent, Student};
@@ -214,7 +216,7 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
         // The first batch's transaction records the invalidation, so readers stop trusting the
         // cache as soon as any seeded row is visible, even if this command dies half way.
         let record = outbox_ids.is_empty();
-        let outbox_id = conn.immediate_transaction(|conn| {
+        let outbox_id = conn.transaction(|conn| {
             Student::insert_batch(conn, &batch)?;
             if record {
                 crate::cache::outbox::record(conn, crate::cache::outbox::AVERAGE_AGE).map(Some)

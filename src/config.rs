@@ -7,10 +7,22 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Where the students live.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
     /// A path to an SQLite file (created when missing).
     Sqlite(String),
+}
+
+impl DatabaseUrl {
+    /// The backend's name, for logs and errors.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Postgres(_) => "PostgreSQL",
+            DatabaseUrl::Sqlite(_) => "SQLite",
+        }
+    }
 }
 
 /// The validated configuration of one process.
@@ -25,6 +37,16 @@ pub struct Settings {
     pub secret_key: Option<String>,
     pub cookie_secure: bool,
     pub debug: bool,
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    // A PostgreSQL URL may hold a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Postgres(url) => write!(f, "Postgres({:?})", redact_password(url)),
+            DatabaseUrl::Sqlite(path) => write!(f, "Sqlite({path:?})"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -94,21 +116,17 @@ fn parse_database_url(value: &str) -> Result<DatabaseUrl, ConfigError> {
         return Err(invalid(
             "DATABASE_URL",
             value,
-            "a path to an SQLite file, e.g. cachewithredis.sqlite3",
+            "a postgres:// URL or a path to an SQLite file, e.g. cachewithredis.sqlite3",
         ));
     }
     if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-        return Err(invalid(
-            "DATABASE_URL",
-            "postgres://…",
-            "an SQLite file path; PostgreSQL support is not built into this version",
-        ));
+        return Ok(DatabaseUrl::Postgres(value.to_owned()));
     }
     if value.contains("://") && !value.starts_with("sqlite://") {
         return Err(invalid(
             "DATABASE_URL",
-            value,
-            "a path to an SQLite file (optionally sqlite://PATH)",
+            &redact_password(value),
+            "a postgres:// URL or a path to an SQLite file (optionally sqlite://PATH)",
         ));
     }
     let path = value.strip_prefix("sqlite://").unwrap_or(value);
@@ -268,6 +286,21 @@ mod tests {
     fn a_redis_password_is_not_echoed_in_the_error() {
         let err = settings(&[("REDIS_URL", "redis://:hunter2@[::1")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgresql() {
+        for url in [
+            "postgres://app:pw@db:5432/app",
+            "postgresql://localhost/app",
+        ] {
+            let s = settings(&[("DATABASE_URL", url)]).unwrap();
+            assert_eq!(s.database_url, DatabaseUrl::Postgres(url.into()));
+            assert!(
+                !format!("{s:?}").contains(":pw@"),
+                "password hidden in Debug"
+            );
+        }
     }
 
     #[test]

@@ -1,68 +1,109 @@
-//! The database connection type, its pool, the embedded migrations, and the one helper that
-//! moves blocking work off the async executor.
+//! The database connection type (PostgreSQL or SQLite, chosen by `DATABASE_URL`), its pool, the
+//! embedded migrations, and the one helper that moves blocking work off the async executor.
 
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
 use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 use crate::config::DatabaseUrl;
 use crate::error::AppError;
 use crate::metrics;
 
-pub type DbConn = SqliteConnection;
+/// One connection type for both backends. PostgreSQL comes first: `establish` tries the
+/// variants in order, and SQLite would take any string, a `postgres://` URL included, as a
+/// file name.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
 pub type DbPool = Pool<ConnectionManager<DbConn>>;
 pub type PooledConn = PooledConnection<ConnectionManager<DbConn>>;
 
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+/// The SQL of the two backends differs (AUTOINCREMENT against SERIAL), so each has its folder.
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// How long a request waits for a free database connection before it answers 503.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Per-connection SQLite settings.
-#[derive(Debug)]
-struct SqlitePragmas;
+/// Runs `$body` with `$conn` bound to the concrete connection of either backend. For the few
+/// statements that do not type-check through the multi-backend connection (RETURNING, multi-row
+/// INSERT), each arm is compiled for its own backend.
+#[macro_export]
+macro_rules! on_backend {
+    ($multi:expr, $conn:ident => $body:expr) => {
+        match $multi {
+            $crate::db::DbConn::Pg($conn) => $body,
+            $crate::db::DbConn::Sqlite($conn) => $body,
+        }
+    };
+}
 
-impl CustomizeConnection<DbConn, diesel::r2d2::Error> for SqlitePragmas {
+/// Per-connection settings.
+#[derive(Debug)]
+struct ConnectionSettings;
+
+impl CustomizeConnection<DbConn, diesel::r2d2::Error> for ConnectionSettings {
     fn on_acquire(&self, conn: &mut DbConn) -> Result<(), diesel::r2d2::Error> {
-        // WAL lets readers run while a writer commits; busy_timeout makes concurrent writers
-        // (several instances, the seed command) wait for the lock instead of failing at once.
-        // busy_timeout comes first so that the other pragmas wait for a lock too.
-        conn.batch_execute(
-            "PRAGMA busy_timeout = 5000;
-             PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;",
-        )
-        .map_err(diesel::r2d2::Error::QueryError)
+        let settings = match conn {
+            // WAL lets readers run while a writer commits; busy_timeout (first, so the other
+            // pragmas wait for a lock too) makes concurrent writers wait instead of failing.
+            DbConn::Sqlite(_) => {
+                "PRAGMA busy_timeout = 5000;
+                 PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;"
+            }
+            // A runaway statement must not hold a pooled connection for ever.
+            DbConn::Pg(_) => "SET statement_timeout = '30s'",
+        };
+        conn.batch_execute(settings)
+            .map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
-/// Builds the pool. Connections are opened lazily, so this fails only on an unusable URL.
+/// Builds the pool. For PostgreSQL it connects once first, so that a wrong URL or a server
+/// that is down is reported with the real reason (the multi-backend connection would only say
+/// "invalid connection url").
 pub fn build_pool(url: &DatabaseUrl) -> anyhow::Result<DbPool> {
-    let DatabaseUrl::Sqlite(path) = url;
     // Every new connection records its queries into the current request's timings, if any.
     let _ = diesel::connection::set_default_instrumentation(|| {
         Some(Box::new(metrics::QueryRecorder::default()))
     });
+    let (url, max_size) = match url {
+        DatabaseUrl::Postgres(url) => {
+            PgConnection::establish(url)
+                .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
+            (url.as_str(), 16)
+        }
+        DatabaseUrl::Sqlite(path) => (path.as_str(), 8),
+    };
     let pool = Pool::builder()
-        .max_size(8)
+        .max_size(max_size)
         .min_idle(Some(1))
-        // A local file does not go stale; a check would cost one query per request.
+        // A check per checkout would cost one query per request; a broken connection fails
+        // its query instead, and r2d2 drops it (`is_broken`).
         .test_on_check_out(false)
         .connection_timeout(POOL_TIMEOUT)
-        .connection_customizer(Box::new(SqlitePragmas))
-        .build(ConnectionManager::<DbConn>::new(path))?;
+        .connection_customizer(Box::new(ConnectionSettings))
+        .build(ConnectionManager::<DbConn>::new(url))?;
     Ok(pool)
 }
 
-/// Applies the migrations that have not run yet.
+/// Applies the migrations of the connection's backend that have not run yet.
 pub fn run_migrations(conn: &mut DbConn) -> anyhow::Result<()> {
-    conn.run_pending_migrations(MIGRATIONS)
-        .map_err(|e| anyhow::anyhow!("running migrations: {e}"))?;
-    Ok(())
+    let applied = match conn {
+        DbConn::Pg(conn) => conn.run_pending_migrations(POSTGRES_MIGRATIONS).map(drop),
+        DbConn::Sqlite(conn) => conn.run_pending_migrations(SQLITE_MIGRATIONS).map(drop),
+    };
+    applied.map_err(|e| anyhow::anyhow!("running migrations: {e}"))
 }
 
 /// Runs blocking work (Diesel, the Redis pool, Argon2) on actix's blocking thread pool, carrying

@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use super::breaker::now_ms;
 use super::Cache;
 use crate::db::{self, DbConn, DbPool};
+use crate::on_backend;
 use crate::schema::cache_invalidations;
 
 /// The logical name of the one cached value, as stored in the outbox.
@@ -22,13 +23,14 @@ pub const GRACE: Duration = Duration::from_millis(750);
 
 /// Records that `cache_key` must be invalidated; call inside the data change's transaction.
 pub fn record(conn: &mut DbConn, cache_key: &str) -> QueryResult<i32> {
-    diesel::insert_into(cache_invalidations::table)
-        .values((
-            cache_invalidations::cache_key.eq(cache_key),
-            cache_invalidations::created_at_ms.eq(now_ms() as i64),
-        ))
+    let row = (
+        cache_invalidations::cache_key.eq(cache_key),
+        cache_invalidations::created_at_ms.eq(now_ms() as i64),
+    );
+    on_backend!(conn, c => diesel::insert_into(cache_invalidations::table)
+        .values(row)
         .returning(cache_invalidations::id)
-        .get_result(conn)
+        .get_result(c))
 }
 
 fn confirm(conn: &mut DbConn, ids: &[i32]) -> QueryResult<usize> {
@@ -51,9 +53,9 @@ impl Cache {
         conn: &mut DbConn,
         change: impl FnOnce(&mut DbConn) -> QueryResult<T>,
     ) -> QueryResult<T> {
-        // IMMEDIATE takes SQLite's write lock up front, so concurrent writers wait on
-        // busy_timeout instead of failing to upgrade a read transaction.
-        let (value, outbox_id) = conn.immediate_transaction(|conn| {
+        // The change comes first: in SQLite its write takes the write lock at once, so a
+        // concurrent writer waits on busy_timeout instead of failing to upgrade a read lock.
+        let (value, outbox_id) = conn.transaction(|conn| {
             let value = change(conn)?;
             let outbox_id = record(conn, AVERAGE_AGE)?;
             Ok::<_, diesel::result::Error>((value, outbox_id))

@@ -7,6 +7,7 @@ use argon2::{Argon2, PasswordVerifier};
 use diesel::prelude::*;
 
 use crate::db::DbConn;
+use crate::on_backend;
 use crate::schema::{login_failures, staff_users};
 
 /// A staff member who may sign in.
@@ -45,13 +46,14 @@ impl StaffUser {
         username: &str,
         password_hash: &str,
     ) -> QueryResult<StaffUser> {
-        diesel::insert_into(staff_users::table)
-            .values(NewStaffUser {
-                username,
-                password_hash,
-            })
+        let new = NewStaffUser {
+            username,
+            password_hash,
+        };
+        on_backend!(conn, c => diesel::insert_into(staff_users::table)
+            .values(&new)
             .returning(StaffUser::as_returning())
-            .get_result(conn)
+            .get_result(c))
     }
 }
 

@@ -6,7 +6,10 @@ use diesel::sql_types::{Double, Nullable};
 use serde::{Deserialize, Serialize};
 
 use crate::db::DbConn;
+use crate::on_backend;
 use crate::schema::students;
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 /// A student as the pages show one.
 #[derive(Debug, Clone, Queryable, Selectable, Identifiable, PartialEq)]
@@ -61,7 +64,7 @@ impl Student {
     }
 
     /// Students in id order, `per_page` at a time; `page` counts from 1. `name_contains`
-    /// filters by a case-insensitive substring of the name (SQLite's LIKE folds ASCII case).
+    /// filters by a case-insensitive substring of the name (case-folded).
     pub fn page(
         conn: &mut DbConn,
         page: i64,
@@ -71,7 +74,12 @@ impl Student {
         let filtered = || {
             let mut query = students::table.into_boxed();
             if let Some(needle) = name_contains {
-                query = query.filter(students::name.like(like_pattern(needle)).escape('\\'));
+                // lower() on both sides: LIKE folds case in SQLite but not in PostgreSQL.
+                query = query.filter(
+                    lower(students::name)
+                        .like(like_pattern(&needle.to_lowercase()))
+                        .escape('\\'),
+                );
             }
             query
         };
@@ -92,32 +100,35 @@ impl Student {
             .first(conn)
     }
 
+    // RETURNING and multi-row INSERT do not type-check through the multi-backend connection,
+    // so these are compiled once per backend (`on_backend!`), still one statement each.
+
     pub fn insert(conn: &mut DbConn, new: &NewStudent) -> QueryResult<Student> {
-        diesel::insert_into(students::table)
+        on_backend!(conn, c => diesel::insert_into(students::table)
             .values(new)
             .returning(Student::as_returning())
-            .get_result(conn)
+            .get_result(c))
     }
 
     pub fn update(conn: &mut DbConn, id: i32, changes: &NewStudent) -> QueryResult<Student> {
-        diesel::update(students::table.find(id))
+        on_backend!(conn, c => diesel::update(students::table.find(id))
             .set(changes)
             .returning(Student::as_returning())
-            .get_result(conn)
+            .get_result(c))
     }
 
     /// Deletes the row; `NotFound` when there was none.
     pub fn delete(conn: &mut DbConn, id: i32) -> QueryResult<Student> {
-        diesel::delete(students::table.find(id))
+        on_backend!(conn, c => diesel::delete(students::table.find(id))
             .returning(Student::as_returning())
-            .get_result(conn)
+            .get_result(c))
     }
 
     /// Inserts many rows in one statement; the caller chooses the transaction.
     pub fn insert_batch(conn: &mut DbConn, batch: &[NewStudent]) -> QueryResult<usize> {
-        diesel::insert_into(students::table)
+        on_backend!(conn, c => diesel::insert_into(students::table)
             .values(batch)
-            .execute(conn)
+            .execute(c))
     }
 }
 

@@ -208,7 +208,7 @@ async fn a_staff_user_made_on_the_command_line_can_sign_in() {
     let app = spawn_app().await;
     let status = Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
         .args(["create-staff", "cli_user"])
-        .env("DATABASE_URL", &app.db_path)
+        .env("DATABASE_URL", app.database.url_string())
         .env("REDIS_URL", app.redis_url())
         .env("STAFF_PASSWORD", "pw-from-cli")
         .env("RUST_LOG", "warn")

@@ -181,11 +181,82 @@ impl Drop for TcpProxy {
     }
 }
 
+/// The database of one test: an SQLite file in the test's temporary folder, or, with
+/// `TEST_DATABASE=postgres`, a fresh PostgreSQL database dropped when the test ends.
+pub struct TestDatabase {
+    pub url: DatabaseUrl,
+    postgres_name: Option<String>,
+}
+
+/// The server the PostgreSQL test databases are created on (trust auth on this machine).
+fn postgres_admin_url() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn postgres_admin() -> diesel::PgConnection {
+    use diesel::Connection;
+    diesel::PgConnection::establish(&postgres_admin_url())
+        .expect("PostgreSQL answers at TEST_POSTGRES_URL (scripts/test starts one)")
+}
+
+impl TestDatabase {
+    fn create(dir: &TempDir) -> TestDatabase {
+        match std::env::var("TEST_DATABASE").as_deref() {
+            Ok("postgres") => {
+                use diesel::connection::SimpleConnection;
+                let name = format!("cwr_test_{}_{:x}", std::process::id(), rand_u64());
+                postgres_admin()
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .expect("create test database");
+                let base = postgres_admin_url();
+                let server = base
+                    .rsplit_once('/')
+                    .map_or(base.as_str(), |(server, _)| server);
+                TestDatabase {
+                    url: DatabaseUrl::Postgres(format!("{server}/{name}")),
+                    postgres_name: Some(name),
+                }
+            }
+            Ok("sqlite") | Err(_) => TestDatabase {
+                url: DatabaseUrl::Sqlite(dir.path().join("test.sqlite3").display().to_string()),
+                postgres_name: None,
+            },
+            Ok(other) => panic!("TEST_DATABASE={other}: use sqlite or postgres"),
+        }
+    }
+
+    /// The URL as `DATABASE_URL` takes it.
+    pub fn url_string(&self) -> String {
+        match &self.url {
+            DatabaseUrl::Postgres(url) | DatabaseUrl::Sqlite(url) => url.clone(),
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = &self.postgres_name {
+            use diesel::connection::SimpleConnection;
+            // FORCE ends the connections the application's pools still hold.
+            let _ = postgres_admin()
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish()
+}
+
 /// A running application and everything it owns.
 pub struct TestApp {
     pub address: String,
     pub db: DbPool,
-    pub db_path: String,
+    pub database: Arc<TestDatabase>,
     redis: Arc<Mutex<RedisServer>>,
     pub proxy: TcpProxy,
     pub client: reqwest::Client,
@@ -207,7 +278,7 @@ pub struct AppOptions {
 /// What a second instance needs to share with the first.
 #[derive(Clone)]
 pub struct SharedBackends {
-    db_path: String,
+    database: Arc<TestDatabase>,
     redis: Arc<Mutex<RedisServer>>,
     dir: Arc<TempDir>,
     secret_key: String,
@@ -219,20 +290,20 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
-    let (dir, db_path, secret_key, redis) = match &options.share_with {
+    let (dir, database, secret_key, redis) = match &options.share_with {
         Some(shared) => (
             shared.dir.clone(),
-            shared.db_path.clone(),
+            shared.database.clone(),
             shared.secret_key.clone(),
             shared.redis.clone(),
         ),
         None => {
             let dir = Arc::new(TempDir::new().expect("temp dir"));
-            let db_path = dir.path().join("test.sqlite3").display().to_string();
+            let database = Arc::new(TestDatabase::create(&dir));
             let secret_key = format!("test-secret-{}", "k".repeat(40));
             (
                 dir,
-                db_path,
+                database,
                 secret_key,
                 Arc::new(Mutex::new(RedisServer::start())),
             )
@@ -242,7 +313,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let proxy = TcpProxy::start(upstream_port).await;
     let prefix = "test".to_string();
     let settings = Settings {
-        database_url: DatabaseUrl::Sqlite(db_path.clone()),
+        database_url: database.url.clone(),
         redis_url: proxy.url(),
         bind_addr: "127.0.0.1:0".parse().expect("addr"),
         cache_ttl: Duration::from_secs(options.ttl_secs.unwrap_or(300)),
@@ -263,7 +334,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     TestApp {
         address,
         db,
-        db_path,
+        database,
         redis,
         proxy,
         client,
@@ -277,7 +348,7 @@ impl TestApp {
     /// What a second instance must be given to share this one's database, Redis and key.
     pub fn backends(&self) -> SharedBackends {
         SharedBackends {
-            db_path: self.db_path.clone(),
+            database: self.database.clone(),
             redis: self.redis.clone(),
             dir: self._dir.clone(),
             secret_key: self.secret_key.clone(),
