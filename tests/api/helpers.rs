@@ -527,3 +527,69 @@ pub fn csrf_token_in(html: &str) -> Option<String> {
     let end = html[start..].find('"')? + start;
     Some(html[start..end].to_owned())
 }
+
+/// nginx from deploy/nginx.conf in front of some instances, stopped when dropped.
+pub struct Nginx {
+    pub address: String,
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    pub fn start(upstream_ports: &[u16]) -> Nginx {
+        let dir = TempDir::new().expect("temp dir");
+        let port = free_port();
+        let template =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
+                .expect("deploy/nginx.conf");
+        let servers: String = upstream_ports
+            .iter()
+            .map(|p| format!("        server 127.0.0.1:{p};\n"))
+            .collect();
+        let config = template
+            .replace("@RUN_DIR@", &dir.path().display().to_string())
+            .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
+            .replace("@UPSTREAM_SERVERS@", &servers);
+        let config_path = dir.path().join("nginx.conf");
+        std::fs::write(&config_path, config).expect("write nginx.conf");
+        let nginx = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap_or("nginx");
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&config_path)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("nginx is installed (scripts/install-deps --test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start: {}",
+                std::fs::read_to_string(dir.path().join("nginx-error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            address: format!("http://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,6 +7,7 @@ mod average_age_cache;
 mod cache_races;
 mod cli;
 mod helpers;
+mod load_balancer;
 mod observability;
 mod public_pages;
 mod resilience;

@@ -105,11 +105,7 @@ pub async fn login(
     session::verify_csrf(&session, &form.csrf_token)?;
     let form = form.into_inner();
     let username = form.username.trim().to_owned();
-    // The peer address, not X-Forwarded-For, which any client can write.
-    let client = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    let client = client_addr(&req);
     let pool = state.db.clone();
     let (name, password) = (username.clone(), form.password);
     let user = db::blocking(move || {
@@ -151,6 +147,28 @@ pub async fn logout(
     session::verify_csrf(&session, &form.csrf_token)?;
     session::sign_out(&session);
     Ok(web::Redirect::to("/admin/login").see_other())
+}
+
+/// The address failed sign-ins are counted against. `X-Forwarded-For` is trusted only from a
+/// loopback peer, i.e. a proxy on this machine (deploy/nginx.conf), and only its last entry,
+/// the one that proxy appended; from anyone else it is ignored, as any client can write it.
+pub fn client_addr(req: &HttpRequest) -> String {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return String::new();
+    };
+    if peer.is_loopback() {
+        let forwarded = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .last();
+        if let Some(client) = forwarded {
+            return client.to_string();
+        }
+    }
+    peer.to_string()
 }
 
 fn unix_now() -> i64 {
