@@ -1,0 +1,226 @@
+//! End to end in headless Chromium (Debian's chromium and chromium-driver), driven over
+//! WebDriver: what a visitor and a staff member see and do.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tempfile::TempDir;
+
+use crate::helpers::{spawn_app, TestApp, STAFF_PASSWORD, STAFF_USER};
+
+/// chromedriver and a Chromium session with a fresh profile; both end when dropped.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: TempDir,
+}
+
+impl Browser {
+    async fn start(width: u32, height: u32) -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (scripts/install-deps --test installs it)");
+        let profile = TempDir::new().unwrap();
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--disable-quic",
+                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--window-size={width},{height}"),
+                ],
+            }),
+        );
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            match ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&webdriver)
+                .await
+            {
+                Ok(client) => break client,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("no WebDriver session: {e}"),
+            }
+        };
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn page_text(&self) -> String {
+        self.text("body").await
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self.client.find(Locator::Css(css)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn click_link(&self, text: &str) {
+        self.client
+            .find(Locator::LinkText(text))
+            .await
+            .unwrap_or_else(|e| panic!("link {text}: {e}"))
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn path(&self) -> String {
+        let url = self.client.current_url().await.unwrap();
+        match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        }
+    }
+
+    /// Saves a PNG under SCREENSHOT_DIR (default target/screenshots; `docs` refreshes the
+    /// README's pictures).
+    async fn screenshot(&self, name: &str) {
+        let dir = std::env::var("SCREENSHOT_DIR")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/screenshots").into());
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(format!("{dir}/{name}.png"), png).unwrap();
+    }
+
+    async fn script(&self, js: &str) -> serde_json::Value {
+        self.client.execute(js, vec![]).await.unwrap()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn app_with_students() -> TestApp {
+    let app = spawn_app().await;
+    let ages: Vec<i32> = (0..120).map(|i| 18 + i % 8).collect();
+    app.insert_students(&ages);
+    app.create_staff(STAFF_USER, STAFF_PASSWORD);
+    app
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_the_average() {
+    let app = app_with_students().await;
+    let browser = Browser::start(1200, 900).await;
+    let b = &browser;
+
+    b.client.goto(&app.url("/students")).await.unwrap();
+    assert!(b.page_text().await.contains("120 students in total"));
+    b.screenshot("students").await;
+
+    b.click_link("What is their average age?").await;
+    assert_eq!(b.path().await, "/students/average-age");
+    assert_eq!(b.text("#cache-badge").await, "↻ Cache miss");
+    b.client.refresh().await.unwrap();
+    assert_eq!(b.text("#cache-badge").await, "✔ Cache hit");
+    assert_eq!(b.text("#average-age").await, "21.50");
+    b.screenshot("average-hit").await;
+
+    // The staff area sends to the sign-in page and back.
+    b.click_link("Staff area").await;
+    assert_eq!(b.path().await, "/admin/login?next=%2Fadmin%2Fstudents");
+    b.type_into("#username", STAFF_USER).await;
+    b.type_into("#password", STAFF_PASSWORD).await;
+    b.click("form.form button[type=submit]").await;
+    assert_eq!(b.path().await, "/admin/students");
+
+    // An invalid form: messages next to their fields, focus on the first bad one.
+    b.click_link("Add student").await;
+    b.type_into("#name", "   ").await;
+    b.type_into("#age", "two hundred").await;
+    b.click("form.form button[type=submit]").await;
+    assert_eq!(b.text("#name-error").await, "Enter a name.");
+    assert_eq!(
+        b.text("#age-error").await,
+        "Enter the age as a whole number, e.g. 21."
+    );
+    assert_eq!(b.script("return document.activeElement.id").await, "name");
+    assert_eq!(
+        b.script("return document.getElementById('age').getAttribute('aria-describedby')")
+            .await,
+        "age-error"
+    );
+    b.screenshot("staff-form").await;
+
+    b.type_into("#name", "Ada Lovelace").await;
+    b.type_into("#age", "82").await;
+    b.click("form.form button[type=submit]").await;
+    assert_eq!(b.path().await, "/admin/students");
+    assert_eq!(
+        b.text(".flash").await,
+        "The student “Ada Lovelace” was added."
+    );
+
+    b.click_link("Average age").await;
+    assert_eq!(b.text("#cache-badge").await, "↻ Cache miss");
+    assert_eq!(b.text("#average-age").await, "22.00");
+    assert_eq!(b.text("#student-count").await, "121");
+
+    b.click("button.link").await;
+    assert_eq!(b.path().await, "/admin/login");
+    b.client.goto(&app.url("/admin/students")).await.unwrap();
+    assert!(b.path().await.starts_with("/admin/login"), "signed out");
+    browser.client.clone().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pages_fit_a_phone_screen() {
+    let app = app_with_students().await;
+    let browser = Browser::start(375, 812).await;
+    for path in ["/students", "/students/average-age", "/admin/login"] {
+        browser.client.goto(&app.url(path)).await.unwrap();
+        let overflow = browser
+            .script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+            .await;
+        assert_eq!(overflow, 0, "{path} scrolls sideways at phone width");
+    }
+    browser.client.clone().close().await.unwrap();
+}
