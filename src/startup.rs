@@ -46,6 +46,7 @@ impl Resources {
         let redis = build_redis_pool(&settings.redis_url, RedisTimeouts::default())?;
         let cache = Arc::new(Cache::new(
             redis,
+            redis::Client::open(settings.redis_url.as_str())?,
             &settings.cache_key_prefix,
             settings.cache_ttl,
             Arc::clone(&metrics),
@@ -90,6 +91,7 @@ impl Application {
             Ok::<_, AppError>(())
         })
         .await?;
+        resources.cache.start_subscriber();
         tokio::spawn(outbox::run_worker(
             Arc::clone(&resources.cache),
             resources.db.clone(),

@@ -63,10 +63,17 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
         if !cache.is_usable() {
             break (from_database(cache, db).await?, CacheOutcome::Bypass);
         }
+        // The in-process tier: no thread hop, no round trip (see `cache::local`).
+        if let Some(stats) = cache.local().get() {
+            break (stats, CacheOutcome::Hit);
+        }
         let reader = Arc::clone(cache);
         let read = db::blocking(move || Ok::<_, AppError>(reader.read_or_lease())).await?;
         match read {
-            Ok(ReadOutcome::Hit(stats)) => break (stats, CacheOutcome::Hit),
+            Ok(ReadOutcome::Hit(stats, generation)) => {
+                cache.local().offer(stats, generation);
+                break (stats, CacheOutcome::Hit);
+            }
             Ok(ReadOutcome::Lead { generation, token }) => {
                 break (
                     compute_and_fill(cache, db, generation, token).await?,
@@ -114,8 +121,10 @@ async fn compute_and_fill(
         // If the query fails the lease is left to expire: a database that fails for one request
         // would fail the next one too, so retrying at once gains nothing.
         let stats = aggregate(&cache, &mut *pool.get()?)?;
-        if let Err(e) = cache.fill(&generation, &token, &stats) {
-            cache.report_failure("fill", &e);
+        match cache.fill(&generation, &token, &stats) {
+            Ok(true) => cache.local().offer(stats, generation.parse().unwrap_or(0)),
+            Ok(false) => {}
+            Err(e) => cache.report_failure("fill", &e),
         }
         Ok::<_, AppError>(stats)
     })

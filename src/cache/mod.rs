@@ -9,9 +9,11 @@
 //! - `{prefix}:students:average_age:lock`: a short lease held by the one request that computes
 //!   the value on a miss, with a random token so only its holder releases it.
 //!
-//! # Read path (cache-aside, one round trip on a hit)
+//! # Read path (cache-aside; a hit costs no round trip, or one)
 //!
-//! One Lua script returns the value if present; otherwise it reads the generation and tries to
+//! A copy in process memory is served first, while this instance holds a lease that every
+//! write respects (see [`local`] for why that never serves a value from before a write that
+//! has answered). Otherwise one Lua script returns the value if present; otherwise it reads the generation and tries to
 //! take the lease. The lease holder runs the aggregate and stores it with a second script that
 //! sets the value **only if the generation is still the one read before the query**, then
 //! releases the lease. Requests that did not get the lease re-run the first script every few
@@ -21,8 +23,10 @@
 //! # Write path
 //!
 //! The data change and a row in `cache_invalidations` (the outbox) commit in one transaction.
-//! Then one script increments the generation and deletes the value and the lease; then the
-//! outbox row is deleted; then the response is sent.
+//! Then one script increments the generation, deletes the value and the lease, and publishes
+//! the new generation; the writer waits until every instance holding a memory lease has
+//! acknowledged it (or its lease has expired); then the outbox row is deleted; then the
+//! response is sent.
 //!
 //! # Why no reader can put back a value from before a write (the stale set)
 //!
@@ -52,12 +56,14 @@
 
 pub mod average;
 pub mod breaker;
+pub mod local;
 pub mod outbox;
 pub mod redis_pool;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 use redis::{RedisResult, Script};
@@ -65,6 +71,7 @@ use redis::{RedisResult, Script};
 use crate::metrics::{self, Metrics};
 use crate::models::AverageAge;
 use breaker::Breaker;
+use local::{LocalTier, LEASE};
 use redis_pool::RedisPool;
 
 pub use average::{AverageLookup, CacheOutcome};
@@ -80,6 +87,12 @@ pub struct Keys {
     pub value: String,
     pub generation: String,
     pub lock: String,
+    /// Pub/sub channel on which invalidations announce their generation.
+    pub channel: String,
+    /// Sorted set of instance ids scored by the end of their lease (Redis time, ms).
+    pub instances: String,
+    /// Hash of instance id → the last generation it acknowledged.
+    pub acks: String,
 }
 
 impl Keys {
@@ -88,20 +101,30 @@ impl Keys {
         Keys {
             generation: format!("{value}:generation"),
             lock: format!("{value}:lock"),
+            channel: format!("{prefix}:invalidations"),
+            instances: format!("{prefix}:instances"),
+            acks: format!("{prefix}:acks"),
             value,
         }
     }
 }
 
+/// The value as stored in Redis: the aggregate and the generation it was computed at.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredValue {
+    average_age: Option<f64>,
+    student_count: i64,
+    #[serde(default)]
+    generation: u64,
+}
+
 /// What the read script found.
 #[derive(Debug)]
 pub enum ReadOutcome {
-    Hit(AverageAge),
+    /// The value and the generation it was computed at.
+    Hit(AverageAge, u64),
     /// No value; this request holds the lease and must compute it.
-    Lead {
-        generation: String,
-        token: String,
-    },
+    Lead { generation: String, token: String },
     /// No value and another request holds the lease.
     Wait,
 }
@@ -119,14 +142,30 @@ pub struct Cache {
     /// failure happened while it was applying the outbox.
     failures: Mutex<u64>,
     metrics: Arc<Metrics>,
+    local: LocalTier,
+    /// When the last lease renewal that Redis answered was sent (the local tier's clock, ms):
+    /// after that plus [`LEASE`], no instance that lost Redis with this one serves from memory.
+    last_renewed_ms: AtomicU64,
+    client: redis::Client,
     read_script: Script,
     fill_script: Script,
     invalidate_script: Script,
+    renew_script: Script,
+    unacknowledged_script: Script,
 }
 
 impl Cache {
-    pub fn new(pool: RedisPool, prefix: &str, ttl: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        pool: RedisPool,
+        client: redis::Client,
+        prefix: &str,
+        ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Cache {
+            local: LocalTier::new(format!("{:016x}", rand::rng().random::<u64>())),
+            last_renewed_ms: AtomicU64::new(0),
+            client,
             pool,
             keys: Keys::new(prefix),
             ttl,
@@ -153,10 +192,48 @@ impl Cache {
                   return stored",
             ),
             invalidate_script: Script::new(
-                r"redis.call('INCR', KEYS[2])
+                r"local gen = redis.call('INCR', KEYS[2])
                   redis.call('DEL', KEYS[1], KEYS[3])
-                  return 1",
+                  redis.call('PUBLISH', KEYS[4], gen)
+                  return gen",
             ),
+            renew_script: Script::new(
+                r"local t = redis.call('TIME')
+                  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+                  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+                  return now",
+            ),
+            unacknowledged_script: Script::new(
+                r"local t = redis.call('TIME')
+                  local now = t[1] * 1000 + math.floor(t[2] / 1000)
+                  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+                  for _, id in ipairs(expired) do redis.call('HDEL', KEYS[2], id) end
+                  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+                  local waiting = 0
+                  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+                    if tonumber(redis.call('HGET', KEYS[2], id) or '0') < tonumber(ARGV[1]) then
+                      waiting = waiting + 1
+                    end
+                  end
+                  return waiting",
+            ),
+        }
+    }
+
+    /// The in-process tier.
+    pub fn local(&self) -> &LocalTier {
+        &self.local
+    }
+
+    /// Starts the thread that listens for invalidations (servers only; the commands write but
+    /// never serve from memory).
+    pub fn start_subscriber(self: &Arc<Self>) {
+        let (cache, client) = (Arc::downgrade(self), self.client.clone());
+        let spawned = std::thread::Builder::new()
+            .name("cache-invalidations".into())
+            .spawn(move || local::run_subscriber(cache, client));
+        if let Err(e) = spawned {
+            log::error!("cannot start the invalidation listener, serving without memory tier: {e}");
         }
     }
 
@@ -230,8 +307,14 @@ impl Cache {
                 .invoke(&mut *conn)
         })?;
         match reply.as_slice() {
-            [kind, value] if kind == "hit" => match serde_json::from_str(value) {
-                Ok(stats) => Ok(ReadOutcome::Hit(stats)),
+            [kind, value] if kind == "hit" => match serde_json::from_str::<StoredValue>(value) {
+                Ok(stored) => Ok(ReadOutcome::Hit(
+                    AverageAge {
+                        average_age: stored.average_age,
+                        student_count: stored.student_count,
+                    },
+                    stored.generation,
+                )),
                 // Something else wrote the key: treat it as absent, the fill will replace it.
                 Err(_) => Ok(ReadOutcome::Lead {
                     generation: String::from("\u{0}unparseable"),
@@ -250,7 +333,12 @@ impl Cache {
     /// Returns whether the value was stored.
     pub fn fill(&self, generation: &str, token: &str, stats: &AverageAge) -> RedisResult<bool> {
         let mut conn = self.connection()?;
-        let json = serde_json::to_string(stats).unwrap_or_default();
+        let json = serde_json::to_string(&StoredValue {
+            average_age: stats.average_age,
+            student_count: stats.student_count,
+            generation: generation.parse().unwrap_or(0),
+        })
+        .unwrap_or_default();
         let ttl_ms = self.ttl_with_jitter().as_millis() as u64;
         let stored: i64 = metrics::time_cache_call("EVALSHA fill_if_generation", || {
             self.fill_script
@@ -266,17 +354,104 @@ impl Cache {
         Ok(stored == 1)
     }
 
-    /// Bumps the generation and deletes the value and the lease, in one atomic script.
-    pub fn invalidate(&self) -> RedisResult<()> {
+    /// Bumps the generation, deletes the value and the lease, and announces the new
+    /// generation, in one atomic script; then waits until every instance serving from memory
+    /// has dropped the old value (see [`local`]). Returns the new generation.
+    pub fn invalidate(&self) -> RedisResult<u64> {
+        let generation: u64 = {
+            let mut conn = self.connection()?;
+            metrics::time_cache_call("EVALSHA invalidate", || {
+                self.invalidate_script
+                    .key(&self.keys.value)
+                    .key(&self.keys.generation)
+                    .key(&self.keys.lock)
+                    .key(&self.keys.channel)
+                    .invoke(&mut *conn)
+            })?
+        };
+        self.local.invalidated(generation);
+        self.wait_for_acknowledgements(generation)?;
+        Ok(generation)
+    }
+
+    /// Polls until no live lease holder lacks `generation`; bounded by the lease length, since
+    /// by then every lease that was not renewed has expired.
+    fn wait_for_acknowledgements(&self, generation: u64) -> RedisResult<()> {
+        let deadline = Instant::now() + LEASE + Duration::from_millis(500);
         let mut conn = self.connection()?;
-        metrics::time_cache_call("EVALSHA invalidate", || {
-            self.invalidate_script
-                .key(&self.keys.value)
-                .key(&self.keys.generation)
-                .key(&self.keys.lock)
+        loop {
+            let waiting: i64 = metrics::time_cache_call("EVALSHA unacknowledged", || {
+                self.unacknowledged_script
+                    .key(&self.keys.instances)
+                    .key(&self.keys.acks)
+                    .arg(generation)
+                    .invoke(&mut *conn)
+            })?;
+            if waiting == 0 || Instant::now() >= deadline {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Records that this instance dropped every value older than `generation`.
+    pub fn acknowledge(&self, generation: u64) -> RedisResult<()> {
+        let mut conn = self.connection()?;
+        redis::cmd("HSET")
+            .arg(&self.keys.acks)
+            .arg(&self.local.instance_id)
+            .arg(generation)
+            .query::<i64>(&mut *conn)
+            .map(drop)
+    }
+
+    /// The generation now in Redis.
+    pub fn current_generation(&self) -> RedisResult<u64> {
+        let mut conn = self.connection()?;
+        let generation: Option<u64> = redis::cmd("GET")
+            .arg(&self.keys.generation)
+            .query(&mut *conn)?;
+        Ok(generation.unwrap_or(0))
+    }
+
+    /// Renews this instance's lease, if it is listening for invalidations.
+    pub fn renew_lease(&self) {
+        if !self.local.is_subscribed() {
+            self.local.revoke();
+            return;
+        }
+        let started = self.local.renewal_started();
+        let renewed = self.connection().and_then(|mut conn| {
+            self.renew_script
+                .key(&self.keys.instances)
+                .arg(&self.local.instance_id)
+                .arg(LEASE.as_millis() as u64)
                 .invoke::<i64>(&mut *conn)
-        })?;
-        Ok(())
+        });
+        match renewed {
+            // A subscription lost during the call must not be covered by this renewal.
+            Ok(_) if self.local.is_subscribed() => {
+                self.local.renewed(started);
+                self.last_renewed_ms.fetch_max(started, Ordering::AcqRel);
+            }
+            Ok(_) => self.local.revoke(),
+            Err(e) => {
+                self.local.revoke();
+                self.report_failure("lease", &e);
+            }
+        }
+    }
+
+    /// After an invalidation could not be sent: how long until every instance that lost Redis
+    /// together with this one has stopped serving from memory.
+    pub fn time_until_peer_leases_lapse(&self) -> Duration {
+        let last = self.last_renewed_ms.load(Ordering::Acquire);
+        if last == 0 {
+            return Duration::ZERO;
+        }
+        let lapse = last + LEASE.as_millis() as u64;
+        let now = self.local.renewal_started();
+        Duration::from_millis(lapse.saturating_sub(now))
     }
 
     pub fn ping(&self) -> RedisResult<()> {
@@ -301,6 +476,7 @@ mod tests {
     fn keys_carry_the_prefix() {
         let keys = Keys::new("app");
         assert_eq!(keys.value, "app:students:average_age");
+        assert_eq!(keys.channel, "app:invalidations");
         assert_eq!(keys.generation, "app:students:average_age:generation");
         assert_eq!(keys.lock, "app:students:average_age:lock");
     }

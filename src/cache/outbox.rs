@@ -69,10 +69,11 @@ impl Cache {
     pub fn invalidate_committed(&self, conn: &mut DbConn, outbox_ids: &[i32]) {
         if !self.breaker.is_closed() {
             self.mark_pending();
+            std::thread::sleep(self.time_until_peer_leases_lapse());
             return;
         }
         match self.invalidate() {
-            Ok(()) => {
+            Ok(_) => {
                 self.metrics.cache_invalidations.inc();
                 if let Err(e) = confirm(conn, outbox_ids) {
                     // Harmless: the worker will invalidate once more and delete the row.
@@ -82,6 +83,9 @@ impl Cache {
             Err(e) => {
                 self.report_failure("invalidate", &e);
                 self.mark_pending();
+                // Instances that lost Redis too cannot hear of this write: answer only once
+                // their leases, renewed at the latest when this one last was, have lapsed.
+                std::thread::sleep(self.time_until_peer_leases_lapse());
             }
         }
     }
@@ -134,6 +138,9 @@ impl Cache {
             log::info!("applied {} pending cache invalidation(s)", ids.len());
         }
         self.resume_if_no_failure_since(failures_seen);
+        if self.is_usable() {
+            self.renew_lease();
+        }
     }
 }
 

@@ -67,19 +67,47 @@ async fn the_key_expires_after_the_ttl_less_at_most_ten_percent() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_hit_makes_no_database_query_and_a_miss_makes_one() {
+async fn a_miss_makes_one_query_and_a_repeated_view_neither_a_query_nor_a_redis_call() {
     let app = spawn_app().await;
     app.insert_students(&[20]);
     let miss = app.get("/api/students/average-age").await;
     let timing = header(&miss, "server-timing");
     assert!(timing.contains(r#"desc="1 query""#), "{timing}");
     let hit = app.get("/api/students/average-age").await;
+    assert_eq!(header(&hit, "x-cache"), "HIT");
     let timing = header(&hit, "server-timing");
+    assert_eq!(
+        timing, r#"db;dur=0.00;desc="0 queries", cache;dur=0.00;desc="0 calls""#,
+        "served from memory"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_instance_reads_the_value_from_redis_once_then_from_memory() {
+    let app = spawn_app().await;
+    let other = spawn_app_with(AppOptions {
+        share_with: Some(app.backends()),
+        ..Default::default()
+    })
+    .await;
+    app.insert_students(&[20]);
+    app.average().await;
+    let first = other.get("/api/students/average-age").await;
+    assert_eq!(header(&first, "x-cache"), "HIT");
+    let timing = header(&first, "server-timing");
     assert!(
-        timing.contains(r#"db;dur=0.00;desc="0 queries""#),
+        timing.starts_with(r#"db;dur=0.00;desc="0 queries", cache;"#),
         "{timing}"
     );
-    assert!(timing.contains(r#"desc="1 call""#), "{timing}");
+    assert!(
+        timing.ends_with(r#"desc="1 call""#),
+        "one Redis round trip: {timing}"
+    );
+    let second = other.get("/api/students/average-age").await;
+    assert!(
+        header(&second, "server-timing").ends_with(r#"desc="0 calls""#),
+        "from memory"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -120,6 +120,26 @@ async fn a_write_on_one_instance_is_seen_by_the_next_read_on_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_stops_hearing_invalidations_stops_serving_from_memory_before_a_write_answers(
+) {
+    let app = spawn_app().await;
+    let other = second_instance(&app).await;
+    app.insert_students(&[20]);
+    app.sign_in().await;
+    other.average().await;
+    other.average().await;
+    // The other instance's Redis connections freeze: it neither hears the invalidation nor
+    // can acknowledge it, but its lease is still valid for a while.
+    other.proxy.stall();
+    assert_eq!(app.add_student("Unheard", "40").await.status(), 303);
+    let (json, x_cache) = other.average().await;
+    assert_eq!(
+        json["student_count"], 2,
+        "served {x_cache} from before the write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_session_made_on_one_instance_works_on_the_other() {
     let app = spawn_app().await;
     let other = second_instance(&app).await;

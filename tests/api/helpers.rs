@@ -127,6 +127,7 @@ impl TcpProxy {
                     }
                     _ => {
                         let mut killed = kill2.subscribe();
+                        let mode3 = mode2.clone();
                         tokio::spawn(async move {
                             let Ok(mut outbound) =
                                 TcpStream::connect(("127.0.0.1", upstream_port)).await
@@ -135,7 +136,13 @@ impl TcpProxy {
                             };
                             tokio::select! {
                                 _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                                _ = killed.changed() => {}
+                                _ = killed.changed() => {
+                                    // A stall freezes open connections: nothing flows, nothing
+                                    // closes, until the next change of mode.
+                                    if mode3.load(Ordering::Relaxed) == STALL {
+                                        let _ = killed.changed().await;
+                                    }
+                                }
                             }
                         });
                     }
@@ -160,7 +167,7 @@ impl TcpProxy {
         self.set(CUT);
     }
 
-    /// Keeps connections open but never answers: a hung Redis.
+    /// Freezes open connections and accepts new ones without answering: a hung Redis.
     pub fn stall(&self) {
         self.set(STALL);
     }
@@ -326,6 +333,25 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
+    // Ready when this instance holds its lease, i.e. serves repeated reads from memory.
+    let instances_before = match &options.share_with {
+        Some(_) => 1,
+        None => 0,
+    };
+    let lease_key = format!("{prefix}:instances");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut conn = redis.lock().expect("redis").connection();
+        let holders: i64 = redis::cmd("ZCARD")
+            .arg(&lease_key)
+            .query(&mut conn)
+            .expect("ZCARD");
+        if holders > instances_before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the app never took its lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let client = reqwest::Client::builder()
         .redirect(Policy::none())
         .cookie_store(true)

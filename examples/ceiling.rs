@@ -1,0 +1,38 @@
+//! actix-web's ceiling on this machine, for the benchmarks: the same server set-up (workers,
+//! security headers) answering a constant page the size of the average-age page, with no I/O.
+//!
+//!     cargo run --release --example ceiling -- 127.0.0.1:8201
+
+use actix_web::middleware::DefaultHeaders;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+const PAGE_BYTES: usize = 1300;
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8201".into());
+    let body: &'static str =
+        Box::leak(format!("<!doctype html>{}", "x".repeat(PAGE_BYTES - 15)).into_boxed_str());
+    HttpServer::new(move || {
+        App::new()
+            .wrap(
+                DefaultHeaders::new()
+                    .add(("Content-Security-Policy", "default-src 'self'"))
+                    .add(("X-Frame-Options", "DENY")),
+            )
+            .route(
+                "/students/average-age",
+                web::get().to(move || async move {
+                    HttpResponse::Ok()
+                        .content_type("text/html; charset=utf-8")
+                        .insert_header(("X-Cache", "HIT"))
+                        .body(body)
+                }),
+            )
+    })
+    .bind(addr)?
+    .run()
+    .await
+}

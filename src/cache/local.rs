@@ -1,0 +1,222 @@
+//! The in-process tier in front of Redis: a copy of the value in memory, served without a
+//! Redis round trip, and never after a write has answered (Chubby-style leases).
+//!
+//! # The argument
+//!
+//! An instance serves from memory only while it holds a *lease*: a member of the sorted set
+//! `{prefix}:instances` whose score is an expiry computed by Redis from its own clock. The
+//! instance renews it every [`RENEW_EVERY`] and trusts it locally until `t0 + LEASE - MARGIN`,
+//! where `t0` is read *before* the renewal is sent; Redis computes its expiry after receiving
+//! it, so the local end always comes first (clocks may be offset, only their rates must agree).
+//!
+//! Every invalidation publishes the new generation `g` on `{prefix}:invalidations`. Each
+//! instance's subscriber raises its floor to `g`, drops an older copy, and only then writes its
+//! acknowledgement (`HSET {prefix}:acks ID g`). A writer answers only once every instance with
+//! an unexpired lease has acknowledged `g` (or its lease has expired in Redis' clock). So after
+//! the answer, every instance either has dropped the old value or no longer serves from memory.
+//!
+//! A copy is accepted into memory only if its generation is at least the floor: a read that
+//! fetched the old value from Redis just before the invalidation cannot plant it afterwards.
+//! An instance renews its lease only while its subscription is up; after a reconnection it
+//! starts empty, with its floor set to the generation then current in Redis.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use redis::RedisResult;
+
+use super::Cache;
+use crate::models::AverageAge;
+
+/// How long a lease lasts in Redis.
+pub const LEASE: Duration = Duration::from_secs(2);
+/// How often it is renewed (from the outbox worker's tick).
+pub const RENEW_EVERY: Duration = Duration::from_millis(250);
+/// Served from memory no later than this before the lease's end, as a guard against small
+/// differences in clock rates.
+const MARGIN: Duration = Duration::from_millis(300);
+
+/// The copy in memory and the guards around it.
+pub struct LocalTier {
+    pub instance_id: String,
+    /// Milliseconds since `epoch` until which this instance may serve from memory.
+    valid_until_ms: AtomicU64,
+    epoch: Instant,
+    /// True while the invalidation subscription is up.
+    subscribed: AtomicBool,
+    state: RwLock<LocalState>,
+}
+
+#[derive(Default)]
+struct LocalState {
+    /// The highest generation announced; copies older than it are refused.
+    floor: u64,
+    entry: Option<(AverageAge, u64)>,
+}
+
+impl LocalTier {
+    pub fn new(instance_id: String) -> Self {
+        LocalTier {
+            instance_id,
+            valid_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            subscribed: AtomicBool::new(false),
+            state: RwLock::new(LocalState::default()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The value in memory, if this instance may serve it now.
+    pub fn get(&self) -> Option<AverageAge> {
+        if self.now_ms() >= self.valid_until_ms.load(Ordering::Acquire) {
+            return None;
+        }
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        match state.entry {
+            Some((stats, generation)) if generation >= state.floor => Some(stats),
+            _ => None,
+        }
+    }
+
+    /// Keeps a copy read from, or stored into, Redis at `generation`, unless a later
+    /// invalidation has been announced.
+    pub fn offer(&self, stats: AverageAge, generation: u64) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if generation >= state.floor {
+            state.entry = Some((stats, generation));
+        }
+    }
+
+    /// An invalidation to `generation` was announced: drop older copies.
+    pub fn invalidated(&self, generation: u64) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.floor = state.floor.max(generation);
+        if state.entry.is_some_and(|(_, g)| g < state.floor) {
+            state.entry = None;
+        }
+    }
+
+    /// Stops serving from memory at once (subscription lost, Redis failing).
+    pub fn revoke(&self) {
+        self.valid_until_ms.store(0, Ordering::Release);
+    }
+
+    fn restart_from(&self, generation: u64) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        state.floor = state.floor.max(generation);
+        state.entry = None;
+    }
+
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Time before sending a renewal, to be passed to [`LocalTier::renewed`].
+    pub fn renewal_started(&self) -> u64 {
+        self.now_ms()
+    }
+
+    pub fn renewed(&self, started_ms: u64) {
+        let until = started_ms + (LEASE - MARGIN).as_millis() as u64;
+        self.valid_until_ms.fetch_max(until, Ordering::AcqRel);
+    }
+}
+
+/// Listens for invalidations until the cache is dropped; reconnects after errors.
+pub fn run_subscriber(cache: Weak<Cache>, client: redis::Client) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(strong) = cache.upgrade() else {
+            return;
+        };
+        let channel = strong.keys().channel.clone();
+        drop(strong);
+        match subscribe_once(&cache, &client, &channel) {
+            Ok(()) => return,
+            Err(e) => {
+                if let Some(cache) = cache.upgrade() {
+                    cache.local().subscribed.store(false, Ordering::Release);
+                    cache.local().revoke();
+                    log::debug!("invalidation subscription lost: {e}");
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// One subscription: returns Ok when the cache is gone, Err when the connection failed.
+fn subscribe_once(cache: &Weak<Cache>, client: &redis::Client, channel: &str) -> RedisResult<()> {
+    let mut conn = client.get_connection_with_timeout(Duration::from_millis(250))?;
+    conn.set_read_timeout(Some(Duration::from_millis(250)))?;
+    conn.set_write_timeout(Some(Duration::from_millis(250)))?;
+    let mut pubsub = conn.as_pubsub();
+    pubsub.subscribe(channel)?;
+    {
+        let Some(cache) = cache.upgrade() else {
+            return Ok(());
+        };
+        // Invalidations sent while unsubscribed were missed: start empty, above all of them.
+        cache.local().restart_from(cache.current_generation()?);
+        cache.local().subscribed.store(true, Ordering::Release);
+        if cache.is_usable() {
+            cache.renew_lease();
+        }
+    }
+    loop {
+        let message = match pubsub.get_message() {
+            Ok(message) => Some(message),
+            Err(e) if e.is_timeout() => None,
+            Err(e) => return Err(e),
+        };
+        let Some(cache) = cache.upgrade() else {
+            return Ok(());
+        };
+        if let Some(message) = message {
+            let generation: u64 = message.get_payload::<String>()?.parse().unwrap_or(u64::MAX);
+            cache.local().invalidated(generation);
+            cache.acknowledge(generation)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(count: i64) -> AverageAge {
+        AverageAge {
+            average_age: Some(20.0),
+            student_count: count,
+        }
+    }
+
+    #[test]
+    fn nothing_is_served_without_a_lease() {
+        let local = LocalTier::new("a".into());
+        local.offer(stats(1), 0);
+        assert_eq!(local.get(), None);
+        local.renewed(local.renewal_started());
+        assert_eq!(local.get(), Some(stats(1)));
+        local.revoke();
+        assert_eq!(local.get(), None);
+    }
+
+    #[test]
+    fn a_copy_older_than_an_announced_invalidation_is_dropped_and_refused() {
+        let local = LocalTier::new("a".into());
+        local.renewed(local.renewal_started());
+        local.offer(stats(1), 4);
+        local.invalidated(5);
+        assert_eq!(local.get(), None);
+        local.offer(stats(1), 4);
+        assert_eq!(local.get(), None, "a late read of the old value is refused");
+        local.offer(stats(2), 5);
+        assert_eq!(local.get(), Some(stats(2)));
+    }
+}
