@@ -11,7 +11,7 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::error::{PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{from_fn, DefaultHeaders, Logger, Next};
+use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::cache::redis_pool::{build_redis_pool, RedisTimeouts};
@@ -118,6 +118,8 @@ impl Application {
             log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");
         }
         let metrics = web::Data::from(Arc::clone(&resources.metrics));
+        let access_log =
+            log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info);
 
         let server = HttpServer::new(move || {
             App::new()
@@ -143,12 +145,15 @@ impl Application {
                 )
                 .wrap(from_fn(observe))
                 .wrap(security_headers())
-                .wrap(
+                // The access log formats each request line up front; skip it entirely when
+                // RUST_LOG hides it (as gunicorn keeps no access log unless asked).
+                .wrap(Condition::new(
+                    access_log,
                     Logger::new(r#"%a "%r" route=%{route}xo %s %b %Dms cache=%{X-Cache}o"#)
                         .custom_response_replace("route", |res| {
                             res.request().match_pattern().unwrap_or_else(|| "-".into())
                         }),
-                )
+                ))
         })
         .listen(listener)?
         .run();

@@ -91,11 +91,12 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
             }
         }
     };
-    cache
-        .metrics()
-        .cache_requests
-        .with_label_values(&[outcome.label()])
-        .inc();
+    let metrics = cache.metrics();
+    match outcome {
+        CacheOutcome::Hit => metrics.cache_hits.inc(),
+        CacheOutcome::Miss => metrics.cache_misses.inc(),
+        CacheOutcome::Bypass => metrics.cache_bypasses.inc(),
+    }
     Ok(AverageLookup {
         stats,
         outcome,
