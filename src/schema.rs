@@ -27,6 +27,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    student_stats (id) {
+        id -> Integer,
+        student_count -> BigInt,
+        version -> BigInt,
+    }
+}
+
+diesel::table! {
     students (id) {
         id -> Integer,
         name -> Text,
@@ -39,5 +47,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     cache_invalidations,
     login_failures,
     staff_users,
+    student_stats,
     students,
 );

@@ -113,6 +113,7 @@ impl Application {
             cache: Arc::clone(&resources.cache),
             metrics: Arc::clone(&resources.metrics),
             debug: settings.debug,
+            page_index: Default::default(),
         });
         if settings.debug {
             log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::DbConn;
 use crate::on_backend;
-use crate::schema::students;
+use crate::schema::{student_stats, students};
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
@@ -34,6 +34,56 @@ pub struct AverageAge {
     /// `None` for an empty table (SQL's AVG of nothing is NULL).
     pub average_age: Option<f64>,
     pub student_count: i64,
+}
+
+/// Where each page of the list starts, for one version of the set of ids (see
+/// [`Student::page_starts`]). Rebuilt by the first deep-page view after an insert or delete.
+#[derive(Default)]
+pub struct PageIndex {
+    version: Option<i64>,
+    starts: std::sync::Arc<Vec<i32>>,
+}
+
+/// Pages up to this one are read with OFFSET, which skips at most a few thousand rows.
+const OFFSET_PAGES: i64 = 20;
+
+/// The list's page `page` and the total, without counting or skipping the whole table.
+pub fn list_page(
+    conn: &mut DbConn,
+    index: &std::sync::Mutex<PageIndex>,
+    page: i64,
+    per_page: i64,
+) -> QueryResult<StudentPage> {
+    let (total, version) = Student::count_and_version(conn)?;
+    if page <= OFFSET_PAGES {
+        let students = Student::page_rows(conn, page, per_page)?;
+        return Ok(StudentPage { students, total });
+    }
+    let lock = || {
+        index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let known = {
+        let index = lock();
+        (index.version == Some(version)).then(|| index.starts.clone())
+    };
+    let starts = match known {
+        Some(starts) => starts,
+        None => {
+            let starts = std::sync::Arc::new(Student::page_starts(conn, per_page)?);
+            *lock() = PageIndex {
+                version: Some(version),
+                starts: starts.clone(),
+            };
+            starts
+        }
+    };
+    let students = match starts.get((page - 1) as usize) {
+        Some(&first_id) => Student::page_from(conn, first_id, per_page)?,
+        None => Vec::new(),
+    };
+    Ok(StudentPage { students, total })
 }
 
 /// One page of the list and the size of the whole.
@@ -93,6 +143,16 @@ impl Student {
         Ok(StudentPage { students, total })
     }
 
+    /// One page in id order by OFFSET, without counting.
+    pub fn page_rows(conn: &mut DbConn, page: i64, per_page: i64) -> QueryResult<Vec<Student>> {
+        students::table
+            .order(students::id)
+            .limit(per_page)
+            .offset((page - 1).saturating_mul(per_page))
+            .select(Student::as_select())
+            .load(conn)
+    }
+
     pub fn find(conn: &mut DbConn, id: i32) -> QueryResult<Student> {
         students::table
             .find(id)
@@ -103,11 +163,15 @@ impl Student {
     // RETURNING and multi-row INSERT do not type-check through the multi-backend connection,
     // so these are compiled once per backend (`on_backend!`), still one statement each.
 
+    // Inserts and deletes also adjust `student_stats`; callers run them in a transaction.
+
     pub fn insert(conn: &mut DbConn, new: &NewStudent) -> QueryResult<Student> {
-        on_backend!(conn, c => diesel::insert_into(students::table)
+        let student = on_backend!(conn, c => diesel::insert_into(students::table)
             .values(new)
             .returning(Student::as_returning())
-            .get_result(c))
+            .get_result(c))?;
+        adjust_count(conn, 1)?;
+        Ok(student)
     }
 
     pub fn update(conn: &mut DbConn, id: i32, changes: &NewStudent) -> QueryResult<Student> {
@@ -119,17 +183,66 @@ impl Student {
 
     /// Deletes the row; `NotFound` when there was none.
     pub fn delete(conn: &mut DbConn, id: i32) -> QueryResult<Student> {
-        on_backend!(conn, c => diesel::delete(students::table.find(id))
+        let student = on_backend!(conn, c => diesel::delete(students::table.find(id))
             .returning(Student::as_returning())
-            .get_result(c))
+            .get_result(c))?;
+        adjust_count(conn, -1)?;
+        Ok(student)
     }
 
     /// Inserts many rows in one statement; the caller chooses the transaction.
     pub fn insert_batch(conn: &mut DbConn, batch: &[NewStudent]) -> QueryResult<usize> {
-        on_backend!(conn, c => diesel::insert_into(students::table)
+        let inserted = on_backend!(conn, c => diesel::insert_into(students::table)
             .values(batch)
-            .execute(c))
+            .execute(c))?;
+        adjust_count(conn, inserted as i64)?;
+        Ok(inserted)
     }
+
+    /// The number of students and the version of the set of ids, from `student_stats`: O(1).
+    pub fn count_and_version(conn: &mut DbConn) -> QueryResult<(i64, i64)> {
+        student_stats::table
+            .find(1)
+            .select((student_stats::student_count, student_stats::version))
+            .first(conn)
+    }
+
+    /// The first id of every page, in order: one pass over the ids in the database, so that
+    /// any page can then be read from its first id instead of skipping all rows before it.
+    pub fn page_starts(conn: &mut DbConn, per_page: i64) -> QueryResult<Vec<i32>> {
+        #[derive(QueryableByName)]
+        struct PageStart {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            id: i32,
+        }
+        // Window functions have no query-builder form; the statement is a constant.
+        let starts: Vec<PageStart> = diesel::sql_query(format!(
+            "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS position \
+             FROM students) AS numbered WHERE position % {per_page} = 1 ORDER BY id"
+        ))
+        .load(conn)?;
+        Ok(starts.into_iter().map(|s| s.id).collect())
+    }
+
+    /// One page of students from the id that starts it.
+    pub fn page_from(conn: &mut DbConn, first_id: i32, per_page: i64) -> QueryResult<Vec<Student>> {
+        students::table
+            .filter(students::id.ge(first_id))
+            .order(students::id)
+            .limit(per_page)
+            .select(Student::as_select())
+            .load(conn)
+    }
+}
+
+fn adjust_count(conn: &mut DbConn, delta: i64) -> QueryResult<()> {
+    diesel::update(student_stats::table.find(1))
+        .set((
+            student_stats::student_count.eq(student_stats::student_count + delta),
+            student_stats::version.eq(student_stats::version + 1),
+        ))
+        .execute(conn)?;
+    Ok(())
 }
 
 /// `%needle%` with LIKE's wildcards in the needle taken literally.

@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `DEBUG=1`: HTML pages show the debug panel.
     pub debug: bool,
+    /// Where the public list's pages start, so deep pages skip no rows.
+    pub page_index: std::sync::Mutex<crate::models::student::PageIndex>,
 }
 
 /// The route table, shared by `main` and the tests.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{parse_page, AppState, Nav, Pager, PER_PAGE};
 use crate::db;
 use crate::error::AppError;
-use crate::models::Student;
+use crate::models::{student, Student};
 
 #[derive(Deserialize)]
 pub struct ListQuery {
@@ -30,8 +30,14 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<StudentListPage, AppError> {
     let page = parse_page(query.page.as_deref())?;
+    let shared = state.clone();
     let found = db::with_conn(&state.db, move |conn| {
-        Ok(Student::page(conn, page, PER_PAGE, None)?)
+        Ok(student::list_page(
+            conn,
+            &shared.page_index,
+            page,
+            PER_PAGE,
+        )?)
     })
     .await?;
     Ok(StudentListPage {

@@ -136,3 +136,42 @@ async fn every_response_carries_server_timing() {
         "{timing}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deep_page_shows_the_right_rows_and_follows_inserts_and_deletes() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    app.insert_students(&[20; 3000]);
+    let first_row = |body: &str| {
+        let start = body.find("<tr><td>").expect("a row") + "<tr><td>".len();
+        body[start..start + body[start..].find('<').unwrap()].to_owned()
+    };
+    let (status, body) = app.get_text("/students?page=40").await;
+    assert_eq!(status, 200);
+    assert_eq!(first_row(&body), "Student 1950");
+    assert_eq!(body.matches("<tr><td>").count(), 50);
+    assert!(body.contains("3000 students in total"));
+
+    // Deleting a student before page 40 shifts it by one row.
+    let (_, confirm) = app.get_text("/admin/students/10/delete").await;
+    let token = crate::helpers::csrf_token_in(&confirm).unwrap();
+    app.post_form("/admin/students/10/delete", &[("csrf_token", &token)])
+        .await;
+    let (_, body) = app.get_text("/students?page=40").await;
+    assert_eq!(first_row(&body), "Student 1951");
+    assert!(body.contains("2999 students in total"));
+
+    let (_, body) = app.get_text("/students?page=60").await;
+    assert_eq!(
+        body.matches("<tr><td>").count(),
+        49,
+        "the last page holds the remainder"
+    );
+    assert_eq!(app.get("/students?page=61").await.status(), 404);
+    app.add_student("Newcomer", "30").await;
+    let (_, body) = app.get_text("/students?page=60").await;
+    assert!(
+        body.contains("<td>Newcomer</td>"),
+        "an insert reaches the index too"
+    );
+}
