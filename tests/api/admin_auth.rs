@@ -1,4 +1,4 @@
-use crate::helpers::{header, spawn_app, STAFF_PASSWORD, STAFF_USER};
+use crate::helpers::{header, spawn_app, spawn_app_with, AppOptions, STAFF_PASSWORD, STAFF_USER};
 
 /// Every staff route but the login page, with a method.
 const GUARDED_GETS: &[&str] = &[
@@ -223,4 +223,19 @@ async fn visitors_get_no_session_cookie_on_public_pages() {
         let response = app.get(path).await;
         assert!(response.headers().get("set-cookie").is_none(), "{path}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_cookie_secure_set_the_session_cookie_is_secure() {
+    let app = spawn_app_with(AppOptions {
+        cookie_secure: true,
+        ..Default::default()
+    })
+    .await;
+    let cookie = header(&app.get("/admin/login").await, "set-cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
 }

@@ -278,6 +278,8 @@ pub struct AppOptions {
     pub ttl_secs: Option<u64>,
     /// `DEBUG=1`: the debug panel on HTML pages.
     pub debug: bool,
+    /// `COOKIE_SECURE=1`.
+    pub cookie_secure: bool,
     /// Another app whose database and Redis this one shares (a second instance).
     pub share_with: Option<SharedBackends>,
 }
@@ -326,7 +328,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         cache_ttl: Duration::from_secs(options.ttl_secs.unwrap_or(300)),
         cache_key_prefix: prefix.clone(),
         secret_key: Some(secret_key.clone()),
-        cookie_secure: false,
+        cookie_secure: options.cookie_secure,
         debug: options.debug,
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
