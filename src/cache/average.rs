@@ -70,8 +70,8 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
         let reader = Arc::clone(cache);
         let read = db::blocking(move || Ok::<_, AppError>(reader.read_or_lease())).await?;
         match read {
-            Ok(ReadOutcome::Hit(stats, generation)) => {
-                cache.local().offer(stats, generation);
+            Ok(ReadOutcome::Hit(stats, generation, ttl)) => {
+                cache.local().offer(stats, generation, ttl);
                 break (stats, CacheOutcome::Hit);
             }
             Ok(ReadOutcome::Lead { generation, token }) => {
@@ -123,8 +123,10 @@ async fn compute_and_fill(
         // would fail the next one too, so retrying at once gains nothing.
         let stats = aggregate(&cache, &mut *pool.get()?)?;
         match cache.fill(&generation, &token, &stats) {
-            Ok(true) => cache.local().offer(stats, generation.parse().unwrap_or(0)),
-            Ok(false) => {}
+            Ok(Some(ttl)) => cache
+                .local()
+                .offer(stats, generation.parse().unwrap_or(0), ttl),
+            Ok(None) => {}
             Err(e) => cache.report_failure("fill", &e),
         }
         Ok::<_, AppError>(stats)

@@ -52,7 +52,9 @@ pub struct LocalTier {
 struct LocalState {
     /// The highest generation announced; copies older than it are refused.
     floor: u64,
-    entry: Option<(AverageAge, u64)>,
+    /// The copy, its generation, and when it expires (ms since `epoch`): no later than the
+    /// key in Redis, so `CACHE_TTL_SECS` bounds the age of a value served from memory too.
+    entry: Option<(AverageAge, u64, u64)>,
 }
 
 impl LocalTier {
@@ -72,22 +74,26 @@ impl LocalTier {
 
     /// The value in memory, if this instance may serve it now.
     pub fn get(&self) -> Option<AverageAge> {
-        if self.now_ms() >= self.valid_until_ms.load(Ordering::Acquire) {
+        let now = self.now_ms();
+        if now >= self.valid_until_ms.load(Ordering::Acquire) {
             return None;
         }
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         match state.entry {
-            Some((stats, generation)) if generation >= state.floor => Some(stats),
+            Some((stats, generation, expires)) if generation >= state.floor && now < expires => {
+                Some(stats)
+            }
             _ => None,
         }
     }
 
-    /// Keeps a copy read from, or stored into, Redis at `generation`, unless a later
-    /// invalidation has been announced.
-    pub fn offer(&self, stats: AverageAge, generation: u64) {
+    /// Keeps a copy read from, or stored into, Redis at `generation` with `ttl` left, unless a
+    /// later invalidation has been announced.
+    pub fn offer(&self, stats: AverageAge, generation: u64, ttl: Duration) {
+        let expires = self.now_ms() + ttl.as_millis() as u64;
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         if generation >= state.floor {
-            state.entry = Some((stats, generation));
+            state.entry = Some((stats, generation, expires));
         }
     }
 
@@ -95,7 +101,7 @@ impl LocalTier {
     pub fn invalidated(&self, generation: u64) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.floor = state.floor.max(generation);
-        if state.entry.is_some_and(|(_, g)| g < state.floor) {
+        if state.entry.is_some_and(|(_, g, _)| g < state.floor) {
             state.entry = None;
         }
     }
@@ -196,10 +202,12 @@ mod tests {
         }
     }
 
+    const TTL: Duration = Duration::from_secs(60);
+
     #[test]
     fn nothing_is_served_without_a_lease() {
         let local = LocalTier::new("a".into());
-        local.offer(stats(1), 0);
+        local.offer(stats(1), 0, TTL);
         assert_eq!(local.get(), None);
         local.renewed(local.renewal_started());
         assert_eq!(local.get(), Some(stats(1)));
@@ -211,12 +219,20 @@ mod tests {
     fn a_copy_older_than_an_announced_invalidation_is_dropped_and_refused() {
         let local = LocalTier::new("a".into());
         local.renewed(local.renewal_started());
-        local.offer(stats(1), 4);
+        local.offer(stats(1), 4, TTL);
         local.invalidated(5);
         assert_eq!(local.get(), None);
-        local.offer(stats(1), 4);
+        local.offer(stats(1), 4, TTL);
         assert_eq!(local.get(), None, "a late read of the old value is refused");
-        local.offer(stats(2), 5);
+        local.offer(stats(2), 5, TTL);
         assert_eq!(local.get(), Some(stats(2)));
+    }
+
+    #[test]
+    fn a_copy_expires_with_the_redis_key() {
+        let local = LocalTier::new("a".into());
+        local.renewed(local.renewal_started());
+        local.offer(stats(1), 0, Duration::ZERO);
+        assert_eq!(local.get(), None);
     }
 }

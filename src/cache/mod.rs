@@ -121,8 +121,8 @@ struct StoredValue {
 /// What the read script found.
 #[derive(Debug)]
 pub enum ReadOutcome {
-    /// The value and the generation it was computed at.
-    Hit(AverageAge, u64),
+    /// The value, the generation it was computed at, and the key's remaining TTL.
+    Hit(AverageAge, u64, Duration),
     /// No value; this request holds the lease and must compute it.
     Lead { generation: String, token: String },
     /// No value and another request holds the lease.
@@ -175,7 +175,7 @@ impl Cache {
             metrics,
             read_script: Script::new(
                 r"local v = redis.call('GET', KEYS[1])
-                  if v then return {'hit', v} end
+                  if v then return {'hit', v, tostring(redis.call('PTTL', KEYS[1]))} end
                   local gen = redis.call('GET', KEYS[2]) or '0'
                   if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
                     return {'lead', gen}
@@ -307,20 +307,24 @@ impl Cache {
                 .invoke(&mut *conn)
         })?;
         match reply.as_slice() {
-            [kind, value] if kind == "hit" => match serde_json::from_str::<StoredValue>(value) {
-                Ok(stored) => Ok(ReadOutcome::Hit(
-                    AverageAge {
-                        average_age: stored.average_age,
-                        student_count: stored.student_count,
-                    },
-                    stored.generation,
-                )),
-                // Something else wrote the key: treat it as absent, the fill will replace it.
-                Err(_) => Ok(ReadOutcome::Lead {
-                    generation: String::from("\u{0}unparseable"),
-                    token,
-                }),
-            },
+            [kind, value, ttl_ms] if kind == "hit" => {
+                match serde_json::from_str::<StoredValue>(value) {
+                    Ok(stored) => Ok(ReadOutcome::Hit(
+                        AverageAge {
+                            average_age: stored.average_age,
+                            student_count: stored.student_count,
+                        },
+                        stored.generation,
+                        // PTTL is -1 for a key without expiry, which the fill never writes.
+                        Duration::from_millis(ttl_ms.parse().unwrap_or(0)),
+                    )),
+                    // Something else wrote the key: treat it as absent, the fill will replace it.
+                    Err(_) => Ok(ReadOutcome::Lead {
+                        generation: String::from("\u{0}unparseable"),
+                        token,
+                    }),
+                }
+            }
             [kind, generation] if kind == "lead" => Ok(ReadOutcome::Lead {
                 generation: generation.clone(),
                 token,
@@ -330,8 +334,13 @@ impl Cache {
     }
 
     /// Stores `stats` unless the generation moved since `generation` was read; releases the lease.
-    /// Returns whether the value was stored.
-    pub fn fill(&self, generation: &str, token: &str, stats: &AverageAge) -> RedisResult<bool> {
+    /// Returns the TTL it was stored with, or `None` when it was not stored.
+    pub fn fill(
+        &self,
+        generation: &str,
+        token: &str,
+        stats: &AverageAge,
+    ) -> RedisResult<Option<Duration>> {
         let mut conn = self.connection()?;
         let json = serde_json::to_string(&StoredValue {
             average_age: stats.average_age,
@@ -339,7 +348,8 @@ impl Cache {
             generation: generation.parse().unwrap_or(0),
         })
         .unwrap_or_default();
-        let ttl_ms = self.ttl_with_jitter().as_millis() as u64;
+        let ttl = self.ttl_with_jitter();
+        let ttl_ms = ttl.as_millis() as u64;
         let stored: i64 = metrics::time_cache_call("EVALSHA fill_if_generation", || {
             self.fill_script
                 .key(&self.keys.value)
@@ -351,7 +361,7 @@ impl Cache {
                 .arg(token)
                 .invoke(&mut *conn)
         })?;
-        Ok(stored == 1)
+        Ok((stored == 1).then_some(ttl))
     }
 
     /// Bumps the generation, deletes the value and the lease, and announces the new

@@ -134,3 +134,28 @@ async fn metrics_count_hits_misses_and_aggregate_queries() {
     let (_, body) = app.get_text("/metrics").await;
     assert!(body.contains("cachewithredis_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/students/average-age\",status=\"200\""), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_made_behind_the_apps_back_shows_once_the_ttl_has_passed() {
+    let app = spawn_app_with(AppOptions {
+        ttl_secs: Some(1),
+        ..Default::default()
+    })
+    .await;
+    app.insert_students(&[20]);
+    app.average().await;
+    // Rows written by another program do not invalidate anything.
+    app.insert_students(&[30]);
+    let (json, x_cache) = app.average().await;
+    assert_eq!(
+        (x_cache.as_str(), json["student_count"].as_i64()),
+        ("HIT", Some(1))
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (json, x_cache) = app.average().await;
+    assert_eq!(
+        (x_cache.as_str(), json["student_count"].as_i64()),
+        ("MISS", Some(2)),
+        "expired in Redis and in memory"
+    );
+}
