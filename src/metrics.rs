@@ -192,7 +192,7 @@ fn record(push: impl FnOnce(&mut RequestTimings)) {
 }
 
 /// Times one Redis command for the current request's record.
-pub fn time_cache_call<T>(what: &str, f: impl FnOnce() -> T) -> T {
+pub fn time_cache_call<T>(what: &'static str, f: impl FnOnce() -> T) -> T {
     let started = Instant::now();
     let out = f();
     let duration = started.elapsed();
@@ -218,10 +218,14 @@ impl Instrumentation for QueryRecorder {
             InstrumentationEvent::FinishQuery { query, .. } => {
                 let duration = self.started.take().map(|s| s.elapsed()).unwrap_or_default();
                 record(|t| {
-                    t.db.push(Call {
-                        what: query.to_string(),
-                        duration,
-                    })
+                    // The statement's text is for the debug panel only: formatting it (with its
+                    // binds) on every query would cost more than some queries do.
+                    let what = if t.debug {
+                        query.to_string()
+                    } else {
+                        String::new()
+                    };
+                    t.db.push(Call { what, duration })
                 });
             }
             _ => {}
