@@ -30,6 +30,15 @@ fn cachewithredis(dir: &TempDir, redis_url: &str, args: &[&str], env: &[(&str, &
     child.wait_with_output().unwrap()
 }
 
+/// A connection to the SQLite file the commands in `dir` used.
+fn cli_database(dir: &TempDir) -> cachewithredis::db::PooledConn {
+    let path = dir.path().join("cli.sqlite3").display().to_string();
+    cachewithredis::db::build_pool(&cachewithredis::config::DatabaseUrl::Sqlite(path))
+        .unwrap()
+        .get()
+        .unwrap()
+}
+
 #[test]
 fn a_bad_configuration_value_exits_non_zero_naming_the_variable() {
     let dir = TempDir::new().unwrap();
@@ -86,12 +95,7 @@ fn seed_adds_exactly_n_rows_and_invalidates_the_cache() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(value, None, "seed deleted the cached value");
-    let path = dir.path().join("cli.sqlite3");
-    let pool = cachewithredis::db::build_pool(&cachewithredis::config::DatabaseUrl::Sqlite(
-        path.display().to_string(),
-    ))
-    .unwrap();
-    let mut db = pool.get().unwrap();
+    let mut db = cli_database(&dir);
     assert_eq!(
         cachewithredis::models::Student::count(&mut db).unwrap(),
         2468
@@ -115,15 +119,10 @@ fn seed_with_redis_down_keeps_the_rows_and_leaves_the_invalidation_pending() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = dir.path().join("cli.sqlite3");
-    let pool = cachewithredis::db::build_pool(&cachewithredis::config::DatabaseUrl::Sqlite(
-        path.display().to_string(),
-    ))
-    .unwrap();
     use diesel::prelude::*;
     let pending: i64 = cachewithredis::schema::cache_invalidations::table
         .count()
-        .get_result(&mut pool.get().unwrap())
+        .get_result(&mut cli_database(&dir))
         .unwrap();
     assert_eq!(pending, 1);
 }
@@ -189,12 +188,8 @@ fn create_staff_reads_the_password_from_standard_input() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pool = cachewithredis::db::build_pool(&cachewithredis::config::DatabaseUrl::Sqlite(
-        dir.path().join("cli.sqlite3").display().to_string(),
-    ))
-    .unwrap();
     let user =
-        cachewithredis::models::StaffUser::find_by_username(&mut pool.get().unwrap(), "grace")
+        cachewithredis::models::StaffUser::find_by_username(&mut cli_database(&dir), "grace")
             .unwrap()
             .unwrap();
     assert!(cachewithredis::models::staff::verify_password(

@@ -58,29 +58,7 @@ impl Cluster {
     }
 
     async fn form(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::Response {
-        let page = self
-            .browser
-            .get(self.nginx.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let token = csrf_token_in(&page).expect("a form with a token");
-        let mut fields = fields.to_vec();
-        fields.push(("csrf_token", &token));
-        let action = if path.ends_with("/new") {
-            "/admin/students"
-        } else {
-            path
-        };
-        self.browser
-            .post(self.nginx.url(action))
-            .form(&fields)
-            .send()
-            .await
-            .unwrap()
+        submit(&self.browser, &self.nginx, path, fields, None).await
     }
 }
 
@@ -173,28 +151,41 @@ async fn sign_in_via(
     password: &str,
     spoof: &str,
 ) -> u16 {
+    let fields = [("username", username), ("password", password)];
+    let response = submit(browser, &c.nginx, "/admin/login", &fields, Some(spoof)).await;
+    response.status().as_u16()
+}
+
+/// Opens the form at `path` through nginx and posts it with its CSRF token (to the list for
+/// the add form, else to the same path), optionally with an X-Forwarded-For header.
+async fn submit(
+    browser: &reqwest::Client,
+    nginx: &Nginx,
+    path: &str,
+    fields: &[(&str, &str)],
+    forwarded_for: Option<&str>,
+) -> reqwest::Response {
     let page = browser
-        .get(c.nginx.url("/admin/login"))
+        .get(nginx.url(path))
         .send()
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    let token = csrf_token_in(&page).unwrap();
-    browser
-        .post(c.nginx.url("/admin/login"))
-        .header("x-forwarded-for", spoof)
-        .form(&[
-            ("username", username),
-            ("password", password),
-            ("csrf_token", &token),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let token = csrf_token_in(&page).expect("a form with a token");
+    let mut fields = fields.to_vec();
+    fields.push(("csrf_token", &token));
+    let action = if path.ends_with("/new") {
+        "/admin/students"
+    } else {
+        path
+    };
+    let mut request = browser.post(nginx.url(action)).form(&fields);
+    if let Some(forwarded_for) = forwarded_for {
+        request = request.header("x-forwarded-for", forwarded_for);
+    }
+    request.send().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
