@@ -41,7 +41,10 @@ impl Resources {
         // redis' rustls support needs a process-wide crypto provider for rediss:// URLs.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = db::build_pool(&settings.database_url)?;
-        db::run_migrations(&mut *db.get()?)?;
+        let mut conn = db.get()?;
+        db::run_migrations(&mut conn)?;
+        crate::models::student::recount(&mut conn)?;
+        drop(conn);
         let metrics = Arc::new(Metrics::new());
         let redis = build_redis_pool(&settings.redis_url, RedisTimeouts::default())?;
         let cache = Arc::new(Cache::new(

@@ -229,6 +229,22 @@ impl Student {
     }
 }
 
+/// Recounts `student_stats` from the table, correcting any drift from rows written by other
+/// programs; run at start-up. Writers wait for the count, so it is exact.
+pub fn recount(conn: &mut DbConn) -> QueryResult<()> {
+    use diesel::connection::SimpleConnection;
+    const RECOUNT: &str = "UPDATE student_stats SET \
+         student_count = (SELECT COUNT(*) FROM students), version = version + 1 WHERE id = 1";
+    match conn {
+        // One statement holds SQLite's write lock from the count to the update.
+        crate::db::DbConn::Sqlite(c) => c.batch_execute(RECOUNT),
+        // SHARE mode lets readers in and keeps inserts and deletes out until the commit.
+        crate::db::DbConn::Pg(c) => c.batch_execute(&format!(
+            "BEGIN; LOCK TABLE students IN SHARE MODE; {RECOUNT}; COMMIT;"
+        )),
+    }
+}
+
 fn adjust_count(conn: &mut DbConn, delta: i64) -> QueryResult<()> {
     diesel::update(student_stats::table.find(1))
         .set((

@@ -175,3 +175,20 @@ async fn a_deep_page_shows_the_right_rows_and_follows_inserts_and_deletes() {
         "an insert reaches the index too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_written_by_another_program_are_counted_after_a_restart() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    use diesel::connection::SimpleConnection;
+    app.conn()
+        .batch_execute("INSERT INTO students (name, age) VALUES ('Raw', 30), ('Sql', 31)")
+        .unwrap();
+    let restarted = crate::helpers::spawn_app_with(crate::helpers::AppOptions {
+        share_with: Some(app.backends()),
+        ..Default::default()
+    })
+    .await;
+    let (_, body) = restarted.get_text("/students").await;
+    assert!(body.contains("3 students in total"), "{body}");
+}
