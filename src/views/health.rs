@@ -1,6 +1,7 @@
 //! Liveness, readiness and metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use diesel::connection::SimpleConnection;
@@ -9,6 +10,9 @@ use serde::Serialize;
 use super::AppState;
 use crate::db;
 use crate::error::AppError;
+
+/// How long `/readyz` waits for a database connection.
+const READINESS_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// 200 while the process can answer at all.
 pub async fn healthz() -> HttpResponse {
@@ -26,7 +30,10 @@ struct Readiness {
 /// 503 when the database cannot be used; 200 with `"cache": "unavailable"` when only Redis is
 /// down, since pages are still served (from the database).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let database_ok = db::with_conn(&state.db, |conn| {
+    let pool = state.db.clone();
+    let database_ok = db::blocking(move || {
+        // A probe answers quickly: no waiting out the pages' 5 s pool timeout.
+        let mut conn = pool.get_timeout(READINESS_TIMEOUT)?;
         conn.batch_execute("SELECT 1 FROM students LIMIT 1")
             .map_err(AppError::from)
     })
