@@ -64,15 +64,23 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
             break (from_database(cache, db).await?, CacheOutcome::Bypass);
         }
         // The in-process tier: no thread hop, no round trip (see `cache::local`).
-        if let Some(stats) = cache.local().get() {
-            break (stats, CacheOutcome::Hit);
+        if let Some(hit) = cache.local().get() {
+            refresh_early_if_due(cache, db, hit.compute, hit.remaining);
+            break (hit.stats, CacheOutcome::Hit);
         }
         let reader = Arc::clone(cache);
         let read = db::blocking(move || Ok::<_, AppError>(reader.read_or_lease())).await?;
         match read {
-            Ok(ReadOutcome::Hit(stats, generation, ttl)) => {
-                cache.local().offer(stats, generation, ttl);
-                break (stats, CacheOutcome::Hit);
+            Ok(ReadOutcome::Hit(found)) => {
+                let local = cache.local();
+                local.offer(
+                    found.stats,
+                    found.generation,
+                    found.remaining,
+                    found.compute,
+                );
+                refresh_early_if_due(cache, db, found.compute, found.remaining);
+                break (found.stats, CacheOutcome::Hit);
             }
             Ok(ReadOutcome::Lead { generation, token }) => {
                 break (
@@ -104,6 +112,52 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
     })
 }
 
+/// Stores a computed value in Redis (if no write intervened) and in memory.
+fn store(cache: &Cache, generation: &str, token: &str, stats: AverageAge, compute: Duration) {
+    match cache.fill(generation, token, &stats, compute) {
+        Ok(Some(ttl)) => cache
+            .local()
+            .offer(stats, generation.parse().unwrap_or(0), ttl, compute),
+        Ok(None) => {}
+        Err(e) => cache.report_failure("fill", &e),
+    }
+}
+
+/// XFetch: now and then, as the expiry nears, one request recomputes the value in the
+/// background while every request goes on being served the current one, so that a hot key is
+/// not missed by everyone when it expires. One refresh per process at a time, and one across
+/// all instances (the computing lease).
+fn refresh_early_if_due(cache: &Arc<Cache>, db: &DbPool, compute: Duration, remaining: Duration) {
+    let uniform = 1.0 - rand::random::<f64>();
+    if !super::early_refresh_due(compute, remaining, uniform) || !cache.start_refresh() {
+        return;
+    }
+    let (cache, pool) = (Arc::clone(cache), db.clone());
+    tokio::spawn(async move {
+        let refresher = Arc::clone(&cache);
+        let refreshed = db::blocking(move || {
+            let token = format!("{:032x}", rand::random::<u128>());
+            let generation = match refresher.try_lease(&token) {
+                Ok(Some(generation)) => generation,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    refresher.report_failure("refresh", &e);
+                    return Ok(());
+                }
+            };
+            let started = Instant::now();
+            let stats = aggregate(&refresher, &mut *pool.get()?)?;
+            store(&refresher, &generation, &token, stats, started.elapsed());
+            Ok::<_, AppError>(())
+        })
+        .await;
+        if let Err(e) = refreshed {
+            log::warn!("early refresh of the average failed: {e}");
+        }
+        cache.end_refresh();
+    });
+}
+
 async fn from_database(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageAge, AppError> {
     let cache = Arc::clone(cache);
     db::with_conn(db, move |conn| aggregate(&cache, conn)).await
@@ -121,14 +175,9 @@ async fn compute_and_fill(
     db::blocking(move || {
         // If the query fails the lease is left to expire: a database that fails for one request
         // would fail the next one too, so retrying at once gains nothing.
+        let started = Instant::now();
         let stats = aggregate(&cache, &mut *pool.get()?)?;
-        match cache.fill(&generation, &token, &stats) {
-            Ok(Some(ttl)) => cache
-                .local()
-                .offer(stats, generation.parse().unwrap_or(0), ttl),
-            Ok(None) => {}
-            Err(e) => cache.report_failure("fill", &e),
-        }
+        store(&cache, &generation, &token, stats, started.elapsed());
         Ok::<_, AppError>(stats)
     })
     .await

@@ -54,7 +54,24 @@ struct LocalState {
     floor: u64,
     /// The copy, its generation, and when it expires (ms since `epoch`): no later than the
     /// key in Redis, so `CACHE_TTL_SECS` bounds the age of a value served from memory too.
-    entry: Option<(AverageAge, u64, u64)>,
+    entry: Option<Entry>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    stats: AverageAge,
+    generation: u64,
+    expires_ms: u64,
+    /// How long the aggregate took, for the early refresh (see `cache::early_refresh_due`).
+    compute: Duration,
+}
+
+/// A value served from memory, with what the early refresh needs to know.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryHit {
+    pub stats: AverageAge,
+    pub remaining: Duration,
+    pub compute: Duration,
 }
 
 impl LocalTier {
@@ -73,27 +90,34 @@ impl LocalTier {
     }
 
     /// The value in memory, if this instance may serve it now.
-    pub fn get(&self) -> Option<AverageAge> {
+    pub fn get(&self) -> Option<MemoryHit> {
         let now = self.now_ms();
         if now >= self.valid_until_ms.load(Ordering::Acquire) {
             return None;
         }
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         match state.entry {
-            Some((stats, generation, expires)) if generation >= state.floor && now < expires => {
-                Some(stats)
-            }
+            Some(e) if e.generation >= state.floor && now < e.expires_ms => Some(MemoryHit {
+                stats: e.stats,
+                remaining: Duration::from_millis(e.expires_ms - now),
+                compute: e.compute,
+            }),
             _ => None,
         }
     }
 
     /// Keeps a copy read from, or stored into, Redis at `generation` with `ttl` left, unless a
     /// later invalidation has been announced.
-    pub fn offer(&self, stats: AverageAge, generation: u64, ttl: Duration) {
-        let expires = self.now_ms() + ttl.as_millis() as u64;
+    pub fn offer(&self, stats: AverageAge, generation: u64, ttl: Duration, compute: Duration) {
+        let expires_ms = self.now_ms() + ttl.as_millis() as u64;
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         if generation >= state.floor {
-            state.entry = Some((stats, generation, expires));
+            state.entry = Some(Entry {
+                stats,
+                generation,
+                expires_ms,
+                compute,
+            });
         }
     }
 
@@ -101,7 +125,7 @@ impl LocalTier {
     pub fn invalidated(&self, generation: u64) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.floor = state.floor.max(generation);
-        if state.entry.is_some_and(|(_, g, _)| g < state.floor) {
+        if state.entry.is_some_and(|e| e.generation < state.floor) {
             state.entry = None;
         }
     }
@@ -203,36 +227,41 @@ mod tests {
     }
 
     const TTL: Duration = Duration::from_secs(60);
+    const COMPUTE: Duration = Duration::from_millis(5);
+
+    fn get(local: &LocalTier) -> Option<AverageAge> {
+        local.get().map(|hit| hit.stats)
+    }
 
     #[test]
     fn nothing_is_served_without_a_lease() {
         let local = LocalTier::new("a".into());
-        local.offer(stats(1), 0, TTL);
-        assert_eq!(local.get(), None);
+        local.offer(stats(1), 0, TTL, COMPUTE);
+        assert_eq!(get(&local), None);
         local.renewed(local.renewal_started());
-        assert_eq!(local.get(), Some(stats(1)));
+        assert_eq!(get(&local), Some(stats(1)));
         local.revoke();
-        assert_eq!(local.get(), None);
+        assert_eq!(get(&local), None);
     }
 
     #[test]
     fn a_copy_older_than_an_announced_invalidation_is_dropped_and_refused() {
         let local = LocalTier::new("a".into());
         local.renewed(local.renewal_started());
-        local.offer(stats(1), 4, TTL);
+        local.offer(stats(1), 4, TTL, COMPUTE);
         local.invalidated(5);
-        assert_eq!(local.get(), None);
-        local.offer(stats(1), 4, TTL);
-        assert_eq!(local.get(), None, "a late read of the old value is refused");
-        local.offer(stats(2), 5, TTL);
-        assert_eq!(local.get(), Some(stats(2)));
+        assert_eq!(get(&local), None);
+        local.offer(stats(1), 4, TTL, COMPUTE);
+        assert_eq!(get(&local), None, "a late read of the old value is refused");
+        local.offer(stats(2), 5, TTL, COMPUTE);
+        assert_eq!(get(&local), Some(stats(2)));
     }
 
     #[test]
     fn a_copy_expires_with_the_redis_key() {
         let local = LocalTier::new("a".into());
         local.renewed(local.renewal_started());
-        local.offer(stats(1), 0, Duration::ZERO);
-        assert_eq!(local.get(), None);
+        local.offer(stats(1), 0, Duration::ZERO, COMPUTE);
+        assert_eq!(get(&local), None);
     }
 }

@@ -186,3 +186,46 @@ async fn an_invalidation_left_in_the_outbox_is_applied_before_a_new_instance_rea
     let (json, _) = fresh.average().await;
     assert_eq!(json["student_count"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hot_key_is_recomputed_before_it_expires_so_readers_never_miss() {
+    let app = Arc::new(
+        spawn_app_with(AppOptions {
+            ttl_secs: Some(1),
+            ..Default::default()
+        })
+        .await,
+    );
+    seed_many(&app);
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(3500);
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut misses = 0;
+                while std::time::Instant::now() < until {
+                    let (json, x_cache) = app.average().await;
+                    assert_eq!(json["student_count"], MANY as i64);
+                    misses += usize::from(x_cache == "MISS");
+                }
+                misses
+            })
+        })
+        .collect();
+    let misses: usize = join_all(readers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(
+        misses, 1,
+        "only the first read misses; later values were refreshed in time"
+    );
+    let aggregates = app
+        .metric("cachewithredis_db_aggregate_queries_total")
+        .await;
+    assert!(
+        aggregates >= 3.0,
+        "refreshed about once a TTL: {aggregates} aggregates in 3.5 s"
+    );
+}
