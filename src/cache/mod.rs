@@ -2,19 +2,21 @@
 //!
 //! # Keys
 //!
-//! - `{prefix}:students:average_age`: the value, JSON `{"average_age", "student_count"}`, with a
-//!   TTL of `CACHE_TTL_SECS` less up to 10% random jitter (so keys filled together do not all
-//!   expire together).
+//! - `{prefix}:students:average_age`: the value, JSON `{"average_age", "student_count",
+//!   "generation", "compute_us"}`, with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter
+//!   (so keys filled together do not all expire together).
 //! - `{prefix}:students:average_age:generation`: a counter every write increments. No TTL.
 //! - `{prefix}:students:average_age:lock`: a short lease held by the one request that computes
 //!   the value on a miss, with a random token so only its holder releases it.
+//! - `{prefix}:invalidations` (pub/sub), `{prefix}:instances` and `{prefix}:acks`: the memory
+//!   tier's announcements, leases and acknowledgements (see [`local`]).
 //!
 //! # Read path (cache-aside; a hit costs no round trip, or one)
 //!
 //! A copy in process memory is served first, while this instance holds a lease that every
 //! write respects (see [`local`] for why that never serves a value from before a write that
-//! has answered). Otherwise one Lua script returns the value if present; otherwise it reads the generation and tries to
-//! take the lease. The lease holder runs the aggregate and stores it with a second script that
+//! has answered). Otherwise one Lua script returns the value if present; otherwise it reads the
+//! generation and tries to take the lease. The lease holder runs the aggregate and stores it with a second script that
 //! sets the value **only if the generation is still the one read before the query**, then
 //! releases the lease. Requests that did not get the lease re-run the first script every few
 //! milliseconds and get the value once it is there, or the lease themselves once it is free; past
