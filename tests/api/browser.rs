@@ -68,14 +68,32 @@ impl Browser {
         }
     }
 
-    async fn text(&self, css: &str) -> String {
+    /// The element, once the page shows it: a click that submits a form can return before the
+    /// next page has loaded.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
         self.client
-            .find(Locator::Css(css))
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.element(css).await.text().await.unwrap()
+    }
+
+    /// Waits until the browser is at `expected` (path and query).
+    async fn wait_for_path(&self, expected: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let path = self.path().await;
+            if path == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "at {path}, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn page_text(&self) -> String {
@@ -83,24 +101,20 @@ impl Browser {
     }
 
     async fn type_into(&self, css: &str, text: &str) {
-        let field = self.client.find(Locator::Css(css)).await.unwrap();
+        let field = self.element(css).await;
         field.clear().await.unwrap();
         field.send_keys(text).await.unwrap();
     }
 
     async fn click(&self, css: &str) {
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap();
+        self.element(css).await.click().await.unwrap();
     }
 
     async fn click_link(&self, text: &str) {
         self.client
-            .find(Locator::LinkText(text))
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::LinkText(text))
             .await
             .unwrap_or_else(|e| panic!("link {text}: {e}"))
             .click()
@@ -157,7 +171,7 @@ async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_t
     b.screenshot("students").await;
 
     b.click_link("What is their average age?").await;
-    assert_eq!(b.path().await, "/students/average-age");
+    b.wait_for_path("/students/average-age").await;
     assert_eq!(b.text("#cache-badge").await, "↻ Cache miss");
     b.client.refresh().await.unwrap();
     assert_eq!(b.text("#cache-badge").await, "✔ Cache hit");
@@ -166,11 +180,12 @@ async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_t
 
     // The staff area sends to the sign-in page and back.
     b.click_link("Staff area").await;
-    assert_eq!(b.path().await, "/admin/login?next=%2Fadmin%2Fstudents");
+    b.wait_for_path("/admin/login?next=%2Fadmin%2Fstudents")
+        .await;
     b.type_into("#username", STAFF_USER).await;
     b.type_into("#password", STAFF_PASSWORD).await;
     b.click("form.form button[type=submit]").await;
-    assert_eq!(b.path().await, "/admin/students");
+    b.wait_for_path("/admin/students").await;
 
     // An invalid form: messages next to their fields, focus on the first bad one.
     b.click_link("Add student").await;
@@ -193,7 +208,7 @@ async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_t
     b.type_into("#name", "Ada Lovelace").await;
     b.type_into("#age", "82").await;
     b.click("form.form button[type=submit]").await;
-    assert_eq!(b.path().await, "/admin/students");
+    b.wait_for_path("/admin/students").await;
     assert_eq!(
         b.text(".flash").await,
         "The student “Ada Lovelace” was added."
@@ -205,7 +220,7 @@ async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_t
     assert_eq!(b.text("#student-count").await, "121");
 
     b.click("button.link").await;
-    assert_eq!(b.path().await, "/admin/login");
+    b.wait_for_path("/admin/login").await;
     b.client.goto(&app.url("/admin/students")).await.unwrap();
     assert!(b.path().await.starts_with("/admin/login"), "signed out");
     browser.client.clone().close().await.unwrap();
