@@ -1,4 +1,4 @@
-use crate::helpers::{header, spawn_app, spawn_app_with, AppOptions};
+use crate::helpers::{header, spawn_app, spawn_app_with, spawn_second_instance, AppOptions};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_first_view_is_a_miss_and_the_second_a_hit_with_the_key_in_redis() {
@@ -85,11 +85,7 @@ async fn a_miss_makes_one_query_and_a_repeated_view_neither_a_query_nor_a_redis_
 #[tokio::test(flavor = "multi_thread")]
 async fn another_instance_reads_the_value_from_redis_once_then_from_memory() {
     let app = spawn_app().await;
-    let other = spawn_app_with(AppOptions {
-        share_with: Some(app.backends()),
-        ..Default::default()
-    })
-    .await;
+    let other = spawn_second_instance(&app).await;
     app.insert_students(&[20]);
     app.average().await;
     let first = other.get("/api/students/average-age").await;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures_util::future::join_all;
 
-use crate::helpers::{spawn_app, spawn_app_with, AppOptions, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_second_instance, AppOptions, TestApp};
 
 /// Enough rows that the aggregate takes milliseconds, so a reader's query overlaps writes.
 const MANY: usize = 200_000;
@@ -15,18 +15,10 @@ fn seed_many(app: &TestApp) {
     app.insert_students(&ages);
 }
 
-async fn second_instance(first: &TestApp) -> TestApp {
-    spawn_app_with(AppOptions {
-        share_with: Some(first.backends()),
-        ..Default::default()
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn no_read_after_a_write_answered_shows_the_old_count_while_readers_race_the_writes() {
     let app = Arc::new(spawn_app().await);
-    let other = Arc::new(second_instance(&app).await);
+    let other = Arc::new(spawn_second_instance(&app).await);
     seed_many(&app);
     app.sign_in().await;
 
@@ -83,7 +75,7 @@ async fn no_read_after_a_write_answered_shows_the_old_count_while_readers_race_t
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cold_burst_of_64_requests_over_two_instances_runs_one_aggregate() {
     let app = spawn_app().await;
-    let other = second_instance(&app).await;
+    let other = spawn_second_instance(&app).await;
     seed_many(&app);
     let requests = (0..64).map(|i| {
         let target = if i % 2 == 0 { &app } else { &other };
@@ -106,7 +98,7 @@ async fn a_cold_burst_of_64_requests_over_two_instances_runs_one_aggregate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_on_one_instance_is_seen_by_the_next_read_on_the_other() {
     let app = spawn_app().await;
-    let other = second_instance(&app).await;
+    let other = spawn_second_instance(&app).await;
     app.insert_students(&[20]);
     app.sign_in().await;
     other.average().await;
@@ -123,7 +115,7 @@ async fn a_write_on_one_instance_is_seen_by_the_next_read_on_the_other() {
 async fn an_instance_that_stops_hearing_invalidations_stops_serving_from_memory_before_a_write_answers(
 ) {
     let app = spawn_app().await;
-    let other = second_instance(&app).await;
+    let other = spawn_second_instance(&app).await;
     app.insert_students(&[20]);
     app.sign_in().await;
     other.average().await;
@@ -142,7 +134,7 @@ async fn an_instance_that_stops_hearing_invalidations_stops_serving_from_memory_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_made_on_one_instance_works_on_the_other() {
     let app = spawn_app().await;
-    let other = second_instance(&app).await;
+    let other = spawn_second_instance(&app).await;
     app.sign_in().await;
     // Cookies are scoped by host, not port: the same browser reaches the other instance with
     // the session cookie the first one set, as behind a load balancer.
@@ -182,7 +174,7 @@ async fn an_invalidation_left_in_the_outbox_is_applied_before_a_new_instance_rea
         app.redis_get(&app.value_key()).is_some(),
         "the old value is still cached"
     );
-    let fresh = second_instance(&app).await;
+    let fresh = spawn_second_instance(&app).await;
     let (json, _) = fresh.average().await;
     assert_eq!(json["student_count"], 2);
 }

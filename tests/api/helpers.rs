@@ -297,6 +297,15 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(AppOptions::default()).await
 }
 
+/// Another instance of `first`'s application: same database, Redis and `SECRET_KEY`.
+pub async fn spawn_second_instance(first: &TestApp) -> TestApp {
+    spawn_app_with(AppOptions {
+        share_with: Some(first.backends()),
+        ..Default::default()
+    })
+    .await
+}
+
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let (dir, database, secret_key, redis) = match &options.share_with {

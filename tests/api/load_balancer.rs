@@ -5,7 +5,7 @@ use futures_util::future::join_all;
 use reqwest::redirect::Policy;
 
 use crate::helpers::{
-    csrf_token_in, header, spawn_app, spawn_app_with, AppOptions, Nginx, TestApp, STAFF_PASSWORD,
+    csrf_token_in, header, spawn_app, spawn_second_instance, Nginx, TestApp, STAFF_PASSWORD,
     STAFF_USER,
 };
 
@@ -18,11 +18,7 @@ struct Cluster {
 
 async fn cluster() -> Cluster {
     let a = spawn_app().await;
-    let b = spawn_app_with(AppOptions {
-        share_with: Some(a.backends()),
-        ..Default::default()
-    })
-    .await;
+    let b = spawn_second_instance(&a).await;
     let ports: Vec<u16> = [&a, &b]
         .iter()
         .map(|app| app.address.rsplit(':').next().unwrap().parse().unwrap())

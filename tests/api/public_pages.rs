@@ -184,11 +184,7 @@ async fn rows_written_by_another_program_are_counted_after_a_restart() {
     app.conn()
         .batch_execute("INSERT INTO students (name, age) VALUES ('Raw', 30), ('Sql', 31)")
         .unwrap();
-    let restarted = crate::helpers::spawn_app_with(crate::helpers::AppOptions {
-        share_with: Some(app.backends()),
-        ..Default::default()
-    })
-    .await;
+    let restarted = crate::helpers::spawn_second_instance(&app).await;
     let (_, body) = restarted.get_text("/students").await;
     assert!(body.contains("3 students in total"), "{body}");
 }
