@@ -30,6 +30,10 @@ pub struct Metrics {
     pub cache_invalidations: IntCounter,
     pub cache_invalidations_pending: IntGauge,
     pub http_request_duration: HistogramVec,
+    /// The consistency monitor's checks of a served value against the database.
+    pub cache_consistency_checks: IntCounter,
+    /// Checks that found the served value differing from the database.
+    pub cache_inconsistencies: IntCounter,
 }
 
 impl Metrics {
@@ -75,6 +79,16 @@ impl Metrics {
             &["route", "method", "status"],
         )
         .expect("valid metric");
+        let cache_consistency_checks = IntCounter::new(
+            "cachewithredis_cache_consistency_checks_total",
+            "Values served from the cache that the consistency monitor compared with the database.",
+        )
+        .expect("valid metric");
+        let cache_inconsistencies = IntCounter::new(
+            "cachewithredis_cache_inconsistencies_total",
+            "Consistency checks that found a served value differing from the database.",
+        )
+        .expect("valid metric");
         // Resolved at start, which also makes each series present from the start, so that a
         // dashboard's rate() has a baseline.
         let cache_hits = cache_requests.with_label_values(&["hit"]);
@@ -87,6 +101,8 @@ impl Metrics {
             Box::new(cache_invalidations.clone()),
             Box::new(cache_invalidations_pending.clone()),
             Box::new(http_request_duration.clone()),
+            Box::new(cache_consistency_checks.clone()),
+            Box::new(cache_inconsistencies.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -101,6 +117,8 @@ impl Metrics {
             cache_invalidations,
             cache_invalidations_pending,
             http_request_duration,
+            cache_consistency_checks,
+            cache_inconsistencies,
         }
     }
 
