@@ -33,6 +33,8 @@ fn free_port() -> u16 {
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Where `SAVE` writes its snapshot, which a restart loads.
+    dir: TempDir,
 }
 
 impl RedisServer {
@@ -40,17 +42,21 @@ impl RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             child: None,
+            dir: TempDir::new().expect("temp dir"),
         };
         server.restart();
         server
     }
 
-    /// Starts (again) on the same port; an empty server, as nothing is persisted.
+    /// Starts (again) on the same port: empty, or with the data of the last [`Self::save`]
+    /// (nothing is persisted otherwise).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server already running");
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -63,6 +69,15 @@ impl RedisServer {
         }
     }
 
+    /// Writes a snapshot that the next [`Self::restart`] loads, as a crash and an RDB restore
+    /// (or a failover to a replica that stopped here) would bring back.
+    pub fn save(&self) {
+        redis::cmd("SAVE")
+            .query::<()>(&mut self.connection())
+            .expect("SAVE");
+    }
+
+    /// Kills the server (SIGKILL: nothing is saved on the way out).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -92,6 +107,7 @@ impl Drop for RedisServer {
 const PASS: u8 = 0;
 const CUT: u8 = 1;
 const STALL: u8 = 2;
+const BLACK_HOLE: u8 = 3;
 
 /// A TCP proxy between the application and Redis that can cut the network (connections are
 /// closed and new ones refused) or stall it (connections accepted, nothing answered), while the
@@ -139,7 +155,7 @@ impl TcpProxy {
                                 _ = killed.changed() => {
                                     // A stall freezes open connections: nothing flows, nothing
                                     // closes, until the next change of mode.
-                                    if mode3.load(Ordering::Relaxed) == STALL {
+                                    if matches!(mode3.load(Ordering::Relaxed), STALL | BLACK_HOLE) {
                                         let _ = killed.changed().await;
                                     }
                                 }
@@ -170,6 +186,12 @@ impl TcpProxy {
     /// Freezes open connections and accepts new ones without answering: a hung Redis.
     pub fn stall(&self) {
         self.set(STALL);
+    }
+
+    /// Freezes the connections open now, without closing them (no FIN, as when a NAT or load
+    /// balancer forgets them), while new connections pass.
+    pub fn black_hole_existing(&self) {
+        self.set(BLACK_HOLE);
     }
 
     pub fn restore(&self) {
@@ -266,6 +288,8 @@ pub struct TestApp {
     pub database: Arc<TestDatabase>,
     redis: Arc<Mutex<RedisServer>>,
     pub proxy: TcpProxy,
+    /// Stops this instance's server: `server.stop(true)` is what SIGTERM does.
+    pub server: actix_web::dev::ServerHandle,
     pub client: reqwest::Client,
     pub prefix: String,
     pub secret_key: String,
@@ -343,6 +367,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let server = app.handle();
     tokio::spawn(app.run_until_stopped());
     // Ready when this instance holds its lease, i.e. serves repeated reads from memory.
     let instances_before = match &options.share_with {
@@ -374,6 +399,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         database,
         redis,
         proxy,
+        server,
         client,
         prefix,
         secret_key,
@@ -450,6 +476,11 @@ impl TestApp {
 
     pub fn restart_redis(&self) {
         self.redis.lock().expect("redis").restart();
+    }
+
+    /// Snapshots Redis; the next restart comes back with this data (see [`RedisServer::save`]).
+    pub fn save_redis(&self) {
+        self.redis.lock().expect("redis").save();
     }
 
     pub fn redis_url(&self) -> String {
