@@ -1,6 +1,13 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    cache_generation (id) {
+        id -> Integer,
+        generation -> BigInt,
+    }
+}
+
+diesel::table! {
     cache_invalidations (id) {
         id -> Integer,
         cache_key -> Text,
@@ -44,6 +51,7 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
+    cache_generation,
     cache_invalidations,
     login_failures,
     staff_users,

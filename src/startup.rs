@@ -14,7 +14,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
-use crate::cache::redis_pool::{build_redis_pool, RedisTimeouts};
+use crate::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
+use crate::cache::resync::Resync;
 use crate::cache::{outbox, Cache};
 use crate::config::Settings;
 use crate::db::{self, DbPool};
@@ -46,13 +47,17 @@ impl Resources {
         crate::models::student::recount(&mut conn)?;
         drop(conn);
         let metrics = Arc::new(Metrics::new());
-        let redis = build_redis_pool(&settings.redis_url, RedisTimeouts::default())?;
+        // Every new connection is checked for a Redis that lost data before it is used.
+        let resync = Arc::new(Resync::new(db.clone(), &settings.cache_key_prefix));
+        let redis =
+            build_checked_redis_pool(&settings.redis_url, RedisTimeouts::default(), Some(resync))?;
         let cache = Arc::new(Cache::new(
             redis,
             redis::Client::open(settings.redis_url.as_str())?,
             &settings.cache_key_prefix,
             settings.cache_ttl,
             Arc::clone(&metrics),
+            db.clone(),
         ));
         Ok(Resources { db, cache, metrics })
     }
@@ -62,6 +67,7 @@ impl Resources {
 pub struct Application {
     port: u16,
     server: Server,
+    cache: Arc<Cache>,
 }
 
 impl Application {
@@ -161,7 +167,11 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            server,
+            cache: Arc::clone(&resources.cache),
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -173,8 +183,17 @@ impl Application {
         self.server.handle()
     }
 
+    /// Serves until stopped; after a graceful stop, withdraws this instance's memory lease so
+    /// that writes do not wait for an instance that has left.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        let cache = self.cache;
+        match db::blocking(move || Ok::<_, AppError>(cache.withdraw_lease())).await {
+            Ok(Ok(())) => log::info!("stopped; cache lease withdrawn"),
+            Ok(Err(e)) => log::warn!("could not withdraw the cache lease, it will lapse: {e}"),
+            Err(e) => log::warn!("could not withdraw the cache lease, it will lapse: {e}"),
+        }
+        served
     }
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::generation::Generation;
 use super::{Cache, ReadOutcome, WAIT_FOR_LEADER};
 use crate::db::{self, DbConn, DbPool};
 use crate::error::AppError;
@@ -113,11 +114,9 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
 }
 
 /// Stores a computed value in Redis (if no write intervened) and in memory.
-fn store(cache: &Cache, generation: &str, token: &str, stats: AverageAge, compute: Duration) {
+fn store(cache: &Cache, generation: Generation, token: &str, stats: AverageAge, compute: Duration) {
     match cache.fill(generation, token, &stats, compute) {
-        Ok(Some(ttl)) => cache
-            .local()
-            .offer(stats, generation.parse().unwrap_or(0), ttl, compute),
+        Ok(Some(ttl)) => cache.local().offer(stats, generation, ttl, compute),
         Ok(None) => {}
         Err(e) => cache.report_failure("fill", &e),
     }
@@ -147,7 +146,7 @@ fn refresh_early_if_due(cache: &Arc<Cache>, db: &DbPool, compute: Duration, rema
             };
             let started = Instant::now();
             let stats = aggregate(&refresher, &mut *pool.get()?)?;
-            store(&refresher, &generation, &token, stats, started.elapsed());
+            store(&refresher, generation, &token, stats, started.elapsed());
             Ok::<_, AppError>(())
         })
         .await;
@@ -167,7 +166,7 @@ async fn from_database(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageAge, Ap
 async fn compute_and_fill(
     cache: &Arc<Cache>,
     db: &DbPool,
-    generation: String,
+    generation: Generation,
     token: String,
 ) -> Result<AverageAge, AppError> {
     let cache = Arc::clone(cache);
@@ -177,7 +176,7 @@ async fn compute_and_fill(
         // would fail the next one too, so retrying at once gains nothing.
         let started = Instant::now();
         let stats = aggregate(&cache, &mut *pool.get()?)?;
-        store(&cache, &generation, &token, stats, started.elapsed());
+        store(&cache, generation, &token, stats, started.elapsed());
         Ok::<_, AppError>(stats)
     })
     .await

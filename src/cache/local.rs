@@ -17,8 +17,11 @@
 //!
 //! A copy is accepted into memory only if its generation is at least the floor: a read that
 //! fetched the old value from Redis just before the invalidation cannot plant it afterwards.
-//! An instance renews its lease only while its subscription is up; after a reconnection it
-//! starts empty, with its floor set to the generation then current in Redis.
+//! An instance renews its lease only while its subscription is up, and only while its floor is
+//! at least the generation in Redis (see [`super::lease`]); after a reconnection it starts
+//! empty, with its floor set to the generation then current in Redis. A subscription that
+//! stops answering without closing (a NAT or load balancer that forgot it) is found by a PING
+//! every [`SUBSCRIPTION_TIMEOUT`] without a message, and reconnected.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock, Weak};
@@ -26,13 +29,16 @@ use std::time::{Duration, Instant};
 
 use redis::RedisResult;
 
+use super::generation::Generation;
 use super::Cache;
 use crate::models::AverageAge;
 
-/// How long a lease lasts in Redis.
-pub const LEASE: Duration = Duration::from_secs(2);
-/// How often it is renewed (from the outbox worker's tick).
-pub const RENEW_EVERY: Duration = Duration::from_millis(250);
+pub use super::lease::{LEASE, RENEW_EVERY};
+
+/// How long the subscription may be silent before it is PINGed, and how long the PING may take
+/// before the connection is taken for dead.
+const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// Served from memory no later than this before the lease's end, as a guard against small
 /// differences in clock rates.
 const MARGIN: Duration = Duration::from_millis(300);
@@ -45,13 +51,15 @@ pub struct LocalTier {
     epoch: Instant,
     /// True while the invalidation subscription is up.
     subscribed: AtomicBool,
+    /// True once the instance has stopped: its lease is never renewed again.
+    withdrawn: AtomicBool,
     state: RwLock<LocalState>,
 }
 
 #[derive(Default)]
 struct LocalState {
     /// The highest generation announced; copies older than it are refused.
-    floor: u64,
+    floor: Generation,
     /// The copy, its generation, and when it expires (ms since `epoch`): no later than the
     /// key in Redis, so `CACHE_TTL_SECS` bounds the age of a value served from memory too.
     entry: Option<Entry>,
@@ -60,7 +68,7 @@ struct LocalState {
 #[derive(Clone, Copy)]
 struct Entry {
     stats: AverageAge,
-    generation: u64,
+    generation: Generation,
     expires_ms: u64,
     /// How long the aggregate took, for the early refresh (see `cache::early_refresh_due`).
     compute: Duration,
@@ -81,6 +89,7 @@ impl LocalTier {
             valid_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             subscribed: AtomicBool::new(false),
+            withdrawn: AtomicBool::new(false),
             state: RwLock::new(LocalState::default()),
         }
     }
@@ -108,7 +117,13 @@ impl LocalTier {
 
     /// Keeps a copy read from, or stored into, Redis at `generation` with `ttl` left, unless a
     /// later invalidation has been announced.
-    pub fn offer(&self, stats: AverageAge, generation: u64, ttl: Duration, compute: Duration) {
+    pub fn offer(
+        &self,
+        stats: AverageAge,
+        generation: Generation,
+        ttl: Duration,
+        compute: Duration,
+    ) {
         let expires_ms = self.now_ms() + ttl.as_millis() as u64;
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         if generation >= state.floor {
@@ -122,7 +137,7 @@ impl LocalTier {
     }
 
     /// An invalidation to `generation` was announced: drop older copies.
-    pub fn invalidated(&self, generation: u64) {
+    pub fn invalidated(&self, generation: Generation) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.floor = state.floor.max(generation);
         if state.entry.is_some_and(|e| e.generation < state.floor) {
@@ -135,7 +150,7 @@ impl LocalTier {
         self.valid_until_ms.store(0, Ordering::Release);
     }
 
-    fn restart_from(&self, generation: u64) {
+    fn restart_from(&self, generation: Generation) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.floor = state.floor.max(generation);
         state.entry = None;
@@ -143,6 +158,24 @@ impl LocalTier {
 
     pub fn is_subscribed(&self) -> bool {
         self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// The highest generation announced: this instance holds no copy older than it.
+    pub fn floor(&self) -> Generation {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .floor
+    }
+
+    /// Stops serving from memory for good (the instance is stopping).
+    pub fn withdraw(&self) {
+        self.withdrawn.store(true, Ordering::Release);
+        self.revoke();
+    }
+
+    pub fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::Acquire)
     }
 
     /// Time before sending a renewal, to be passed to [`LocalTier::renewed`].
@@ -182,9 +215,9 @@ pub fn run_subscriber(cache: Weak<Cache>, client: redis::Client) {
 
 /// One subscription: returns Ok when the cache is gone, Err when the connection failed.
 fn subscribe_once(cache: &Weak<Cache>, client: &redis::Client, channel: &str) -> RedisResult<()> {
-    let mut conn = client.get_connection_with_timeout(Duration::from_millis(250))?;
-    conn.set_read_timeout(Some(Duration::from_millis(250)))?;
-    conn.set_write_timeout(Some(Duration::from_millis(250)))?;
+    let mut conn = client.get_connection_with_timeout(SUBSCRIPTION_TIMEOUT)?;
+    conn.set_read_timeout(Some(SUBSCRIPTION_TIMEOUT))?;
+    conn.set_write_timeout(Some(SUBSCRIPTION_TIMEOUT))?;
     let mut pubsub = conn.as_pubsub();
     pubsub.subscribe(channel)?;
     {
@@ -201,14 +234,19 @@ fn subscribe_once(cache: &Weak<Cache>, client: &redis::Client, channel: &str) ->
     loop {
         let message = match pubsub.get_message() {
             Ok(message) => Some(message),
-            Err(e) if e.is_timeout() => None,
+            // Quiet: make sure the connection is still there, since a dropped one may stay
+            // quiet forever. A PING that does not come back in time fails the subscription.
+            Err(e) if e.is_timeout() => {
+                pubsub.ping::<redis::Value>()?;
+                None
+            }
             Err(e) => return Err(e),
         };
         let Some(cache) = cache.upgrade() else {
             return Ok(());
         };
         if let Some(message) = message {
-            let generation: u64 = message.get_payload::<String>()?.parse().unwrap_or(u64::MAX);
+            let generation = Generation::parse(&message.get_payload::<String>()?)?;
             cache.local().invalidated(generation);
             cache.acknowledge(generation)?;
         }
@@ -236,7 +274,7 @@ mod tests {
     #[test]
     fn nothing_is_served_without_a_lease() {
         let local = LocalTier::new("a".into());
-        local.offer(stats(1), 0, TTL, COMPUTE);
+        local.offer(stats(1), Generation::ZERO, TTL, COMPUTE);
         assert_eq!(get(&local), None);
         local.renewed(local.renewal_started());
         assert_eq!(get(&local), Some(stats(1)));
@@ -248,12 +286,12 @@ mod tests {
     fn a_copy_older_than_an_announced_invalidation_is_dropped_and_refused() {
         let local = LocalTier::new("a".into());
         local.renewed(local.renewal_started());
-        local.offer(stats(1), 4, TTL, COMPUTE);
-        local.invalidated(5);
+        local.offer(stats(1), Generation::new(4), TTL, COMPUTE);
+        local.invalidated(Generation::new(5));
         assert_eq!(get(&local), None);
-        local.offer(stats(1), 4, TTL, COMPUTE);
+        local.offer(stats(1), Generation::new(4), TTL, COMPUTE);
         assert_eq!(get(&local), None, "a late read of the old value is refused");
-        local.offer(stats(2), 5, TTL, COMPUTE);
+        local.offer(stats(2), Generation::new(5), TTL, COMPUTE);
         assert_eq!(get(&local), Some(stats(2)));
     }
 
@@ -261,7 +299,7 @@ mod tests {
     fn a_copy_expires_with_the_redis_key() {
         let local = LocalTier::new("a".into());
         local.renewed(local.renewal_started());
-        local.offer(stats(1), 0, Duration::ZERO, COMPUTE);
+        local.offer(stats(1), Generation::ZERO, Duration::ZERO, COMPUTE);
         assert_eq!(get(&local), None);
     }
 }

@@ -61,25 +61,34 @@
 
 pub mod average;
 pub mod breaker;
+pub mod generation;
+pub mod lease;
 pub mod local;
 pub mod outbox;
 pub mod redis_pool;
+pub mod resync;
+mod scripts;
+mod xfetch;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::Rng;
-use redis::{RedisResult, Script};
+use redis::RedisResult;
 
+use crate::db::DbPool;
 use crate::metrics::{self, Metrics};
 use crate::models::AverageAge;
 use breaker::Breaker;
-use local::{LocalTier, LEASE};
+use generation::Generation;
+use local::LocalTier;
 use redis_pool::RedisPool;
+use scripts::Scripts;
 
 pub use average::{AverageLookup, CacheOutcome};
+pub use xfetch::early_refresh_due;
 
 /// How long the lease holder may take before another request may compute the value.
 pub const LOCK_TTL: Duration = Duration::from_secs(10);
@@ -119,7 +128,6 @@ impl Keys {
 struct StoredValue {
     average_age: Option<f64>,
     student_count: i64,
-    #[serde(default)]
     generation: u64,
     /// How long the aggregate took, in microseconds: the early refresh's δ.
     #[serde(default)]
@@ -130,36 +138,23 @@ struct StoredValue {
 #[derive(Debug, Clone, Copy)]
 pub struct Found {
     pub stats: AverageAge,
-    pub generation: u64,
+    pub generation: Generation,
     /// The key's remaining TTL.
     pub remaining: Duration,
     /// How long the aggregate took when the value was computed.
     pub compute: Duration,
 }
 
-/// XFetch's β (Vattani et al., VLDB 2015): above 1 favours refreshing earlier. At 4, a value
-/// whose aggregate takes 100 ms is refreshed in about the last second of its TTL under load,
-/// and almost never before the last 100 ms.
-const EARLY_REFRESH_BETA: f64 = 4.0;
-
-/// Whether to recompute a value now, before it expires, so that a hot key is refreshed by one
-/// request in the background instead of missing for everyone at expiry. `uniform` is drawn from
-/// (0, 1]: the closer the expiry and the longer the aggregate, the likelier.
-pub fn early_refresh_due(compute: Duration, remaining: Duration, uniform: f64) -> bool {
-    let earliness = -(compute.as_secs_f64() * EARLY_REFRESH_BETA * uniform.ln());
-    earliness >= remaining.as_secs_f64()
-}
-
 /// What the read script found.
 #[derive(Debug)]
 pub enum ReadOutcome {
     Hit(Found),
-    /// No value; this request holds the lease and must compute it.
+    /// No current value; this request holds the lease and must compute it.
     Lead {
-        generation: String,
+        generation: Generation,
         token: String,
     },
-    /// No value and another request holds the lease.
+    /// No current value and another request holds the lease.
     Wait,
 }
 
@@ -168,6 +163,8 @@ pub struct Cache {
     pool: RedisPool,
     keys: Keys,
     ttl: Duration,
+    /// Where the generation's high-water mark is read (see [`generation`]).
+    db: DbPool,
     breaker: Breaker,
     /// True while an invalidation may be pending in the outbox; starts true so that a new
     /// process reads nothing from Redis before it has applied the outbox once.
@@ -178,15 +175,11 @@ pub struct Cache {
     metrics: Arc<Metrics>,
     local: LocalTier,
     /// When the last lease renewal that Redis answered was sent (the local tier's clock, ms):
-    /// after that plus [`LEASE`], no instance that lost Redis with this one serves from memory.
+    /// after that plus [`lease::LEASE`], no instance that lost Redis with this one serves from
+    /// memory.
     last_renewed_ms: AtomicU64,
     client: redis::Client,
-    read_script: Script,
-    fill_script: Script,
-    invalidate_script: Script,
-    renew_script: Script,
-    unacknowledged_script: Script,
-    try_lease_script: Script,
+    scripts: Scripts,
     /// True while this process runs an early refresh.
     refreshing: AtomicBool,
 }
@@ -198,6 +191,7 @@ impl Cache {
         prefix: &str,
         ttl: Duration,
         metrics: Arc<Metrics>,
+        db: DbPool,
     ) -> Self {
         Cache {
             local: LocalTier::new(format!("{:016x}", rand::rng().random::<u64>())),
@@ -206,61 +200,13 @@ impl Cache {
             pool,
             keys: Keys::new(prefix),
             ttl,
+            db,
             breaker: Breaker::default(),
             pending: AtomicBool::new(true),
             failures: Mutex::new(0),
             metrics,
-            read_script: Script::new(
-                r"local v = redis.call('GET', KEYS[1])
-                  if v then return {'hit', v, tostring(redis.call('PTTL', KEYS[1]))} end
-                  local gen = redis.call('GET', KEYS[2]) or '0'
-                  if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-                    return {'lead', gen}
-                  end
-                  return {'wait', gen}",
-            ),
-            fill_script: Script::new(
-                r"local stored = 0
-                  if (redis.call('GET', KEYS[2]) or '0') == ARGV[1] then
-                    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-                    stored = 1
-                  end
-                  if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
-                  return stored",
-            ),
-            invalidate_script: Script::new(
-                r"local gen = redis.call('INCR', KEYS[2])
-                  redis.call('DEL', KEYS[1], KEYS[3])
-                  redis.call('PUBLISH', KEYS[4], gen)
-                  return gen",
-            ),
-            renew_script: Script::new(
-                r"local t = redis.call('TIME')
-                  local now = t[1] * 1000 + math.floor(t[2] / 1000)
-                  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-                  return now",
-            ),
-            try_lease_script: Script::new(
-                r"if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
-                    return redis.call('GET', KEYS[1]) or '0'
-                  end
-                  return false",
-            ),
+            scripts: Scripts::default(),
             refreshing: AtomicBool::new(false),
-            unacknowledged_script: Script::new(
-                r"local t = redis.call('TIME')
-                  local now = t[1] * 1000 + math.floor(t[2] / 1000)
-                  local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-                  for _, id in ipairs(expired) do redis.call('HDEL', KEYS[2], id) end
-                  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-                  local waiting = 0
-                  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-                    if tonumber(redis.call('HGET', KEYS[2], id) or '0') < tonumber(ARGV[1]) then
-                      waiting = waiting + 1
-                    end
-                  end
-                  return waiting",
-            ),
         }
     }
 
@@ -337,19 +283,22 @@ impl Cache {
         }
     }
 
-    /// One round trip: the value, or the lease, or the news that someone else holds it.
+    /// One round trip: the current value, or the lease, or the news that someone else holds it.
     pub fn read_or_lease(&self) -> RedisResult<ReadOutcome> {
         let mut conn = self.connection()?;
         let token = format!("{:032x}", rand::rng().random::<u128>());
         let reply: Vec<String> = metrics::time_cache_call("EVALSHA read_or_lease", || {
-            self.read_script
+            self.scripts
+                .read_or_lease
                 .key(&self.keys.value)
                 .key(&self.keys.generation)
                 .key(&self.keys.lock)
                 .arg(&token)
                 .arg(LOCK_TTL.as_millis() as u64)
+                .arg(self.local.floor())
                 .invoke(&mut *conn)
         })?;
+        drop(conn);
         match reply.as_slice() {
             [kind, value, ttl_ms] if kind == "hit" => {
                 match serde_json::from_str::<StoredValue>(value) {
@@ -358,20 +307,21 @@ impl Cache {
                             average_age: stored.average_age,
                             student_count: stored.student_count,
                         },
-                        generation: stored.generation,
+                        generation: Generation::new(stored.generation),
                         // PTTL is -1 for a key without expiry, which the fill never writes.
                         remaining: Duration::from_millis(ttl_ms.parse().unwrap_or(0)),
                         compute: Duration::from_micros(stored.compute_us),
                     })),
-                    // Something else wrote the key: treat it as absent, the fill will replace it.
-                    Err(_) => Ok(ReadOutcome::Lead {
-                        generation: String::from("\u{0}unparseable"),
-                        token,
+                    // Carries the current generation but not the fields this application
+                    // writes: a miss like any other foreign value, and the fill replaces it.
+                    Err(_) => Ok(match self.try_lease(&token)? {
+                        Some(generation) => ReadOutcome::Lead { generation, token },
+                        None => ReadOutcome::Wait,
                     }),
                 }
             }
             [kind, generation] if kind == "lead" => Ok(ReadOutcome::Lead {
-                generation: generation.clone(),
+                generation: Generation::parse(generation)?,
                 token,
             }),
             _ => Ok(ReadOutcome::Wait),
@@ -382,7 +332,7 @@ impl Cache {
     /// Returns the TTL it was stored with, or `None` when it was not stored.
     pub fn fill(
         &self,
-        generation: &str,
+        generation: Generation,
         token: &str,
         stats: &AverageAge,
         compute: Duration,
@@ -391,14 +341,15 @@ impl Cache {
         let json = serde_json::to_string(&StoredValue {
             average_age: stats.average_age,
             student_count: stats.student_count,
-            generation: generation.parse().unwrap_or(0),
+            generation: generation.get(),
             compute_us: compute.as_micros() as u64,
         })
         .unwrap_or_default();
         let ttl = self.ttl_with_jitter();
         let ttl_ms = ttl.as_millis() as u64;
         let stored: i64 = metrics::time_cache_call("EVALSHA fill_if_generation", || {
-            self.fill_script
+            self.scripts
+                .fill
                 .key(&self.keys.value)
                 .key(&self.keys.generation)
                 .key(&self.keys.lock)
@@ -413,16 +364,18 @@ impl Cache {
 
     /// Takes the computing lease without touching the value, for an early refresh; returns the
     /// generation to fill at, or `None` when another request holds the lease.
-    pub fn try_lease(&self, token: &str) -> RedisResult<Option<String>> {
+    pub fn try_lease(&self, token: &str) -> RedisResult<Option<Generation>> {
         let mut conn = self.connection()?;
-        metrics::time_cache_call("EVALSHA try_lease", || {
-            self.try_lease_script
+        let generation: Option<String> = metrics::time_cache_call("EVALSHA try_lease", || {
+            self.scripts
+                .try_lease
                 .key(&self.keys.generation)
                 .key(&self.keys.lock)
                 .arg(token)
                 .arg(LOCK_TTL.as_millis() as u64)
                 .invoke(&mut *conn)
-        })
+        })?;
+        generation.as_deref().map(Generation::parse).transpose()
     }
 
     /// Claims the one early refresh this process may run at a time.
@@ -434,104 +387,49 @@ impl Cache {
         self.refreshing.store(false, Ordering::Release);
     }
 
-    /// Bumps the generation, deletes the value and the lease, and announces the new
-    /// generation, in one atomic script; then waits until every instance serving from memory
-    /// has dropped the old value (see [`local`]). Returns the new generation.
-    pub fn invalidate(&self) -> RedisResult<u64> {
-        let generation: u64 = {
+    /// Raises the generation to the database's mark, deletes the value and the lease, and
+    /// announces the generation, in one atomic script; then waits until every instance serving
+    /// from memory has dropped the old value (see [`local`]). Returns the generation.
+    pub fn invalidate(&self) -> RedisResult<Generation> {
+        // Read after the change committed, so the mark covers it (see [`generation`]).
+        let mark = self
+            .db
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|mut conn| generation::committed(&mut conn).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                redis::RedisError::from(std::io::Error::other(format!(
+                    "cannot read the generation mark: {e}"
+                )))
+            })?;
+        let generation = {
             let mut conn = self.connection()?;
             metrics::time_cache_call("EVALSHA invalidate", || {
-                self.invalidate_script
+                self.scripts
+                    .invalidate
                     .key(&self.keys.value)
                     .key(&self.keys.generation)
                     .key(&self.keys.lock)
                     .key(&self.keys.channel)
-                    .invoke(&mut *conn)
+                    .arg(mark)
+                    .invoke::<u64>(&mut *conn)
             })?
         };
+        let generation = Generation::new(generation);
         self.local.invalidated(generation);
         self.wait_for_acknowledgements(generation)?;
         Ok(generation)
     }
 
-    /// Polls until no live lease holder lacks `generation`; bounded by the lease length, since
-    /// by then every lease that was not renewed has expired.
-    fn wait_for_acknowledgements(&self, generation: u64) -> RedisResult<()> {
-        let deadline = Instant::now() + LEASE + Duration::from_millis(500);
-        let mut conn = self.connection()?;
-        loop {
-            let waiting: i64 = metrics::time_cache_call("EVALSHA unacknowledged", || {
-                self.unacknowledged_script
-                    .key(&self.keys.instances)
-                    .key(&self.keys.acks)
-                    .arg(generation)
-                    .invoke(&mut *conn)
-            })?;
-            if waiting == 0 || Instant::now() >= deadline {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Records that this instance dropped every value older than `generation`.
-    pub fn acknowledge(&self, generation: u64) -> RedisResult<()> {
-        let mut conn = self.connection()?;
-        redis::cmd("HSET")
-            .arg(&self.keys.acks)
-            .arg(&self.local.instance_id)
-            .arg(generation)
-            .query::<i64>(&mut *conn)
-            .map(drop)
-    }
-
     /// The generation now in Redis.
-    pub fn current_generation(&self) -> RedisResult<u64> {
+    pub fn current_generation(&self) -> RedisResult<Generation> {
         let mut conn = self.connection()?;
-        let generation: Option<u64> = redis::cmd("GET")
+        let generation: Option<String> = redis::cmd("GET")
             .arg(&self.keys.generation)
             .query(&mut *conn)?;
-        Ok(generation.unwrap_or(0))
-    }
-
-    /// Renews this instance's lease, if it is listening for invalidations.
-    pub fn renew_lease(&self) {
-        if !self.local.is_subscribed() {
-            self.local.revoke();
-            return;
-        }
-        let started = self.local.renewal_started();
-        let renewed = self.connection().and_then(|mut conn| {
-            self.renew_script
-                .key(&self.keys.instances)
-                .arg(&self.local.instance_id)
-                .arg(LEASE.as_millis() as u64)
-                .invoke::<i64>(&mut *conn)
-        });
-        match renewed {
-            // A subscription lost during the call must not be covered by this renewal.
-            Ok(_) if self.local.is_subscribed() => {
-                self.local.renewed(started);
-                self.last_renewed_ms.fetch_max(started, Ordering::AcqRel);
-            }
-            Ok(_) => self.local.revoke(),
-            Err(e) => {
-                self.local.revoke();
-                self.report_failure("lease", &e);
-            }
-        }
-    }
-
-    /// After an invalidation could not be sent: how long until every instance that lost Redis
-    /// together with this one has stopped serving from memory.
-    pub fn time_until_peer_leases_lapse(&self) -> Duration {
-        let last = self.last_renewed_ms.load(Ordering::Acquire);
-        if last == 0 {
-            return Duration::ZERO;
-        }
-        let lapse = last + LEASE.as_millis() as u64;
-        let now = self.local.renewal_started();
-        Duration::from_millis(lapse.saturating_sub(now))
+        generation
+            .as_deref()
+            .map_or(Ok(Generation::ZERO), Generation::parse)
     }
 
     pub fn ping(&self) -> RedisResult<()> {
@@ -551,18 +449,6 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_early_refresh_is_likelier_near_expiry_and_for_slow_aggregates() {
-        let ms = Duration::from_millis;
-        // Far from expiry: never, even at the unluckiest draw of a realistic generator.
-        assert!(!early_refresh_due(ms(100), ms(60_000), 1e-9));
-        // Past expiry: always.
-        assert!(early_refresh_due(ms(100), ms(0), 1.0));
-        // The same draw refreshes a slow aggregate and not a fast one.
-        assert!(early_refresh_due(ms(100), ms(200), 0.5));
-        assert!(!early_refresh_due(ms(1), ms(200), 0.5));
-    }
 
     #[test]
     fn keys_carry_the_prefix() {

@@ -21,8 +21,10 @@ pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// A row younger than this belongs to a write that is probably still invalidating by itself.
 pub const GRACE: Duration = Duration::from_millis(750);
 
-/// Records that `cache_key` must be invalidated; call inside the data change's transaction.
+/// Records that `cache_key` must be invalidated, and raises the generation's mark; call inside the data change's transaction.
 pub fn record(conn: &mut DbConn, cache_key: &str) -> QueryResult<i32> {
+    // The generation's high-water mark moves with the change, in its transaction.
+    super::generation::bump(conn)?;
     let row = (
         cache_invalidations::cache_key.eq(cache_key),
         cache_invalidations::created_at_ms.eq(now_ms() as i64),

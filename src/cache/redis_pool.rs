@@ -4,6 +4,7 @@
 //! read or write timeout, so one unreachable Redis would hold a blocking thread for as long as
 //! the kernel keeps trying. This manager wraps the same `redis::Client` and bounds both.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::ConnectionLike;
@@ -27,9 +28,15 @@ impl Default for RedisTimeouts {
     }
 }
 
+/// Runs on every new connection before the pool hands it out (see [`super::resync`]).
+pub trait OnConnect: Send + Sync {
+    fn on_connect(&self, conn: &mut redis::Connection) -> redis::RedisResult<()>;
+}
+
 pub struct RedisManager {
     client: redis::Client,
     timeouts: RedisTimeouts,
+    on_connect: Option<Arc<dyn OnConnect>>,
 }
 
 impl r2d2::ManageConnection for RedisManager {
@@ -37,11 +44,14 @@ impl r2d2::ManageConnection for RedisManager {
     type Error = redis::RedisError;
 
     fn connect(&self) -> Result<redis::Connection, redis::RedisError> {
-        let conn = self
+        let mut conn = self
             .client
             .get_connection_with_timeout(self.timeouts.connect)?;
         conn.set_read_timeout(Some(self.timeouts.command))?;
         conn.set_write_timeout(Some(self.timeouts.command))?;
+        if let Some(check) = &self.on_connect {
+            check.on_connect(&mut conn)?;
+        }
         Ok(conn)
     }
 
@@ -70,6 +80,15 @@ pub type RedisPool = r2d2::Pool<RedisManager>;
 /// Builds the pool without connecting: the application starts, and serves from the database,
 /// while Redis is down.
 pub fn build_redis_pool(url: &str, timeouts: RedisTimeouts) -> anyhow::Result<RedisPool> {
+    build_checked_redis_pool(url, timeouts, None)
+}
+
+/// The same, with `on_connect` run on each new connection before it is used.
+pub fn build_checked_redis_pool(
+    url: &str,
+    timeouts: RedisTimeouts,
+    on_connect: Option<Arc<dyn OnConnect>>,
+) -> anyhow::Result<RedisPool> {
     let client = redis::Client::open(url)?;
     Ok(r2d2::Pool::builder()
         .max_size(16)
@@ -80,5 +99,9 @@ pub fn build_redis_pool(url: &str, timeouts: RedisTimeouts) -> anyhow::Result<Re
         .test_on_check_out(false)
         .connection_timeout(timeouts.checkout)
         .error_handler(Box::new(QuietErrors))
-        .build_unchecked(RedisManager { client, timeouts }))
+        .build_unchecked(RedisManager {
+            client,
+            timeouts,
+            on_connect,
+        }))
 }

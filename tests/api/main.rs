@@ -5,6 +5,7 @@ mod admin_auth;
 mod admin_students;
 mod average_age_cache;
 mod browser;
+mod cache_faults;
 mod cache_races;
 mod cli;
 mod helpers;

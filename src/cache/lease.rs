@@ -1,0 +1,132 @@
+//! The memory tier's lease in Redis: renewing it, acknowledging invalidations, a writer
+//! waiting for the acknowledgements, and withdrawing the lease when the instance stops.
+//!
+//! See [`super::local`] for the argument. What this module adds to it:
+//!
+//! - A lease is renewed only while the instance's floor is at least the generation in Redis
+//!   (`renew_lease.lua`), so an instance that stopped hearing invalidations (a subscription
+//!   dropped without a FIN) loses its lease within [`LEASE`] of the first write it missed, even
+//!   though its other connections still renew.
+//! - A writer waits until every live lease holder has acknowledged its generation. A holder can
+//!   only be missing once its lease has ended, so an acknowledgement still missing at the
+//!   deadline means the argument's assumptions failed (clocks, a stalled Redis): the write
+//!   reports a failure and leaves its invalidation in the outbox, it never counts it as done.
+//! - A graceful stop withdraws the lease and the acknowledgement entry, so writers do not wait
+//!   out the lease of an instance that has left.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use redis::{RedisError, RedisResult};
+
+use super::generation::Generation;
+use super::Cache;
+use crate::metrics;
+
+/// How long a lease lasts in Redis.
+pub const LEASE: Duration = Duration::from_secs(2);
+/// How often it is renewed (from the outbox worker's tick).
+pub const RENEW_EVERY: Duration = Duration::from_millis(250);
+/// How long past [`LEASE`] a writer waits for acknowledgements before it reports a failure.
+const ACK_SLACK: Duration = Duration::from_millis(500);
+
+impl Cache {
+    /// Polls until no live lease holder lacks `generation`; bounded by the lease length, since
+    /// by then every lease that was not renewed has expired.
+    pub(super) fn wait_for_acknowledgements(&self, generation: Generation) -> RedisResult<()> {
+        let deadline = Instant::now() + LEASE + ACK_SLACK;
+        let mut conn = self.connection()?;
+        loop {
+            let waiting: i64 = metrics::time_cache_call("EVALSHA unacknowledged", || {
+                self.scripts
+                    .unacknowledged
+                    .key(&self.keys.instances)
+                    .key(&self.keys.acks)
+                    .arg(generation)
+                    .invoke(&mut *conn)
+            })?;
+            if waiting == 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{waiting} instance(s) did not acknowledge generation {generation}"),
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Records that this instance dropped every value older than `generation`.
+    pub fn acknowledge(&self, generation: Generation) -> RedisResult<()> {
+        let mut conn = self.connection()?;
+        redis::cmd("HSET")
+            .arg(&self.keys.acks)
+            .arg(&self.local.instance_id)
+            .arg(generation)
+            .query::<i64>(&mut *conn)
+            .map(drop)
+    }
+
+    /// Renews this instance's lease, if it is listening for invalidations and has dropped
+    /// every value older than the generation in Redis.
+    pub fn renew_lease(&self) {
+        if !self.local.is_subscribed() || self.local.is_withdrawn() {
+            self.local.revoke();
+            return;
+        }
+        let started = self.local.renewal_started();
+        let floor = self.local.floor();
+        let renewed = self.connection().and_then(|mut conn| {
+            self.scripts
+                .renew_lease
+                .key(&self.keys.instances)
+                .key(&self.keys.acks)
+                .key(&self.keys.generation)
+                .arg(&self.local.instance_id)
+                .arg(LEASE.as_millis() as u64)
+                .arg(floor)
+                .invoke::<i64>(&mut *conn)
+        });
+        match renewed {
+            // A subscription lost during the call must not be covered by this renewal.
+            Ok(1) if self.local.is_subscribed() && !self.local.is_withdrawn() => {
+                self.local.renewed(started);
+                self.last_renewed_ms.fetch_max(started, Ordering::AcqRel);
+            }
+            // Refused: an invalidation this instance has not heard of yet.
+            Ok(_) => self.local.revoke(),
+            Err(e) => {
+                self.local.revoke();
+                self.report_failure("lease", &e);
+            }
+        }
+    }
+
+    /// Stops serving from memory for good and takes this instance out of the lease holders,
+    /// so writers stop waiting for it (a graceful stop).
+    pub fn withdraw_lease(&self) -> RedisResult<()> {
+        self.local.withdraw();
+        let mut conn = self.connection()?;
+        self.scripts
+            .withdraw_lease
+            .key(&self.keys.instances)
+            .key(&self.keys.acks)
+            .arg(&self.local.instance_id)
+            .invoke::<i64>(&mut *conn)
+            .map(drop)
+    }
+
+    /// After an invalidation could not be sent: how long until every instance that lost Redis
+    /// together with this one has stopped serving from memory.
+    pub fn time_until_peer_leases_lapse(&self) -> Duration {
+        let last = self.last_renewed_ms.load(Ordering::Acquire);
+        if last == 0 {
+            return Duration::ZERO;
+        }
+        let lapse = last + LEASE.as_millis() as u64;
+        let now = self.local.renewal_started();
+        Duration::from_millis(lapse.saturating_sub(now))
+    }
+}

@@ -1,0 +1,106 @@
+//! Noticing that Redis lost data, and putting its generation back above every floor.
+//!
+//! A Redis restarted from an older snapshot, or a replica promoted before it had every write,
+//! holds an older generation, and possibly an older value at that generation. Each such server
+//! is a new process with a new `run_id` (`INFO server`), and every connection to it is new:
+//! the old ones closed with the old process. So the pool checks the server of every connection
+//! it opens; the first time this process meets a `run_id`, before the connection is used, it
+//! raises the server's generation to the database's high-water mark (see [`super::generation`]).
+//! Every generation any instance ever saw in Redis was at most the mark committed then, so
+//! after the raise no value, lease or fill from before counts: a value whose generation is not
+//! the current one is a miss, and a fill at an older generation is refused.
+//!
+//! A process that starts meets its first server this way too, so its floor of 0 does not
+//! matter: the server it reads has been raised by it, not only by the instances that ran before.
+
+use std::sync::{Mutex, PoisonError};
+
+use redis::{RedisError, RedisResult};
+
+use super::generation::{self, Generation};
+use super::redis_pool::OnConnect;
+use super::scripts::Scripts;
+use super::Keys;
+use crate::db::DbPool;
+
+pub struct Resync {
+    db: DbPool,
+    keys: Keys,
+    scripts: Scripts,
+    /// The `run_id` of the last server raised; held while raising, so connections opened
+    /// together wait for one raise instead of each running its own.
+    server: Mutex<Option<String>>,
+}
+
+impl Resync {
+    pub fn new(db: DbPool, prefix: &str) -> Self {
+        Resync {
+            db,
+            keys: Keys::new(prefix),
+            scripts: Scripts::default(),
+            server: Mutex::new(None),
+        }
+    }
+
+    fn raise(&self, conn: &mut redis::Connection) -> RedisResult<Generation> {
+        let found: Option<String> = redis::cmd("GET").arg(&self.keys.generation).query(conn)?;
+        // A counter that is not a number was not written by this application: the mark wins.
+        let found = found
+            .and_then(|text| Generation::parse(&text).ok())
+            .unwrap_or(Generation::ZERO);
+        let mark = self
+            .db
+            .get()
+            .map_err(|e| database_error(&e))
+            .and_then(|mut db| {
+                generation::raise_to(&mut db, found).map_err(|e| database_error(&e))
+            })?;
+        let raised: u64 = self
+            .scripts
+            .resync
+            .key(&self.keys.generation)
+            .key(&self.keys.channel)
+            .arg(mark)
+            .invoke(conn)?;
+        Ok(Generation::new(raised))
+    }
+}
+
+impl OnConnect for Resync {
+    fn on_connect(&self, conn: &mut redis::Connection) -> RedisResult<()> {
+        let run_id = run_id(conn)?;
+        let mut server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
+        if server.as_deref() == Some(run_id.as_str()) {
+            return Ok(());
+        }
+        let raised = self.raise(conn)?;
+        if let Some(previous) = server.as_deref() {
+            log::warn!(
+                "redis server changed ({previous} -> {run_id}): generation raised to {raised} \
+                 before reading it"
+            );
+        }
+        *server = Some(run_id);
+        Ok(())
+    }
+}
+
+/// The server's `run_id`, new at every start of a Redis process.
+fn run_id(conn: &mut redis::Connection) -> RedisResult<String> {
+    let info: String = redis::cmd("INFO").arg("server").query(conn)?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(|id| id.trim().to_owned())
+        .ok_or_else(|| {
+            RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "INFO server has no run_id",
+            ))
+        })
+}
+
+fn database_error(e: &dyn std::fmt::Display) -> RedisError {
+    RedisError::from(std::io::Error::other(format!(
+        "cannot read the generation mark from the database: {e}"
+    )))
+}

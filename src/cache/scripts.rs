@@ -1,0 +1,29 @@
+//! The Lua scripts Redis runs atomically; each file documents its KEYS and ARGV.
+
+use redis::Script;
+
+pub struct Scripts {
+    pub read_or_lease: Script,
+    pub try_lease: Script,
+    pub fill: Script,
+    pub invalidate: Script,
+    pub resync: Script,
+    pub renew_lease: Script,
+    pub unacknowledged: Script,
+    pub withdraw_lease: Script,
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts {
+            read_or_lease: Script::new(include_str!("scripts/read_or_lease.lua")),
+            try_lease: Script::new(include_str!("scripts/try_lease.lua")),
+            fill: Script::new(include_str!("scripts/fill.lua")),
+            invalidate: Script::new(include_str!("scripts/invalidate.lua")),
+            resync: Script::new(include_str!("scripts/resync.lua")),
+            renew_lease: Script::new(include_str!("scripts/renew_lease.lua")),
+            unacknowledged: Script::new(include_str!("scripts/unacknowledged.lua")),
+            withdraw_lease: Script::new(include_str!("scripts/withdraw_lease.lua")),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+-- Stores a computed value only if the generation is still the one read before the query
+-- (no write was announced since), then releases the lease if this request still holds it.
+--
+-- KEYS[1]  the value
+-- KEYS[2]  the generation
+-- KEYS[3]  the computing lease
+-- ARGV[1]  the generation read before the aggregate ran
+-- ARGV[2]  the value (JSON, carrying that generation)
+-- ARGV[3]  its TTL, in milliseconds
+-- ARGV[4]  the lease holder's token
+--
+-- Returns 1 if the value was stored, 0 if not.
+local stored = 0
+if (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) == tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  stored = 1
+end
+if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
+return stored

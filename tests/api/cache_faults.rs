@@ -1,0 +1,184 @@
+//! Faults real deployments meet (issue 11): Redis losing data, a value the app did not write,
+//! a subscription dropped without a FIN, a rolling restart. After each, no read that starts
+//! after a write answered shows a value from before it.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::helpers::{spawn_app, spawn_second_instance, TestApp};
+
+async fn count_and_cache(app: &TestApp) -> (i64, String) {
+    let (json, x_cache) = app.average().await;
+    (json["student_count"].as_i64().unwrap_or(-1), x_cache)
+}
+
+/// Reads for a while; each must show `expected` students.
+async fn every_read_shows(app: &TestApp, expected: i64, reads: usize) {
+    for _ in 0..reads {
+        let (count, x_cache) = count_and_cache(app).await;
+        assert_eq!(
+            count, expected,
+            "a read answered {x_cache} from before a write"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn eventually_hit(app: &TestApp, expected: i64) {
+    app.eventually(Duration::from_secs(10), "HIT again", || async {
+        count_and_cache(app).await == (expected, "HIT".to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_restored_from_an_older_snapshot_serves_nothing_from_before_an_answered_write() {
+    let app = spawn_app().await;
+    app.insert_students(&[20, 22]);
+    app.sign_in().await;
+    app.average().await;
+    assert_eq!(count_and_cache(&app).await, (2, "HIT".to_string()));
+    // The snapshot holds the value with 2 students; the write after it is lost with Redis.
+    app.save_redis();
+    assert_eq!(app.add_student("Ada", "40").await.status(), 303);
+    assert_eq!(count_and_cache(&app).await.0, 3);
+    app.stop_redis();
+    app.restart_redis();
+
+    every_read_shows(&app, 3, 30).await;
+    // A new instance, whose floor is 0, must not trust the restored value either.
+    let fresh = spawn_second_instance(&app).await;
+    every_read_shows(&fresh, 3, 10).await;
+    eventually_hit(&app, 3).await;
+    eventually_hit(&fresh, 3).await;
+}
+
+/// Puts `foreign` in the key (no TTL), then 32 concurrent and 20 sequential reads.
+async fn a_foreign_value_is_replaced_by_one_aggregate(foreign: &str) {
+    let app = spawn_app().await;
+    app.insert_students(&[20, 30]);
+    redis::cmd("SET")
+        .arg(app.value_key())
+        .arg(foreign)
+        .query::<()>(&mut app.redis_direct())
+        .unwrap();
+
+    let burst = join_all((0..32).map(|_| count_and_cache(&app))).await;
+    for (count, x_cache) in burst {
+        assert_eq!(count, 2, "{x_cache}");
+    }
+    for _ in 0..20 {
+        assert_eq!(count_and_cache(&app).await.0, 2);
+    }
+    assert_eq!(count_and_cache(&app).await, (2, "HIT".to_string()));
+    assert_eq!(
+        app.metric("cachewithredis_db_aggregate_queries_total")
+            .await,
+        1.0,
+        "aggregate queries for 53 reads of a foreign value"
+    );
+    let stored: serde_json::Value =
+        serde_json::from_str(&app.redis_get(&app.value_key()).unwrap()).unwrap();
+    assert_eq!(stored["student_count"], 2, "the foreign value was replaced");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(app.value_key())
+        .query(&mut app.redis_direct())
+        .unwrap();
+    assert!(ttl > 0, "the replacement has a TTL ({ttl})");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_typed_by_hand_into_the_key_is_replaced_by_one_aggregate_then_hit() {
+    a_foreign_value_is_replaced_by_one_aggregate("\u{0}unparseable").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_value_left_by_an_older_release_is_replaced_by_one_aggregate_then_hit() {
+    a_foreign_value_is_replaced_by_one_aggregate(r#"{"average_age":99.0,"student_count":1}"#).await;
+}
+
+fn lease_holders(app: &TestApp) -> (i64, Vec<u64>, u64) {
+    let mut conn = app.redis_direct();
+    let holders: i64 = redis::cmd("ZCARD")
+        .arg(format!("{}:instances", app.prefix))
+        .query(&mut conn)
+        .unwrap();
+    let acks: Vec<u64> = redis::cmd("HVALS")
+        .arg(format!("{}:acks", app.prefix))
+        .query(&mut conn)
+        .unwrap();
+    let generation: Option<u64> = redis::cmd("GET")
+        .arg(format!("{}:generation", app.value_key()))
+        .query(&mut conn)
+        .unwrap();
+    (holders, acks, generation.unwrap_or(0))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_whose_subscription_dropped_silently_serves_nothing_old_and_takes_its_lease_back(
+) {
+    let app = spawn_app().await;
+    let other = spawn_second_instance(&app).await;
+    app.insert_students(&[20]);
+    app.sign_in().await;
+    other.average().await;
+    assert_eq!(count_and_cache(&other).await, (1, "HIT".to_string()));
+    // Every connection the other instance has now goes silent, without a FIN; new ones work.
+    other.proxy.black_hole_existing();
+    assert_eq!(app.add_student("Unheard", "40").await.status(), 303);
+
+    every_read_shows(&other, 2, 20).await;
+    // The silent subscription is found out: the other instance listens again, has
+    // acknowledged the write, and holds its lease again.
+    app.eventually(
+        Duration::from_secs(5),
+        "both instances hold a lease and acknowledged the last write",
+        || async {
+            let (holders, acks, generation) = lease_holders(&app);
+            holders == 2 && acks.len() == 2 && acks.iter().all(|&a| a >= generation)
+        },
+    )
+    .await;
+    every_read_shows(&other, 2, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_during_a_rolling_restart_waits_for_no_stopped_instance_and_bypasses_nothing() {
+    let app = spawn_app().await;
+    let other = spawn_second_instance(&app).await;
+    app.insert_students(&[20]);
+    app.sign_in().await;
+    other.average().await;
+    app.average().await;
+    // SIGTERM's graceful stop.
+    other.server.stop(true).await;
+    app.eventually(
+        Duration::from_secs(5),
+        "the stopped instance withdrew its lease",
+        || async {
+            let (holders, acks, _) = lease_holders(&app);
+            (holders, acks.len()) == (1, 1)
+        },
+    )
+    .await;
+
+    let app = std::sync::Arc::new(app);
+    let writer = {
+        let app = app.clone();
+        tokio::spawn(async move { app.add_student("Restart", "40").await.status() })
+    };
+    let mut seen = Vec::new();
+    while !writer.is_finished() {
+        seen.push(count_and_cache(&app).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(writer.await.unwrap(), 303);
+    assert!(
+        seen.iter().all(|(_, x_cache)| x_cache != "BYPASS"),
+        "reads during the write: {seen:?}"
+    );
+    let (count, x_cache) = count_and_cache(&app).await;
+    assert_eq!(count, 2, "{x_cache}");
+    assert_ne!(x_cache, "BYPASS");
+}
