@@ -36,7 +36,7 @@ pub struct Resources {
 
 impl Resources {
     /// Opens the database (applying pending migrations) and the Redis pool. Redis being down
-    /// is not an error: the cache starts with its breaker closed and opens it at the first
+    /// is not an error: the cache distrusts Redis until the outbox is applied, and after the first
     /// failed call.
     pub fn open(settings: &Settings) -> anyhow::Result<Resources> {
         // redis' rustls support needs a process-wide crypto provider for rediss:// URLs.

@@ -60,7 +60,6 @@
 //! and it needs Redis to be unreachable from the writer yet reachable from the reader.
 
 pub mod average;
-pub mod breaker;
 pub mod generation;
 pub mod lease;
 pub mod local;
@@ -68,11 +67,11 @@ pub mod outbox;
 pub mod redis_pool;
 pub mod resync;
 mod scripts;
+pub mod trust;
 mod xfetch;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -81,11 +80,11 @@ use redis::RedisResult;
 use crate::db::DbPool;
 use crate::metrics::{self, Metrics};
 use crate::models::AverageAge;
-use breaker::Breaker;
 use generation::Generation;
 use local::LocalTier;
 use redis_pool::RedisPool;
 use scripts::Scripts;
+use trust::{RedisTrust, TrustEpoch};
 
 pub use average::{AverageLookup, CacheOutcome};
 pub use xfetch::early_refresh_due;
@@ -158,20 +157,16 @@ pub enum ReadOutcome {
     Wait,
 }
 
-/// The cache of the average age: Redis, the breaker in front of it, the pending-invalidation flag.
+/// The cache of the average age: Redis, whether it may be read now, the memory tier.
 pub struct Cache {
     pool: RedisPool,
     keys: Keys,
     ttl: Duration,
     /// Where the generation's high-water mark is read (see [`generation`]).
     db: DbPool,
-    breaker: Breaker,
-    /// True while an invalidation may be pending in the outbox; starts true so that a new
-    /// process reads nothing from Redis before it has applied the outbox once.
-    pending: AtomicBool,
-    /// Bumped by every failure; the worker clears `pending` and closes the breaker only if no
-    /// failure happened while it was applying the outbox.
-    failures: Mutex<u64>,
+    /// Whether requests may read Redis: not after a failure, not while an invalidation may be
+    /// pending, not before the outbox was applied once.
+    trust: RedisTrust,
     metrics: Arc<Metrics>,
     local: LocalTier,
     /// When the last lease renewal that Redis answered was sent (the local tier's clock, ms):
@@ -201,9 +196,7 @@ impl Cache {
             keys: Keys::new(prefix),
             ttl,
             db,
-            breaker: Breaker::default(),
-            pending: AtomicBool::new(true),
-            failures: Mutex::new(0),
+            trust: RedisTrust::default(),
             metrics,
             scripts: Scripts::default(),
             refreshing: AtomicBool::new(false),
@@ -235,14 +228,9 @@ impl Cache {
         &self.metrics
     }
 
-    /// Whether requests may read Redis now: the breaker is closed and nothing is pending.
+    /// Whether requests may read Redis now (see [`trust`]).
     pub fn is_usable(&self) -> bool {
-        self.breaker.is_closed() && !self.pending.load(Ordering::Acquire)
-    }
-
-    /// Whether the breaker currently lets calls through (for `/readyz`).
-    pub fn is_reachable(&self) -> bool {
-        self.breaker.is_closed()
+        self.trust.is_trusted()
     }
 
     fn connection(&self) -> RedisResult<r2d2::PooledConnection<redis_pool::RedisManager>> {
@@ -254,32 +242,29 @@ impl Cache {
         })
     }
 
-    /// Records a failed call (breaker, counter, rate-limited log).
+    /// Records a failed call (counter, rate-limited log) and stops reading Redis.
     pub fn report_failure(&self, context: &str, error: &redis::RedisError) {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        *failures += 1;
-        self.breaker.trip(&self.metrics, context, error);
+        self.trust.failed(&self.metrics, context, error);
     }
 
     /// Stops reading Redis until the worker has applied the outbox.
-    fn mark_pending(&self) {
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        *failures += 1;
-        self.pending.store(true, Ordering::Release);
+    fn mark_pending(&self) -> TrustEpoch {
         self.metrics.cache_invalidations_pending.inc();
+        self.trust.distrust()
     }
 
-    fn failure_count(&self) -> u64 {
-        *self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    fn trust_epoch(&self) -> TrustEpoch {
+        self.trust.epoch()
     }
 
-    /// Resumes reading Redis, unless a failure happened since `failures_seen` was read.
-    fn resume_if_no_failure_since(&self, failures_seen: u64) {
-        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if *failures == failures_seen {
+    /// Resumes reading Redis, unless a failure happened since `seen` was read.
+    fn resume_if_no_failure_since(&self, seen: TrustEpoch) {
+        let was_trusted = self.trust.is_trusted();
+        if self.trust.restore_if_unchanged(seen) {
             self.metrics.cache_invalidations_pending.set(0);
-            self.breaker.close();
-            self.pending.store(false, Ordering::Release);
+            if !was_trusted {
+                log::info!("redis is trusted again; caching resumed");
+            }
         }
     }
 

@@ -1,13 +1,12 @@
 //! The outbox of cache invalidations: written in each data change's own transaction, deleted
 //! once Redis confirmed the invalidation, retried by a background task until then.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::prelude::*;
 
-use super::breaker::now_ms;
+use super::trust::now_ms;
 use super::Cache;
 use crate::db::{self, DbConn, DbPool};
 use crate::on_backend;
@@ -16,7 +15,7 @@ use crate::schema::cache_invalidations;
 /// The logical name of the one cached value, as stored in the outbox.
 pub const AVERAGE_AGE: &str = "students:average_age";
 
-/// How often every instance looks at the outbox and, while the breaker is open, probes Redis.
+/// How often every instance looks at the outbox and, while Redis is distrusted, probes it.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// A row younger than this belongs to a write that is probably still invalidating by itself.
 pub const GRACE: Duration = Duration::from_millis(750);
@@ -69,11 +68,7 @@ impl Cache {
     /// Applies committed outbox rows now if Redis answers; otherwise leaves them to the worker
     /// and stops reading Redis until it has applied them.
     pub fn invalidate_committed(&self, conn: &mut DbConn, outbox_ids: &[i32]) {
-        if !self.breaker.is_closed() {
-            self.mark_pending();
-            std::thread::sleep(self.time_until_peer_leases_lapse());
-            return;
-        }
+        // Tried even while Redis is distrusted: distrust may only mean a row is pending.
         match self.invalidate() {
             Ok(_) => {
                 self.metrics.cache_invalidations.inc();
@@ -92,11 +87,11 @@ impl Cache {
         }
     }
 
-    /// One round of the worker: probe Redis if the breaker is open, apply due outbox rows, and
-    /// close the breaker and clear the pending flag only once nothing is left to apply.
+    /// One round of the worker: probe Redis if it is distrusted, apply due outbox rows, and
+    /// trust Redis again only once nothing is left to apply.
     pub fn apply_outbox(&self, db: &DbPool) {
-        let failures_seen = self.failure_count();
-        if !self.breaker.is_closed() {
+        let mut failures_seen = self.trust_epoch();
+        if !self.is_usable() {
             if let Err(e) = self.ping() {
                 log::debug!("redis probe failed: {e}");
                 return;
@@ -110,7 +105,7 @@ impl Cache {
             }
         };
         // After a failure here or anywhere, every row counts, however young.
-        let everything = self.pending.load(Ordering::Acquire) || !self.breaker.is_closed();
+        let everything = !self.is_usable();
         let cutoff = if everything {
             i64::MAX
         } else {
@@ -124,7 +119,7 @@ impl Cache {
             }
         };
         if !ids.is_empty() {
-            self.pending.store(true, Ordering::Release);
+            failures_seen = self.trust.distrust();
             self.metrics
                 .cache_invalidations_pending
                 .set(ids.len() as i64);

@@ -64,7 +64,7 @@ impl r2d2::ManageConnection for RedisManager {
     }
 }
 
-/// Errors of pool creation are logged by the circuit breaker, rate-limited; r2d2's default
+/// Errors of pool creation are logged by `trust::RedisTrust`, rate-limited; r2d2's default
 /// handler would log every failed background connect during an outage.
 #[derive(Debug)]
 struct QuietErrors;
@@ -94,7 +94,7 @@ pub fn build_checked_redis_pool(
         .max_size(16)
         .min_idle(Some(0))
         // A PING per checkout would double the round trips of a cache hit. A connection that
-        // died with Redis fails its next command instead, which opens the breaker, and the
+        // died with Redis fails its next command instead, which distrusts Redis, and the
         // broken connection is dropped (`has_broken`).
         .test_on_check_out(false)
         .connection_timeout(timeouts.checkout)
