@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::ConnectionLike;
+use redis::{ConnectionLike, RedisResult, Value};
 
 /// How long connecting, and each command, may take before the call fails.
 #[derive(Clone, Copy, Debug)]
@@ -39,11 +39,58 @@ pub struct RedisManager {
     on_connect: Option<Arc<dyn OnConnect>>,
 }
 
+/// A pooled connection that remembers a command that failed on the network. After a timeout the
+/// reply may still come, or never (a connection dropped without a FIN): either way the
+/// connection is no longer worth reusing, and the pool drops it instead of handing it out to
+/// fail again.
+pub struct RedisConnection {
+    inner: redis::Connection,
+    failed: bool,
+}
+
+impl RedisConnection {
+    fn note<T>(&mut self, result: RedisResult<T>) -> RedisResult<T> {
+        if let Err(e) = &result {
+            self.failed |= e.is_timeout() || e.is_io_error() || e.is_connection_dropped();
+        }
+        result
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        let result = self.inner.req_packed_command(cmd);
+        self.note(result)
+    }
+
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let result = self.inner.req_packed_commands(cmd, offset, count);
+        self.note(result)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+
+    fn check_connection(&mut self) -> bool {
+        self.inner.check_connection()
+    }
+
+    fn is_open(&self) -> bool {
+        !self.failed && self.inner.is_open()
+    }
+}
+
 impl r2d2::ManageConnection for RedisManager {
-    type Connection = redis::Connection;
+    type Connection = RedisConnection;
     type Error = redis::RedisError;
 
-    fn connect(&self) -> Result<redis::Connection, redis::RedisError> {
+    fn connect(&self) -> Result<RedisConnection, redis::RedisError> {
         let mut conn = self
             .client
             .get_connection_with_timeout(self.timeouts.connect)?;
@@ -52,14 +99,17 @@ impl r2d2::ManageConnection for RedisManager {
         if let Some(check) = &self.on_connect {
             check.on_connect(&mut conn)?;
         }
-        Ok(conn)
+        Ok(RedisConnection {
+            inner: conn,
+            failed: false,
+        })
     }
 
-    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), redis::RedisError> {
+    fn is_valid(&self, conn: &mut RedisConnection) -> Result<(), redis::RedisError> {
         redis::cmd("PING").query::<String>(conn).map(drop)
     }
 
-    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
+    fn has_broken(&self, conn: &mut RedisConnection) -> bool {
         !conn.is_open()
     }
 }
