@@ -37,7 +37,7 @@ pub use super::lease::{LEASE, RENEW_EVERY};
 
 /// How long the subscription may be silent before it is PINGed, and how long the PING may take
 /// before the connection is taken for dead.
-const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_millis(250);
+pub const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Served from memory no later than this before the lease's end, as a guard against small
 /// differences in clock rates.

@@ -5,42 +5,67 @@
 //! - `{prefix}:students:average_age`: the value, JSON `{"average_age", "student_count",
 //!   "generation", "compute_us"}`, with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter
 //!   (so keys filled together do not all expire together).
-//! - `{prefix}:students:average_age:generation`: a counter every write increments. No TTL.
+//! - `{prefix}:students:average_age:generation`: the generation. It only ever moves to the
+//!   maximum of itself and the database's high-water mark (see [`generation`]). No TTL.
 //! - `{prefix}:students:average_age:lock`: a short lease held by the one request that computes
 //!   the value on a miss, with a random token so only its holder releases it.
 //! - `{prefix}:invalidations` (pub/sub), `{prefix}:instances` and `{prefix}:acks`: the memory
-//!   tier's announcements, leases and acknowledgements (see [`local`]).
+//!   tier's announcements, leases and acknowledgements (see [`local`] and [`lease`]).
+//!
+//! The Lua scripts are in `src/cache/scripts/`, each with its KEYS and ARGV documented.
 //!
 //! # Read path (cache-aside; a hit costs no round trip, or one)
 //!
 //! A copy in process memory is served first, while this instance holds a lease that every
 //! write respects (see [`local`] for why that never serves a value from before a write that
-//! has answered). Otherwise one Lua script returns the value if present; otherwise it reads the
-//! generation and tries to take the lease. The lease holder runs the aggregate and stores it with a second script that
-//! sets the value **only if the generation is still the one read before the query**, then
-//! releases the lease. Requests that did not get the lease re-run the first script every few
-//! milliseconds and get the value once it is there, or the lease themselves once it is free; past
-//! [`WAIT_FOR_LEADER`] they query the database themselves rather than hang.
+//! has answered). Otherwise one script returns the value if it is current (JSON this
+//! application wrote, at the current generation, not below this instance's floor); otherwise
+//! it reads the generation and tries to take the lease. The lease holder runs the aggregate and
+//! stores it with a second script that sets the value **only if the generation is still the
+//! one read before the query**, then releases the lease. Requests that did not get the lease
+//! re-run the first script every few milliseconds and get the value once it is there, or the
+//! lease themselves once it is free; past [`WAIT_FOR_LEADER`] they query the database
+//! themselves rather than hang.
 //!
-//! Near the expiry, [`average`]'s early refresh (XFetch) recomputes the value in the background
-//! under the same lease and the same generation check, so a hot key does not miss at expiry.
+//! Near the expiry, an early refresh ([`xfetch`]) recomputes the value in the background under
+//! the same lease and the same generation check, so a hot key does not miss at expiry.
 //!
 //! # Write path
 //!
-//! The data change and a row in `cache_invalidations` (the outbox) commit in one transaction.
-//! Then one script increments the generation, deletes the value and the lease, and publishes
-//! the new generation; the writer waits until every instance holding a memory lease has
+//! The data change, a row in `cache_invalidations` (the outbox) and an increment of the
+//! generation's mark (`cache_generation`) commit in one transaction. Then the writer reads the
+//! mark, and one script raises the generation to it, deletes the value and the lease, and
+//! publishes the generation; the writer waits until every instance holding a memory lease has
 //! acknowledged it (or its lease has expired); then the outbox row is deleted; then the
 //! response is sent.
 //!
 //! # Why no reader can put back a value from before a write (the stale set)
 //!
-//! A reader R reads generation g, then queries. If a write W's increment happens after R read g,
-//! R's store sees g+1 and does nothing. If W's increment happened before R read g, then W had
-//! committed before R read g, hence before R's query began, so R's value already includes W. This
-//! is what memcache's leases (Nishtala et al., NSDI 2013) do; Redis runs each script atomically,
-//! so the compare and the set cannot be split by W. Deleting the lease in W lets the next reader
-//! start a fresh query at once instead of waiting for one that is now useless.
+//! The mark is incremented under the row lock of its one row, so marks are handed out in
+//! commit order, and the generation in Redis is never above the mark committed at that moment.
+//! So if a reader R reads generation g, every write whose mark is at most g had committed, and
+//! R's query, which starts after, includes them. A write W that commits after R read g has a
+//! mark above g, and W's invalidation raises the generation to at least that mark before W
+//! answers: R's store then sees another generation and does nothing (Redis runs the compare and
+//! the set as one script, so W cannot come between them). This is what memcache's leases
+//! (Nishtala et al., NSDI 2013) do, with the counter made durable. Deleting the lease in W lets
+//! the next reader start a fresh query at once instead of waiting for one that is now useless.
+//!
+//! # Why a Redis that lost data serves nothing old (restart from a snapshot, failover)
+//!
+//! Such a server comes back with an older generation and perhaps an older value at it. It is a
+//! new process with a new `run_id`, and every connection to it is new; the pool checks the
+//! server of each connection it opens, and the first time this process meets a server it raises
+//! its generation to the database's mark before the connection is used ([`resync`]). Every
+//! generation ever seen in Redis was at most the mark, so afterwards an old value is not at the
+//! current generation (a miss), and an old fill is refused. A new process, whose floor is 0,
+//! meets its first server the same way, so it does not depend on what other instances know.
+//!
+//! # Why a value the application did not write is replaced at once
+//!
+//! The read script treats anything that is not this application's JSON at the current
+//! generation as absent, under the computing lease: one request replaces it, the others wait
+//! for that value as in any miss.
 //!
 //! # Why one aggregate runs per stampede, across instances
 //!
@@ -50,14 +75,22 @@
 //!
 //! # Why an invalidation is never lost
 //!
-//! If Redis cannot be reached after the commit, the outbox row stays. A background task on every
-//! instance ([`outbox::run_worker`]) retries due rows at least once a second and at start-up.
-//! While a row is pending, or while the circuit [`breaker`] is open, requests do not read Redis at
-//! all: the page is computed from the database (`X-Cache: BYPASS`). The breaker closes only after
-//! the pending rows are applied, so a Redis that comes back still holding the old value is cleaned
-//! before anyone reads it. An instance learns of another instance's failed invalidation from the
-//! outbox table within [`outbox::POLL_EVERY`] + [`outbox::GRACE`]; that is the one window left,
-//! and it needs Redis to be unreachable from the writer yet reachable from the reader.
+//! If Redis cannot be reached after the commit, or an instance's acknowledgement is still
+//! missing at the write's deadline, the outbox row stays. A background task on every instance
+//! ([`outbox::run_worker`]) retries due rows at least once a second and at start-up. While a row
+//! is pending, after any failed call, and at start-up until the outbox was applied once, the
+//! instance does not read Redis at all ([`trust`]): the page is computed from the database
+//! (`X-Cache: BYPASS`). Trust comes back only after the pending rows are applied with no failure
+//! in between, so a Redis that comes back still holding the old value is cleaned before anyone
+//! reads it. An instance learns of another instance's failed invalidation from the outbox table
+//! within [`outbox::POLL_EVERY`] + [`outbox::GRACE`]; that is the one window left, and it needs
+//! Redis to be unreachable from the writer yet reachable from the reader.
+//!
+//! # Why a rolling restart costs writes nothing
+//!
+//! A graceful stop (SIGTERM) withdraws the instance's memory lease once the server has stopped
+//! ([`Cache::withdraw_lease`]), so writers never wait for an instance that has left; only a
+//! killed instance makes writes wait, for at most the rest of its lease.
 
 pub mod average;
 pub mod generation;
@@ -66,9 +99,9 @@ pub mod local;
 pub mod outbox;
 pub mod redis_pool;
 pub mod resync;
-mod scripts;
+pub mod scripts;
 pub mod trust;
-mod xfetch;
+pub mod xfetch;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
