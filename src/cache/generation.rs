@@ -7,9 +7,9 @@
 //! would count as current again. So the database keeps the high-water mark in a one-row table,
 //! `cache_generation`, incremented by every data change in its own transaction (with its outbox
 //! row, [`super::outbox::record`]). Redis' generation only ever moves to the maximum of itself
-//! and that mark (`scripts/invalidate.lua`, `scripts/resync.lua`), so every generation Redis has ever held is at most the
-//! mark committed at that moment, and a server that lost data is raised back above it before it
-//! is read (see [`super::resync`]).
+//! and that mark (`scripts/invalidate.lua`, `scripts/resync.lua`), so every generation Redis
+//! has ever held is at most the mark committed at that moment, and a server that lost data is
+//! raised back above it before it is read (see [`super::resync`]).
 
 use std::fmt;
 
