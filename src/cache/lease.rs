@@ -95,7 +95,18 @@ impl Cache {
                 self.local.renewed(started);
                 self.last_renewed_ms.fetch_max(started, Ordering::AcqRel);
             }
-            // Refused: an invalidation this instance has not heard of yet.
+            // Refused: an announcement this instance has not heard (lost, or its subscription
+            // is silent). Stop serving from memory, then start empty above the generation, as
+            // after a reconnection: the next renewal may then succeed, and a write this
+            // instance misses after that is covered the same way, its writer waiting at most
+            // for this lease to lapse.
+            Ok(0) => {
+                self.local.revoke();
+                match self.current_generation() {
+                    Ok(generation) => self.local.restart_from(generation),
+                    Err(e) => self.report_failure("lease", &e),
+                }
+            }
             Ok(_) => self.local.revoke(),
             Err(e) => {
                 self.local.revoke();

@@ -150,7 +150,9 @@ impl LocalTier {
         self.valid_until_ms.store(0, Ordering::Release);
     }
 
-    fn restart_from(&self, generation: Generation) {
+    /// Starts empty, above every generation up to `generation` (after a reconnection, or a
+    /// renewal refused because an announcement was missed).
+    pub(super) fn restart_from(&self, generation: Generation) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.floor = state.floor.max(generation);
         state.entry = None;

@@ -182,3 +182,46 @@ async fn a_write_during_a_rolling_restart_waits_for_no_stopped_instance_and_bypa
     assert_eq!(count, 2, "{x_cache}");
     assert_ne!(x_cache, "BYPASS");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_missed_an_announcement_stops_serving_its_copy_and_takes_its_lease_back() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    app.average().await;
+    assert_eq!(count_and_cache(&app).await, (1, "HIT".to_string()));
+    // A write whose announcement was lost: committed, generation raised and value deleted in
+    // Redis, nothing published. The instance still holds the old copy in memory.
+    app.insert_students(&[30]);
+    let mut conn = app.redis_direct();
+    let generation_key = format!("{}:generation", app.value_key());
+    let generation: Option<u64> = redis::cmd("GET")
+        .arg(&generation_key)
+        .query(&mut conn)
+        .unwrap();
+    redis::cmd("SET")
+        .arg(&generation_key)
+        .arg(generation.unwrap_or(0) + 1)
+        .query::<()>(&mut conn)
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(app.value_key())
+        .query::<()>(&mut conn)
+        .unwrap();
+
+    // Its lease is not renewed while it lags, so the copy is dropped within one lease.
+    app.eventually(Duration::from_secs(3), "the new count", || async {
+        count_and_cache(&app).await.0 == 2
+    })
+    .await;
+    every_read_shows(&app, 2, 10).await;
+    // And it catches up: it holds a lease again, at the current generation.
+    app.eventually(
+        Duration::from_secs(3),
+        "a lease at the current generation",
+        || async {
+            let (holders, acks, generation) = lease_holders(&app);
+            holders == 1 && acks.iter().all(|&a| a >= generation)
+        },
+    )
+    .await;
+}
