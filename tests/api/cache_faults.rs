@@ -225,3 +225,31 @@ async fn an_instance_that_missed_an_announcement_stops_serving_its_copy_and_take
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledgement_still_missing_at_the_deadline_leaves_the_invalidation_pending() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    app.sign_in().await;
+    app.average().await;
+    // A lease holder that never acknowledges: its lease reaches far past the write's deadline.
+    let far: u64 = 32_503_680_000_000;
+    redis::cmd("ZADD")
+        .arg(format!("{}:instances", app.prefix))
+        .arg(far)
+        .arg("never-acknowledges")
+        .query::<()>(&mut app.redis_direct())
+        .unwrap();
+    assert_eq!(app.add_student("Unacknowledged", "40").await.status(), 303);
+    use diesel::prelude::*;
+    let pending: i64 = cachewithredis::schema::cache_invalidations::table
+        .count()
+        .get_result(&mut app.conn())
+        .unwrap();
+    assert_eq!(pending, 1, "the invalidation is not counted as done");
+    let (json, x_cache) = app.average().await;
+    assert_eq!(
+        (json["student_count"].as_i64(), x_cache.as_str()),
+        (Some(2), "BYPASS")
+    );
+}
