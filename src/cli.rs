@@ -61,7 +61,7 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let resources = Resources::open(&settings)?;
             resources
                 .cache
-                .invalidate()
+                .clear()
                 .map_err(|e| anyhow::anyhow!("could not reach Redis to clear the cache: {e}"))?;
             println!("Cache cleared: {}", resources.cache.keys().value);
             Ok(())

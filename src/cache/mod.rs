@@ -439,6 +439,22 @@ impl Cache {
         Ok(generation)
     }
 
+    /// Invalidates without a data change (`cache-clear`, after changes made behind the
+    /// application's back): the mark is raised first, so the generation moves and every copy,
+    /// in Redis and in memory, is dropped.
+    pub fn clear(&self) -> RedisResult<Generation> {
+        self.db
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|mut conn| generation::bump(&mut conn).map_err(|e| e.to_string()))
+            .map_err(|e| {
+                redis::RedisError::from(std::io::Error::other(format!(
+                    "cannot raise the generation mark: {e}"
+                )))
+            })?;
+        self.invalidate()
+    }
+
     /// The generation now in Redis.
     pub fn current_generation(&self) -> RedisResult<Generation> {
         let mut conn = self.connection()?;

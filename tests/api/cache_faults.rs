@@ -253,3 +253,26 @@ async fn an_acknowledgement_still_missing_at_the_deadline_leaves_the_invalidatio
         (Some(2), "BYPASS")
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cache_clear_after_a_change_behind_the_apps_back_drops_the_copy_in_memory_too() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    app.average().await;
+    assert_eq!(count_and_cache(&app).await, (1, "HIT".to_string()));
+    app.insert_students(&[30]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
+        .arg("cache-clear")
+        .env("DATABASE_URL", app.database.url_string())
+        .env("REDIS_URL", app.redis_url())
+        .env("CACHE_KEY_PREFIX", &app.prefix)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count_and_cache(&app).await.0, 2);
+}
