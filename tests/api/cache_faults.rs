@@ -141,6 +141,20 @@ async fn an_instance_whose_subscription_dropped_silently_serves_nothing_old_and_
     )
     .await;
     every_read_shows(&other, 2, 5).await;
+    // Its subscription works again: an announcement reaches both instances (only a live
+    // subscription acknowledges a generation that the renewals do not know of).
+    let (_, _, generation) = lease_holders(&app);
+    redis::cmd("PUBLISH")
+        .arg(format!("{}:invalidations", app.prefix))
+        .arg(generation + 1)
+        .query::<()>(&mut app.redis_direct())
+        .unwrap();
+    app.eventually(
+        Duration::from_secs(2),
+        "both instances heard the announcement",
+        || async { lease_holders(&app).1 == vec![generation + 1; 2] },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
