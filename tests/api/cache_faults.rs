@@ -290,3 +290,8 @@ async fn cache_clear_after_a_change_behind_the_apps_back_drops_the_copy_in_memor
     );
     assert_eq!(count_and_cache(&app).await.0, 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_value_at_the_current_generation_is_replaced_by_one_aggregate_then_hit() {
+    a_foreign_value_is_replaced_by_one_aggregate(r#"{"generation":0}"#).await;
+}

@@ -14,11 +14,18 @@
 -- that generation is not below the floor. Anything else (a value typed by hand, written by an
 -- older release, restored from an older snapshot) is a miss under the lease, so that one
 -- aggregate replaces it.
+local function written_by_this_application(stored, generation)
+  return type(stored) == 'table'
+    and stored.generation == generation
+    and type(stored.student_count) == 'number'
+    and (stored.average_age == cjson.null or type(stored.average_age) == 'number')
+end
+
 local generation = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local value = redis.call('GET', KEYS[1])
 if value and generation >= tonumber(ARGV[3]) then
   local ok, stored = pcall(cjson.decode, value)
-  if ok and type(stored) == 'table' and stored.generation == generation then
+  if ok and written_by_this_application(stored, generation) then
     return {'hit', value, tostring(redis.call('PTTL', KEYS[1]))}
   end
 end
