@@ -410,16 +410,7 @@ impl Cache {
     /// from memory has dropped the old value (see [`local`]). Returns the generation.
     pub fn invalidate(&self) -> RedisResult<Generation> {
         // Read after the change committed, so the mark covers it (see [`generation`]).
-        let mark = self
-            .db
-            .get()
-            .map_err(|e| e.to_string())
-            .and_then(|mut conn| generation::committed(&mut conn).map_err(|e| e.to_string()))
-            .map_err(|e| {
-                redis::RedisError::from(std::io::Error::other(format!(
-                    "cannot read the generation mark: {e}"
-                )))
-            })?;
+        let mark = self.with_database(generation::committed)?;
         let generation = {
             let mut conn = self.connection()?;
             metrics::time_cache_call("EVALSHA invalidate", || {
@@ -443,16 +434,18 @@ impl Cache {
     /// application's back): the mark is raised first, so the generation moves and every copy,
     /// in Redis and in memory, is dropped.
     pub fn clear(&self) -> RedisResult<Generation> {
-        self.db
-            .get()
-            .map_err(|e| e.to_string())
-            .and_then(|mut conn| generation::bump(&mut conn).map_err(|e| e.to_string()))
-            .map_err(|e| {
-                redis::RedisError::from(std::io::Error::other(format!(
-                    "cannot raise the generation mark: {e}"
-                )))
-            })?;
+        self.with_database(generation::bump)?;
         self.invalidate()
+    }
+
+    /// Runs one statement on the generation's mark; a failure fails the invalidation like an
+    /// unreachable Redis would, leaving the outbox row to the worker.
+    fn with_database<T>(
+        &self,
+        statement: impl FnOnce(&mut crate::db::DbConn) -> diesel::QueryResult<T>,
+    ) -> RedisResult<T> {
+        let mut conn = self.db.get().map_err(|e| resync::database_error(&e))?;
+        statement(&mut conn).map_err(|e| resync::database_error(&e))
     }
 
     /// The generation now in Redis.

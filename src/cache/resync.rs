@@ -99,7 +99,8 @@ fn run_id(conn: &mut redis::Connection) -> RedisResult<String> {
         })
 }
 
-fn database_error(e: &dyn std::fmt::Display) -> RedisError {
+/// A database failure met while working on Redis, as the error the callers already handle.
+pub(super) fn database_error(e: &dyn std::fmt::Display) -> RedisError {
     RedisError::from(std::io::Error::other(format!(
         "cannot read the generation mark from the database: {e}"
     )))
