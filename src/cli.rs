@@ -225,8 +225,11 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
         progress.inc(n);
     }
     progress.finish_and_clear();
-    resources.cache.invalidate_committed(&mut conn, &outbox_ids);
     let total = Student::count(&mut conn)?;
+    drop(conn);
+    resources
+        .cache
+        .invalidate_committed(&resources.db, &outbox_ids);
     println!(
         "Inserted {count} students in {:.2}s (total now {total}).",
         started.elapsed().as_secs_f64()

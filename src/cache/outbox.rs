@@ -10,6 +10,7 @@ use diesel::prelude::*;
 use super::breaker::now_ms;
 use super::Cache;
 use crate::db::{self, DbConn, DbPool};
+use crate::error::AppError;
 use crate::on_backend;
 use crate::schema::cache_invalidations;
 
@@ -46,27 +47,31 @@ fn due(conn: &mut DbConn, created_before_ms: i64) -> QueryResult<Vec<i32>> {
 }
 
 impl Cache {
-    /// Runs `change` and records the invalidation in one transaction, then invalidates. The
-    /// change is kept even when Redis is down: the outbox row guarantees the invalidation.
+    /// Runs `change` and records the invalidation in one transaction, gives the connection
+    /// back, then invalidates. The change is kept even when Redis is down: the outbox row
+    /// guarantees the invalidation. No connection is held while Redis is waited on (for
+    /// acknowledgements, or for leases to lapse: seconds), so slow invalidations cannot starve
+    /// the pool that every page needs.
     pub fn commit_and_invalidate<T>(
         &self,
-        conn: &mut DbConn,
+        db: &DbPool,
         change: impl FnOnce(&mut DbConn) -> QueryResult<T>,
-    ) -> QueryResult<T> {
+    ) -> Result<T, AppError> {
         // The change comes first: in SQLite its write takes the write lock at once, so a
         // concurrent writer waits on busy_timeout instead of failing to upgrade a read lock.
-        let (value, outbox_id) = conn.transaction(|conn| {
+        let (value, outbox_id) = db.get()?.transaction(|conn| {
             let value = change(conn)?;
             let outbox_id = record(conn, AVERAGE_AGE)?;
             Ok::<_, diesel::result::Error>((value, outbox_id))
         })?;
-        self.invalidate_committed(conn, &[outbox_id]);
+        self.invalidate_committed(db, &[outbox_id]);
         Ok(value)
     }
 
     /// Applies committed outbox rows now if Redis answers; otherwise leaves them to the worker
-    /// and stops reading Redis until it has applied them.
-    pub fn invalidate_committed(&self, conn: &mut DbConn, outbox_ids: &[i32]) {
+    /// and stops reading Redis until it has applied them. Takes a connection only to delete
+    /// the applied rows, after Redis has answered.
+    pub fn invalidate_committed(&self, db: &DbPool, outbox_ids: &[i32]) {
         if !self.breaker.is_closed() {
             self.mark_pending();
             std::thread::sleep(self.time_until_peer_leases_lapse());
@@ -75,7 +80,11 @@ impl Cache {
         match self.invalidate() {
             Ok(_) => {
                 self.metrics.cache_invalidations.inc();
-                if let Err(e) = confirm(conn, outbox_ids) {
+                let deleted = db
+                    .get()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|mut conn| Ok(confirm(&mut conn, outbox_ids)?));
+                if let Err(e) = deleted {
                     // Harmless: the worker will invalidate once more and delete the row.
                     log::warn!("could not delete applied outbox rows: {e}");
                 }

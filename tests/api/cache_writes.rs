@@ -2,10 +2,12 @@
 //! wait for the leader, `seed` interrupted, writes that wait on Redis, clocks that disagree.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cachewithredis::schema::cache_invalidations;
 use diesel::prelude::*;
+use futures_util::future::join_all;
 
 use crate::helpers::{spawn_app, TestApp};
 
@@ -48,4 +50,51 @@ async fn seed_records_an_invalidation_with_every_batch_so_an_interruption_loses_
     })
     .await;
     assert_eq!(app.average().await.0["student_count"], 25_001);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_waiting_on_redis_give_their_database_connection_back_so_every_request_answers() {
+    let app = Arc::new(spawn_app().await);
+    app.sign_in().await;
+    app.insert_students(&[20]);
+    // A peer whose lease is live but which never acknowledges: every write waits on it, as
+    // it would on an instance whose subscription went silent.
+    let mut redis = app.redis_direct();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut redis).expect("TIME");
+    let lease_end = secs * 1000 + micros / 1000 + 60_000;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(format!("{}:instances", app.prefix))
+        .arg(lease_end)
+        .arg("silent-peer")
+        .query(&mut redis)
+        .expect("ZADD");
+    let token = app.csrf_token("/admin/students/new").await;
+    let writes = (0..40).map(|i| {
+        let (app, token) = (app.clone(), token.clone());
+        async move {
+            let name = format!("Writer {i}");
+            let fields = [
+                ("name", name.as_str()),
+                ("age", "30"),
+                ("csrf_token", &token),
+            ];
+            app.post_form("/admin/students", &fields).await.status()
+        }
+    });
+    let reads = (0..20).map(|i| {
+        let app = app.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(50 * i)).await;
+            let path = if i % 2 == 0 {
+                "/students"
+            } else {
+                "/students/average-age"
+            };
+            app.get(path).await.status()
+        }
+    });
+    let (writes, reads) = tokio::join!(join_all(writes), join_all(reads));
+    assert!(writes.iter().all(|s| *s == 303), "writes: {writes:?}");
+    assert!(reads.iter().all(|s| *s == 200), "reads: {reads:?}");
+    assert_eq!(app.student_count(), 41);
 }
