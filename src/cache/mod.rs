@@ -189,6 +189,8 @@ pub struct Cache {
     try_lease_script: Script,
     /// True while this process runs an early refresh.
     refreshing: AtomicBool,
+    /// When this instance first saw each outbox row (see [`outbox::Sightings`]).
+    outbox_sightings: outbox::Sightings,
 }
 
 impl Cache {
@@ -247,6 +249,7 @@ impl Cache {
                   return false",
             ),
             refreshing: AtomicBool::new(false),
+            outbox_sightings: outbox::Sightings::default(),
             unacknowledged_script: Script::new(
                 r"local t = redis.call('TIME')
                   local now = t[1] * 1000 + math.floor(t[2] / 1000)

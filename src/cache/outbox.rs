@@ -1,9 +1,10 @@
 //! The outbox of cache invalidations: written in each data change's own transaction, deleted
 //! once Redis confirmed the invalidation, retried by a background task until then.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 
@@ -19,8 +20,32 @@ pub const AVERAGE_AGE: &str = "students:average_age";
 
 /// How often every instance looks at the outbox and, while the breaker is open, probes Redis.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
-/// A row younger than this belongs to a write that is probably still invalidating by itself.
+/// A row this instance has seen for less than this belongs to a write that is probably still
+/// invalidating by itself.
 pub const GRACE: Duration = Duration::from_millis(750);
+
+/// When this instance first saw each row of the outbox, on its own monotonic clock. A row is due
+/// once it has been seen for [`GRACE`]: its age is never read from the writer's clock, which may
+/// be minutes off this host's (the row's `created_at_ms` is for people reading the table), so a
+/// failed invalidation reaches every instance within 2 × [`POLL_EVERY`] + [`GRACE`] of its commit
+/// whatever the clocks say.
+#[derive(Default)]
+pub struct Sightings(Mutex<HashMap<i32, Instant>>);
+
+impl Sightings {
+    /// Of `present` (every row in the outbox now), those first seen at least [`GRACE`] before
+    /// `now`; rows no longer present are forgotten.
+    pub fn due(&self, present: &[i32], now: Instant) -> Vec<i32> {
+        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let present_set: HashSet<i32> = present.iter().copied().collect();
+        seen.retain(|id, _| present_set.contains(id));
+        present
+            .iter()
+            .copied()
+            .filter(|id| now.saturating_duration_since(*seen.entry(*id).or_insert(now)) >= GRACE)
+            .collect()
+    }
+}
 
 /// Records that `cache_key` must be invalidated; call inside the data change's transaction.
 pub fn record(conn: &mut DbConn, cache_key: &str) -> QueryResult<i32> {
@@ -39,9 +64,8 @@ fn confirm(conn: &mut DbConn, ids: &[i32]) -> QueryResult<usize> {
         .execute(conn)
 }
 
-fn due(conn: &mut DbConn, created_before_ms: i64) -> QueryResult<Vec<i32>> {
+fn pending(conn: &mut DbConn) -> QueryResult<Vec<i32>> {
     cache_invalidations::table
-        .filter(cache_invalidations::created_at_ms.le(created_before_ms))
         .select(cache_invalidations::id)
         .load(conn)
 }
@@ -116,20 +140,17 @@ impl Cache {
                 return;
             }
         };
-        // After a failure here or anywhere, every row counts, however young.
-        let everything = self.pending.load(Ordering::Acquire) || !self.breaker.is_closed();
-        let cutoff = if everything {
-            i64::MAX
-        } else {
-            now_ms() as i64 - GRACE.as_millis() as i64
-        };
-        let ids = match due(&mut conn, cutoff) {
+        let present = match pending(&mut conn) {
             Ok(ids) => ids,
             Err(e) => {
                 log::warn!("outbox: cannot read pending invalidations: {e}");
                 return;
             }
         };
+        let due = self.outbox_sightings.due(&present, Instant::now());
+        // After a failure here or anywhere, every row counts, however young.
+        let everything = self.pending.load(Ordering::Acquire) || !self.breaker.is_closed();
+        let ids = if everything { present } else { due };
         if !ids.is_empty() {
             self.pending.store(true, Ordering::Release);
             self.metrics
@@ -168,5 +189,23 @@ pub async fn run_worker(cache: Arc<Cache>, db: DbPool) {
         {
             log::warn!("outbox worker: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_due_once_this_instance_has_seen_it_for_the_grace_period() {
+        let sightings = Sightings::default();
+        let start = Instant::now();
+        assert_eq!(sightings.due(&[1], start), Vec::<i32>::new());
+        let later = start + GRACE / 2;
+        assert_eq!(sightings.due(&[1, 2], later), Vec::<i32>::new());
+        assert_eq!(sightings.due(&[1, 2], start + GRACE), vec![1]);
+        // A row is forgotten once gone: seen again, it starts over.
+        assert_eq!(sightings.due(&[2], start + GRACE * 2), vec![2]);
+        assert_eq!(sightings.due(&[1], start + GRACE * 2), Vec::<i32>::new());
     }
 }

@@ -5,6 +5,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cachewithredis::cache::outbox;
+use cachewithredis::models::{NewStudent, Student};
 use cachewithredis::schema::cache_invalidations;
 use diesel::prelude::*;
 use futures_util::future::join_all;
@@ -97,4 +99,39 @@ async fn writes_waiting_on_redis_give_their_database_connection_back_so_every_re
     assert!(writes.iter().all(|s| *s == 303), "writes: {writes:?}");
     assert!(reads.iter().all(|s| *s == 200), "reads: {reads:?}");
     assert_eq!(app.student_count(), 41);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_row_stamped_by_a_writer_whose_clock_runs_ahead_is_applied_within_a_second() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    app.average().await;
+    assert_eq!(app.average().await.1, "HIT");
+    // A writer on another host, its clock a minute ahead, commits a student and its outbox row
+    // as that host's code did, then loses Redis before it can invalidate.
+    let ahead_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        + 60_000;
+    app.conn()
+        .transaction(|conn| {
+            let late = NewStudent {
+                name: "Skewed".into(),
+                age: 40,
+            };
+            Student::insert(conn, &late)?;
+            diesel::insert_into(cache_invalidations::table)
+                .values((
+                    cache_invalidations::cache_key.eq(outbox::AVERAGE_AGE),
+                    cache_invalidations::created_at_ms.eq(ahead_ms),
+                ))
+                .execute(conn)
+        })
+        .expect("skewed write");
+    app.eventually(Duration::from_secs(3), "the row applied", || async {
+        pending_invalidations(&app) == 0
+    })
+    .await;
+    assert_eq!(app.average().await.0["student_count"], 2);
 }
