@@ -64,6 +64,7 @@ pub mod breaker;
 pub mod local;
 pub mod outbox;
 pub mod redis_pool;
+pub mod single_flight;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,10 +82,15 @@ use redis_pool::RedisPool;
 
 pub use average::{AverageLookup, CacheOutcome};
 
-/// How long the lease holder may take before another request may compute the value.
-pub const LOCK_TTL: Duration = Duration::from_secs(10);
-/// How long a request waits for another request's aggregate before it runs its own.
-pub const WAIT_FOR_LEADER: Duration = Duration::from_secs(2);
+/// How long the computing lease lasts unless its holder renews it: how soon after a holder
+/// died another request may compute the value.
+pub const LOCK_TTL: Duration = Duration::from_secs(3);
+/// How often the holder renews the computing lease while its aggregate runs.
+pub const RENEW_LOCK_EVERY: Duration = Duration::from_secs(1);
+/// How long a request waits for another request's aggregate, while that request keeps its
+/// lease alive, before it runs its own: PostgreSQL's `statement_timeout`, past which that
+/// aggregate has failed anyway.
+pub const WAIT_FOR_LEADER: Duration = Duration::from_secs(30);
 
 /// The names of the keys that hold the cached average.
 #[derive(Clone, Debug)]
@@ -191,6 +197,9 @@ pub struct Cache {
     refreshing: AtomicBool,
     /// When this instance first saw each outbox row (see [`outbox::Sightings`]).
     outbox_sightings: outbox::Sightings,
+    renew_lock_script: Script,
+    /// The aggregates run without Redis' lease, one at a time (see [`single_flight`]).
+    database_flight: single_flight::SingleFlight<AverageAge>,
 }
 
 impl Cache {
@@ -250,6 +259,13 @@ impl Cache {
             ),
             refreshing: AtomicBool::new(false),
             outbox_sightings: outbox::Sightings::default(),
+            renew_lock_script: Script::new(
+                r"if redis.call('GET', KEYS[1]) == ARGV[1] then
+                    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+                  end
+                  return 0",
+            ),
+            database_flight: single_flight::SingleFlight::default(),
             unacknowledged_script: Script::new(
                 r"local t = redis.call('TIME')
                   local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -426,6 +442,25 @@ impl Cache {
                 .arg(LOCK_TTL.as_millis() as u64)
                 .invoke(&mut *conn)
         })
+    }
+
+    /// Extends the computing lease held with `token` by [`LOCK_TTL`]; false once it is no
+    /// longer held (a write deleted it, or it expired).
+    pub fn renew_computing_lease(&self, token: &str) -> RedisResult<bool> {
+        let mut conn = self.connection()?;
+        let renewed: i64 = metrics::time_cache_call("EVALSHA renew_lock", || {
+            self.renew_lock_script
+                .key(&self.keys.lock)
+                .arg(token)
+                .arg(LOCK_TTL.as_millis() as u64)
+                .invoke(&mut *conn)
+        })?;
+        Ok(renewed == 1)
+    }
+
+    /// The single flight of aggregates run without Redis.
+    pub fn database_flight(&self) -> &single_flight::SingleFlight<AverageAge> {
+        &self.database_flight
     }
 
     /// Claims the one early refresh this process may run at a time.

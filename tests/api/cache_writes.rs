@@ -2,10 +2,12 @@
 //! wait for the leader, `seed` interrupted, writes that wait on Redis, clocks that disagree.
 
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cachewithredis::cache::outbox;
+use cachewithredis::config::DatabaseUrl;
 use cachewithredis::models::{NewStudent, Student};
 use cachewithredis::schema::cache_invalidations;
 use diesel::prelude::*;
@@ -13,11 +15,88 @@ use futures_util::future::join_all;
 
 use crate::helpers::{spawn_app, TestApp};
 
+const AGGREGATES: &str = "cachewithredis_db_aggregate_queries_total";
+const AGGREGATES_RUNNING: &str = "cachewithredis_db_aggregate_queries_running";
+
+/// Holds `LOCK TABLE students IN ACCESS EXCLUSIVE MODE` for `hold` on a connection of its own,
+/// so that every aggregate started meanwhile waits; returns once the lock is taken.
+fn lock_students_table(url: &str, hold: Duration) -> std::thread::JoinHandle<()> {
+    use diesel::connection::SimpleConnection;
+    let mut conn = diesel::PgConnection::establish(url).expect("connect");
+    conn.batch_execute("BEGIN; LOCK TABLE students IN ACCESS EXCLUSIVE MODE")
+        .expect("lock");
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        conn.batch_execute("COMMIT").expect("unlock");
+    })
+}
+
 fn pending_invalidations(app: &TestApp) -> i64 {
     cache_invalidations::table
         .count()
         .get_result(&mut app.conn())
         .expect("count outbox rows")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cold_burst_that_outlasts_the_wait_for_the_leader_still_runs_one_aggregate() {
+    let app = spawn_app().await;
+    // SQLite in WAL mode never makes a reader wait for a writer, and nothing else there slows an
+    // aggregate down for seconds without burning that CPU: this case needs PostgreSQL's lock.
+    let DatabaseUrl::Postgres(url) = app.database.url.clone() else {
+        return;
+    };
+    app.insert_students(&[20, 22]);
+    let lock = lock_students_table(&url, Duration::from_secs(4));
+    let answers = join_all((0..32).map(|_| app.average())).await;
+    lock.join().expect("lock released");
+    for (json, x_cache) in &answers {
+        assert_eq!(json["student_count"], 2, "{x_cache}");
+        assert_ne!(x_cache, "BYPASS");
+    }
+    assert_eq!(app.metric(AGGREGATES).await, 1.0, "aggregates for 32 reads");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_cut_a_burst_of_reads_runs_its_aggregates_one_at_a_time() {
+    let app = Arc::new(spawn_app().await);
+    let ages: Vec<i32> = (0..200_000).map(|i| 18 + i % 8).collect();
+    app.insert_students(&ages);
+    app.proxy.cut();
+    assert_eq!(app.average().await.1, "BYPASS");
+    let before = app.metric(AGGREGATES).await;
+
+    // Watches how many aggregates run at once while the burst is served.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (app, done) = (app.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut most = 0.0_f64;
+            while !done.load(Ordering::Acquire) {
+                most = most.max(app.metric(AGGREGATES_RUNNING).await);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            most
+        })
+    };
+    // On PostgreSQL the first aggregate is held up, so that the others pile up behind it.
+    let lock = match &app.database.url {
+        DatabaseUrl::Postgres(url) => Some(lock_students_table(url, Duration::from_secs(2))),
+        DatabaseUrl::Sqlite(_) => None,
+    };
+    let answers = join_all((0..32).map(|_| app.average())).await;
+    if let Some(lock) = lock {
+        lock.join().expect("lock released");
+    }
+    done.store(true, Ordering::Release);
+    let most_at_once = watcher.await.expect("watcher");
+    for (json, x_cache) in &answers {
+        assert_eq!(json["student_count"], 200_000, "{x_cache}");
+        assert_eq!(x_cache, "BYPASS");
+    }
+    assert_eq!(most_at_once, 1.0, "aggregates running at once");
+    let burst = app.metric(AGGREGATES).await - before;
+    assert!(burst <= 4.0, "{burst} aggregates for 32 reads");
 }
 
 #[tokio::test(flavor = "multi_thread")]
