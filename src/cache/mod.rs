@@ -20,15 +20,19 @@
 //! sets the value **only if the generation is still the one read before the query**, then
 //! releases the lease. Requests that did not get the lease re-run the first script every few
 //! milliseconds and get the value once it is there, or the lease themselves once it is free; past
-//! [`WAIT_FOR_LEADER`] they query the database themselves rather than hang.
+//! [`WAIT_FOR_LEADER`] they query the database themselves rather than hang. When Redis cannot be
+//! used, the page is computed from the database through [`single_flight`]: one aggregate at a
+//! time per process, never shared with a request that arrived after it started.
 //!
 //! Near the expiry, [`average`]'s early refresh (XFetch) recomputes the value in the background
 //! under the same lease and the same generation check, so a hot key does not miss at expiry.
 //!
 //! # Write path
 //!
-//! The data change and a row in `cache_invalidations` (the outbox) commit in one transaction.
-//! Then one script increments the generation, deletes the value and the lease, and publishes
+//! The data change and a row in `cache_invalidations` (the outbox) commit in one transaction,
+//! and the connection goes back to the pool: the waits below take seconds when Redis is slow
+//! or a peer is silent, and must not starve the pages of connections. Then one script
+//! increments the generation, deletes the value and the lease, and publishes
 //! the new generation; the writer waits until every instance holding a memory lease has
 //! acknowledged it (or its lease has expired); then the outbox row is deleted; then the
 //! response is sent.
@@ -45,8 +49,11 @@
 //! # Why one aggregate runs per stampede, across instances
 //!
 //! The lease lives in Redis, which all instances share; `SET NX PX` grants it to one request. Its
-//! TTL ([`LOCK_TTL`]) is longer than the aggregate takes, and only bounds the damage of a holder
-//! that dies.
+//! holder renews it every [`RENEW_LOCK_EVERY`] while its aggregate runs (a script that extends it
+//! only if it still holds the holder's token), so the lease exists exactly while an aggregate
+//! runs, however long it takes, or for at most [`LOCK_TTL`] after its holder died. Waiters wait
+//! while it exists, up to [`WAIT_FOR_LEADER`]; a slow database therefore costs one aggregate, not
+//! one per waiter.
 //!
 //! # Why an invalidation is never lost
 //!
@@ -56,8 +63,11 @@
 //! all: the page is computed from the database (`X-Cache: BYPASS`). The breaker closes only after
 //! the pending rows are applied, so a Redis that comes back still holding the old value is cleaned
 //! before anyone reads it. An instance learns of another instance's failed invalidation from the
-//! outbox table within [`outbox::POLL_EVERY`] + [`outbox::GRACE`]; that is the one window left,
-//! and it needs Redis to be unreachable from the writer yet reachable from the reader.
+//! outbox table within 2 × [`outbox::POLL_EVERY`] + [`outbox::GRACE`] of its commit, counted on
+//! its own monotonic clock from when it first saw the row ([`outbox::Sightings`]): no two
+//! hosts' clocks are ever compared. That is the one window left, and it needs Redis to be
+//! unreachable from the writer yet reachable from the reader. `seed` records a row in every
+//! batch's transaction, so a row applied early by a worker leaves no later batch uncovered.
 
 pub mod average;
 pub mod breaker;
