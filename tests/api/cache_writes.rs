@@ -94,7 +94,10 @@ async fn with_redis_cut_a_burst_of_reads_runs_its_aggregates_one_at_a_time() {
         assert_eq!(json["student_count"], 200_000, "{x_cache}");
         assert_eq!(x_cache, "BYPASS");
     }
-    assert_eq!(most_at_once, 1.0, "aggregates running at once");
+    assert!(
+        most_at_once <= 1.0,
+        "{most_at_once} aggregates running at once"
+    );
     let burst = app.metric(AGGREGATES).await - before;
     assert!(burst <= 4.0, "{burst} aggregates for 32 reads");
 }
