@@ -213,24 +213,23 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
             ),
             age: rng.random_range(18..=25),
         }));
-        // The first batch's transaction records the invalidation, so readers stop trusting the
-        // cache as soon as any seeded row is visible, even if this command dies half way.
-        let record = outbox_ids.is_empty();
+        // Every batch's transaction records its own invalidation: a row of the outbox is
+        // deleted once applied (here, or by any instance's worker), so a row recorded by an
+        // earlier batch may already be gone when this command dies after a later one.
         let outbox_id = conn.transaction(|conn| {
             Student::insert_batch(conn, &batch)?;
-            if record {
-                crate::cache::outbox::record(conn, crate::cache::outbox::AVERAGE_AGE).map(Some)
-            } else {
-                Ok::<_, diesel::result::Error>(None)
-            }
+            crate::cache::outbox::record(conn, crate::cache::outbox::AVERAGE_AGE)
         })?;
-        outbox_ids.extend(outbox_id);
+        outbox_ids.push(outbox_id);
         remaining -= n;
         progress.inc(n);
     }
     progress.finish_and_clear();
-    resources.cache.invalidate_committed(&mut conn, &outbox_ids);
     let total = Student::count(&mut conn)?;
+    drop(conn);
+    resources
+        .cache
+        .invalidate_committed(&resources.db, &outbox_ids);
     println!(
         "Inserted {count} students in {:.2}s (total now {total}).",
         started.elapsed().as_secs_f64()

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub cache_bypasses: IntCounter,
     pub cache_errors: IntCounter,
     pub db_aggregate_queries: IntCounter,
+    /// Aggregate queries running now: what a stampede costs the database at once.
+    pub db_aggregate_queries_running: IntGauge,
     pub cache_invalidations: IntCounter,
     pub cache_invalidations_pending: IntGauge,
     pub http_request_duration: HistogramVec,
@@ -55,6 +57,11 @@ impl Metrics {
         let db_aggregate_queries = IntCounter::new(
             "cachewithredis_db_aggregate_queries_total",
             "SELECT AVG(age), COUNT(*) queries run against the database.",
+        )
+        .expect("valid metric");
+        let db_aggregate_queries_running = IntGauge::new(
+            "cachewithredis_db_aggregate_queries_running",
+            "SELECT AVG(age), COUNT(*) queries running now.",
         )
         .expect("valid metric");
         let cache_invalidations = IntCounter::new(
@@ -98,6 +105,7 @@ impl Metrics {
             Box::new(cache_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(cache_errors.clone()),
             Box::new(db_aggregate_queries.clone()),
+            Box::new(db_aggregate_queries_running.clone()),
             Box::new(cache_invalidations.clone()),
             Box::new(cache_invalidations_pending.clone()),
             Box::new(http_request_duration.clone()),
@@ -114,6 +122,7 @@ impl Metrics {
             cache_bypasses,
             cache_errors,
             db_aggregate_queries,
+            db_aggregate_queries_running,
             cache_invalidations,
             cache_invalidations_pending,
             http_request_duration,

@@ -1,17 +1,21 @@
 //! The read path of the average-age page: cache-aside with a lease, bounded waiting, and a
 //! database fallback whenever Redis cannot be trusted or reached.
 
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::generation::Generation;
-use super::{Cache, ReadOutcome, WAIT_FOR_LEADER};
+use super::{Cache, ReadOutcome, RENEW_LOCK_EVERY, WAIT_FOR_LEADER};
 use crate::db::{self, DbConn, DbPool};
 use crate::error::AppError;
 use crate::models::{AverageAge, Student};
 
-/// How often a request waiting for another request's aggregate looks for the value.
+/// How often a request waiting for another request's aggregate looks for the value, at first;
+/// the interval grows with the wait, up to [`MAX_POLL_INTERVAL`], so that a slow aggregate's
+/// waiters do not flood Redis.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Where the value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +56,12 @@ pub struct AverageLookup {
 
 /// Runs the aggregate and counts it.
 pub fn aggregate(cache: &Cache, conn: &mut DbConn) -> Result<AverageAge, AppError> {
-    cache.metrics().db_aggregate_queries.inc();
-    Ok(Student::average_age(conn)?)
+    let metrics = cache.metrics();
+    metrics.db_aggregate_queries.inc();
+    metrics.db_aggregate_queries_running.inc();
+    let stats = Student::average_age(conn);
+    metrics.db_aggregate_queries_running.dec();
+    Ok(stats?)
 }
 
 /// The average age, from Redis when it can be trusted, else from the database.
@@ -89,8 +97,11 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
                     CacheOutcome::Miss,
                 )
             }
+            // The lease exists only while its holder is alive and renewing it (or for
+            // `LOCK_TTL` after it died), so waiting on it waits for an aggregate that runs.
             Ok(ReadOutcome::Wait) if Instant::now() < deadline => {
-                tokio::time::sleep(POLL_INTERVAL).await;
+                let interval = (started.elapsed() / 20).clamp(POLL_INTERVAL, MAX_POLL_INTERVAL);
+                tokio::time::sleep(interval).await;
             }
             // The lease holder is taking too long: answer from the database, do not hang.
             Ok(ReadOutcome::Wait) => break (from_database(cache, db).await?, CacheOutcome::Miss),
@@ -145,7 +156,9 @@ fn refresh_early_if_due(cache: &Arc<Cache>, db: &DbPool, compute: Duration, rema
                 }
             };
             let started = Instant::now();
-            let stats = aggregate(&refresher, &mut *pool.get()?)?;
+            let stats = with_lease_renewed(&refresher, &token, || {
+                aggregate(&refresher, &mut *pool.get()?)
+            })?;
             store(&refresher, generation, &token, stats, started.elapsed());
             Ok::<_, AppError>(())
         })
@@ -157,9 +170,43 @@ fn refresh_early_if_due(cache: &Arc<Cache>, db: &DbPool, compute: Duration, rema
     });
 }
 
+/// The aggregate without Redis' lease: one at a time in this process, each shared by the
+/// requests that arrived before it started (see [`super::single_flight`]).
 async fn from_database(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageAge, AppError> {
-    let cache = Arc::clone(cache);
-    db::with_conn(db, move |conn| aggregate(&cache, conn)).await
+    cache
+        .database_flight()
+        .run(|| {
+            let cache = Arc::clone(cache);
+            db::with_conn(db, move |conn| aggregate(&cache, conn))
+        })
+        .await
+}
+
+/// Runs `compute` while another thread renews the computing lease held with `token`, so that
+/// the requests waiting for this aggregate go on waiting however long it takes, instead of
+/// each running their own once the lease would have expired.
+fn with_lease_renewed<T>(cache: &Cache, token: &str, compute: impl FnOnce() -> T) -> T {
+    let (finished, stop) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let renewer = std::thread::Builder::new()
+            .name("cache-lease-renewal".into())
+            .spawn_scoped(scope, move || {
+                while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(RENEW_LOCK_EVERY) {
+                    match cache.renew_computing_lease(token) {
+                        Ok(true) => {}
+                        // A write took the lease away: this value will not be stored anyway.
+                        Ok(false) => return,
+                        Err(e) => return cache.report_failure("lease renewal", &e),
+                    }
+                }
+            });
+        if let Err(e) = renewer {
+            log::warn!("cannot renew the computing lease, waiters may compute too: {e}");
+        }
+        let value = compute();
+        drop(finished);
+        value
+    })
 }
 
 /// The lease holder's work: query, then store only if no write happened since `generation`.
@@ -175,7 +222,7 @@ async fn compute_and_fill(
         // If the query fails the lease is left to expire: a database that fails for one request
         // would fail the next one too, so retrying at once gains nothing.
         let started = Instant::now();
-        let stats = aggregate(&cache, &mut *pool.get()?)?;
+        let stats = with_lease_renewed(&cache, &token, || aggregate(&cache, &mut *pool.get()?))?;
         store(&cache, generation, &token, stats, started.elapsed());
         Ok::<_, AppError>(stats)
     })

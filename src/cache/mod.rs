@@ -25,7 +25,9 @@
 //! one read before the query**, then releases the lease. Requests that did not get the lease
 //! re-run the first script every few milliseconds and get the value once it is there, or the
 //! lease themselves once it is free; past [`WAIT_FOR_LEADER`] they query the database
-//! themselves rather than hang.
+//! themselves rather than hang. When Redis cannot be used, the page is computed from the
+//! database through [`single_flight`]: one aggregate at a time per process, never shared with a
+//! request that arrived after it started.
 //!
 //! Near the expiry, an early refresh ([`xfetch`]) recomputes the value in the background under
 //! the same lease and the same generation check, so a hot key does not miss at expiry.
@@ -33,9 +35,11 @@
 //! # Write path
 //!
 //! The data change, a row in `cache_invalidations` (the outbox) and an increment of the
-//! generation's mark (`cache_generation`) commit in one transaction. Then the writer reads the
-//! mark, and one script raises the generation to it, deletes the value and the lease, and
-//! publishes the generation; the writer waits until every instance holding a memory lease has
+//! generation's mark (`cache_generation`) commit in one transaction, and the connection goes
+//! back to the pool: the waits below take seconds when Redis is slow or a peer is silent, and
+//! must not starve the pages of connections. Then the writer reads the mark, and one script
+//! raises the generation to it, deletes the value and the lease, and publishes the
+//! generation; the writer waits until every instance holding a memory lease has
 //! acknowledged it (or its lease has expired); then the outbox row is deleted; then the
 //! response is sent.
 //!
@@ -70,8 +74,11 @@
 //! # Why one aggregate runs per stampede, across instances
 //!
 //! The lease lives in Redis, which all instances share; `SET NX PX` grants it to one request. Its
-//! TTL ([`LOCK_TTL`]) is longer than the aggregate takes, and only bounds the damage of a holder
-//! that dies.
+//! holder renews it every [`RENEW_LOCK_EVERY`] while its aggregate runs (a script that extends it
+//! only if it still holds the holder's token), so the lease exists exactly while an aggregate
+//! runs, however long it takes, or for at most [`LOCK_TTL`] after its holder died. Waiters wait
+//! while it exists, up to [`WAIT_FOR_LEADER`]; a slow database therefore costs one aggregate, not
+//! one per waiter.
 //!
 //! # Why an invalidation is never lost
 //!
@@ -83,8 +90,11 @@
 //! (`X-Cache: BYPASS`). Trust comes back only after the pending rows are applied with no failure
 //! in between, so a Redis that comes back still holding the old value is cleaned before anyone
 //! reads it. An instance learns of another instance's failed invalidation from the outbox table
-//! within [`outbox::POLL_EVERY`] + [`outbox::GRACE`]; that is the one window left, and it needs
-//! Redis to be unreachable from the writer yet reachable from the reader.
+//! within 2 × [`outbox::POLL_EVERY`] + [`outbox::GRACE`] of its commit, counted on its own
+//! monotonic clock from when it first saw the row ([`outbox::Sightings`]): no two hosts' clocks
+//! are ever compared. That is the one window left, and it needs Redis to be unreachable from the
+//! writer yet reachable from the reader. `seed` records a row in every batch's transaction, so a
+//! row applied early by a worker leaves no later batch uncovered.
 //!
 //! # Why a rolling restart costs writes nothing
 //!
@@ -100,6 +110,7 @@ pub mod outbox;
 pub mod redis_pool;
 pub mod resync;
 pub mod scripts;
+pub mod single_flight;
 pub mod trust;
 pub mod xfetch;
 
@@ -122,10 +133,15 @@ use trust::{RedisTrust, TrustEpoch};
 pub use average::{AverageLookup, CacheOutcome};
 pub use xfetch::early_refresh_due;
 
-/// How long the lease holder may take before another request may compute the value.
-pub const LOCK_TTL: Duration = Duration::from_secs(10);
-/// How long a request waits for another request's aggregate before it runs its own.
-pub const WAIT_FOR_LEADER: Duration = Duration::from_secs(2);
+/// How long the computing lease lasts unless its holder renews it: how soon after a holder
+/// died another request may compute the value.
+pub const LOCK_TTL: Duration = Duration::from_secs(3);
+/// How often the holder renews the computing lease while its aggregate runs.
+pub const RENEW_LOCK_EVERY: Duration = Duration::from_secs(1);
+/// How long a request waits for another request's aggregate, while that request keeps its
+/// lease alive, before it runs its own: PostgreSQL's `statement_timeout`, past which that
+/// aggregate has failed anyway.
+pub const WAIT_FOR_LEADER: Duration = Duration::from_secs(30);
 
 /// The names of the keys that hold the cached average.
 #[derive(Clone, Debug)]
@@ -210,6 +226,10 @@ pub struct Cache {
     scripts: Scripts,
     /// True while this process runs an early refresh.
     refreshing: AtomicBool,
+    /// When this instance first saw each outbox row (see [`outbox::Sightings`]).
+    outbox_sightings: outbox::Sightings,
+    /// The aggregates run without Redis' lease, one at a time (see [`single_flight`]).
+    database_flight: single_flight::SingleFlight<AverageAge>,
 }
 
 impl Cache {
@@ -233,6 +253,8 @@ impl Cache {
             metrics,
             scripts: Scripts::default(),
             refreshing: AtomicBool::new(false),
+            outbox_sightings: outbox::Sightings::default(),
+            database_flight: single_flight::SingleFlight::default(),
         }
     }
 
@@ -394,6 +416,26 @@ impl Cache {
                 .invoke(&mut *conn)
         })?;
         generation.as_deref().map(Generation::parse).transpose()
+    }
+
+    /// Extends the computing lease held with `token` by [`LOCK_TTL`]; false once it is no
+    /// longer held (a write deleted it, or it expired).
+    pub fn renew_computing_lease(&self, token: &str) -> RedisResult<bool> {
+        let mut conn = self.connection()?;
+        let renewed: i64 = metrics::time_cache_call("EVALSHA renew_lock", || {
+            self.scripts
+                .renew_lock
+                .key(&self.keys.lock)
+                .arg(token)
+                .arg(LOCK_TTL.as_millis() as u64)
+                .invoke(&mut *conn)
+        })?;
+        Ok(renewed == 1)
+    }
+
+    /// The single flight of aggregates run without Redis.
+    pub fn database_flight(&self) -> &single_flight::SingleFlight<AverageAge> {
+        &self.database_flight
     }
 
     /// Claims the one early refresh this process may run at a time.

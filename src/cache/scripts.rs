@@ -5,6 +5,7 @@ use redis::Script;
 pub struct Scripts {
     pub read_or_lease: Script,
     pub try_lease: Script,
+    pub renew_lock: Script,
     pub fill: Script,
     pub invalidate: Script,
     pub resync: Script,
@@ -18,6 +19,7 @@ impl Default for Scripts {
         Scripts {
             read_or_lease: Script::new(include_str!("scripts/read_or_lease.lua")),
             try_lease: Script::new(include_str!("scripts/try_lease.lua")),
+            renew_lock: Script::new(include_str!("scripts/renew_lock.lua")),
             fill: Script::new(include_str!("scripts/fill.lua")),
             invalidate: Script::new(include_str!("scripts/invalidate.lua")),
             resync: Script::new(include_str!("scripts/resync.lua")),

@@ -7,6 +7,7 @@ mod average_age_cache;
 mod browser;
 mod cache_faults;
 mod cache_races;
+mod cache_writes;
 mod cli;
 mod helpers;
 mod load_balancer;

@@ -128,10 +128,7 @@ pub async fn create(
             return Ok(Either::Right(page.with_errors(errors)));
         }
     };
-    let student = write(&state, move |cache, conn| {
-        cache.commit_and_invalidate(conn, |conn| Student::insert(conn, &new))
-    })
-    .await?;
+    let student = write(&state, move |conn| Student::insert(conn, &new)).await?;
     session::flash(
         &session,
         format!("The student “{}” was added.", student.name),
@@ -171,10 +168,7 @@ pub async fn update(
             return Ok(Either::Right(page.with_errors(errors)));
         }
     };
-    let student = write(&state, move |cache, conn| {
-        cache.commit_and_invalidate(conn, |conn| Student::update(conn, id, &changes))
-    })
-    .await?;
+    let student = write(&state, move |conn| Student::update(conn, id, &changes)).await?;
     session::flash(
         &session,
         format!("The student “{}” was changed.", student.name),
@@ -212,10 +206,7 @@ pub async fn delete(
 ) -> Result<web::Redirect, AppError> {
     session::verify_csrf(&session, &form.csrf_token)?;
     let id = id.into_inner();
-    let student = write(&state, move |cache, conn| {
-        cache.commit_and_invalidate(conn, |conn| Student::delete(conn, id))
-    })
-    .await?;
+    let student = write(&state, move |conn| Student::delete(conn, id)).await?;
     session::flash(
         &session,
         format!("The student “{}” was deleted.", student.name),
@@ -230,8 +221,8 @@ fn back_to_list() -> web::Redirect {
 /// Runs a write and its invalidation off the executor; a missing row is a 404.
 async fn write<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&crate::cache::Cache, &mut db::DbConn) -> diesel::QueryResult<T> + Send + 'static,
+    change: impl FnOnce(&mut db::DbConn) -> diesel::QueryResult<T> + Send + 'static,
 ) -> Result<T, AppError> {
-    let cache = Arc::clone(&state.cache);
-    db::with_conn(&state.db, move |conn| Ok(f(&cache, conn)?)).await
+    let (cache, pool) = (Arc::clone(&state.cache), state.db.clone());
+    db::blocking(move || cache.commit_and_invalidate(&pool, change)).await
 }
