@@ -21,11 +21,12 @@
 //! starts empty, with its floor set to the generation then current in Redis.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::RedisResult;
 
+use super::redis_target::RedisTarget;
 use super::Cache;
 use crate::models::AverageAge;
 
@@ -157,7 +158,7 @@ impl LocalTier {
 }
 
 /// Listens for invalidations until the cache is dropped; reconnects after errors.
-pub fn run_subscriber(cache: Weak<Cache>, client: redis::Client) {
+pub fn run_subscriber(cache: Weak<Cache>, client: Arc<RedisTarget>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let Some(strong) = cache.upgrade() else {
@@ -181,8 +182,8 @@ pub fn run_subscriber(cache: Weak<Cache>, client: redis::Client) {
 }
 
 /// One subscription: returns Ok when the cache is gone, Err when the connection failed.
-fn subscribe_once(cache: &Weak<Cache>, client: &redis::Client, channel: &str) -> RedisResult<()> {
-    let mut conn = client.get_connection_with_timeout(Duration::from_millis(250))?;
+fn subscribe_once(cache: &Weak<Cache>, client: &RedisTarget, channel: &str) -> RedisResult<()> {
+    let mut conn = client.connect()?;
     conn.set_read_timeout(Some(Duration::from_millis(250)))?;
     conn.set_write_timeout(Some(Duration::from_millis(250)))?;
     let mut pubsub = conn.as_pubsub();

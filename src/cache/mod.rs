@@ -64,6 +64,7 @@ pub mod breaker;
 pub mod local;
 pub mod outbox;
 pub mod redis_pool;
+pub mod redis_target;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,7 +181,7 @@ pub struct Cache {
     /// When the last lease renewal that Redis answered was sent (the local tier's clock, ms):
     /// after that plus [`LEASE`], no instance that lost Redis with this one serves from memory.
     last_renewed_ms: AtomicU64,
-    client: redis::Client,
+    client: Arc<redis_target::RedisTarget>,
     read_script: Script,
     fill_script: Script,
     invalidate_script: Script,
@@ -194,7 +195,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(
         pool: RedisPool,
-        client: redis::Client,
+        client: Arc<redis_target::RedisTarget>,
         prefix: &str,
         ttl: Duration,
         metrics: Arc<Metrics>,
@@ -279,6 +280,11 @@ impl Cache {
         if let Err(e) = spawned {
             log::error!("cannot start the invalidation listener, serving without memory tier: {e}");
         }
+    }
+
+    /// The Redis in use (`host:port`); through Sentinel, the master last named.
+    pub fn redis_master(&self) -> Option<String> {
+        self.client.master()
     }
 
     pub fn keys(&self) -> &Keys {

@@ -2,11 +2,13 @@
 //!
 //! redis' own `r2d2::ManageConnection` impl for `Client` connects without a timeout and sets no
 //! read or write timeout, so one unreachable Redis would hold a blocking thread for as long as
-//! the kernel keeps trying. This manager wraps the same `redis::Client` and bounds both.
+//! the kernel keeps trying. This manager opens its connections through a [`RedisTarget`], which
+//! bounds both and follows a Sentinel failover.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::ConnectionLike;
+use super::redis_target::{RedisConnection, RedisTarget};
 
 /// How long connecting, and each command, may take before the call fails.
 #[derive(Clone, Copy, Debug)]
@@ -27,30 +29,39 @@ impl Default for RedisTimeouts {
     }
 }
 
+impl RedisTimeouts {
+    /// `REDIS_TIMEOUT_MS` for connecting and for each command; a checkout waits a little longer,
+    /// so that a connection being opened for it can still arrive.
+    pub fn from_setting(timeout: Duration) -> Self {
+        RedisTimeouts {
+            connect: timeout,
+            command: timeout,
+            checkout: timeout + Duration::from_millis(50),
+        }
+    }
+}
+
 pub struct RedisManager {
-    client: redis::Client,
-    timeouts: RedisTimeouts,
+    target: Arc<RedisTarget>,
 }
 
 impl r2d2::ManageConnection for RedisManager {
-    type Connection = redis::Connection;
+    type Connection = RedisConnection;
     type Error = redis::RedisError;
 
-    fn connect(&self) -> Result<redis::Connection, redis::RedisError> {
-        let conn = self
-            .client
-            .get_connection_with_timeout(self.timeouts.connect)?;
-        conn.set_read_timeout(Some(self.timeouts.command))?;
-        conn.set_write_timeout(Some(self.timeouts.command))?;
-        Ok(conn)
+    fn connect(&self) -> Result<RedisConnection, redis::RedisError> {
+        let conn = self.target.connect()?;
+        Ok(RedisConnection::new(conn, Arc::clone(&self.target)))
     }
 
-    fn is_valid(&self, conn: &mut redis::Connection) -> Result<(), redis::RedisError> {
+    fn is_valid(&self, conn: &mut RedisConnection) -> Result<(), redis::RedisError> {
         redis::cmd("PING").query::<String>(conn).map(drop)
     }
 
-    fn has_broken(&self, conn: &mut redis::Connection) -> bool {
-        !conn.is_open()
+    /// A connection that saw `READONLY`, an I/O error or a timeout is dropped, not reused: its
+    /// server may no longer be the master.
+    fn has_broken(&self, conn: &mut RedisConnection) -> bool {
+        conn.is_broken()
     }
 }
 
@@ -69,10 +80,13 @@ pub type RedisPool = r2d2::Pool<RedisManager>;
 
 /// Builds the pool without connecting: the application starts, and serves from the database,
 /// while Redis is down.
-pub fn build_redis_pool(url: &str, timeouts: RedisTimeouts) -> anyhow::Result<RedisPool> {
-    let client = redis::Client::open(url)?;
+pub fn build_redis_pool(
+    target: Arc<RedisTarget>,
+    timeouts: RedisTimeouts,
+    max_size: u32,
+) -> anyhow::Result<RedisPool> {
     Ok(r2d2::Pool::builder()
-        .max_size(16)
+        .max_size(max_size)
         .min_idle(Some(0))
         // A PING per checkout would double the round trips of a cache hit. A connection that
         // died with Redis fails its next command instead, which opens the breaker, and the
@@ -80,5 +94,5 @@ pub fn build_redis_pool(url: &str, timeouts: RedisTimeouts) -> anyhow::Result<Re
         .test_on_check_out(false)
         .connection_timeout(timeouts.checkout)
         .error_handler(Box::new(QuietErrors))
-        .build_unchecked(RedisManager { client, timeouts }))
+        .build_unchecked(RedisManager { target }))
 }

@@ -333,6 +333,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let settings = Settings {
         database_url: database.url.clone(),
         redis_url: proxy.url(),
+        redis_pool_size: 16,
+        redis_timeout: Duration::from_millis(250),
         bind_addr: "127.0.0.1:0".parse().expect("addr"),
         cache_ttl: Duration::from_secs(options.ttl_secs.unwrap_or(300)),
         cache_key_prefix: prefix.clone(),
