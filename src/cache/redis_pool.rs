@@ -50,16 +50,15 @@ impl r2d2::ManageConnection for RedisManager {
     type Error = redis::RedisError;
 
     fn connect(&self) -> Result<RedisConnection, redis::RedisError> {
-        let conn = self.target.connect()?;
-        Ok(RedisConnection::new(conn, Arc::clone(&self.target)))
+        self.target.connect_pooled()
     }
 
     fn is_valid(&self, conn: &mut RedisConnection) -> Result<(), redis::RedisError> {
         redis::cmd("PING").query::<String>(conn).map(drop)
     }
 
-    /// A connection that saw `READONLY`, an I/O error or a timeout is dropped, not reused: its
-    /// server may no longer be the master.
+    /// A connection that saw `READONLY`, an I/O error or a timeout, or that was opened to a
+    /// master since replaced, is dropped, not reused: its server may no longer be the master.
     fn has_broken(&self, conn: &mut RedisConnection) -> bool {
         conn.is_broken()
     }

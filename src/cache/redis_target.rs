@@ -21,7 +21,8 @@
 //! restart. Freshness across the failover is not this module's concern: the replica may have
 //! missed writes, and the cache's generation checks decide what may be served.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::{Client, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, RedisResult};
@@ -151,6 +152,9 @@ pub struct RedisTarget {
     connect_timeout: Duration,
     command_timeout: Duration,
     master: Mutex<Option<Master>>,
+    /// How many times the master changed: a connection opened under an older one is retired.
+    /// Written under the `master` lock; read without it on every command.
+    epoch: AtomicU64,
 }
 
 impl RedisTarget {
@@ -183,6 +187,7 @@ impl RedisTarget {
             connect_timeout,
             command_timeout,
             master: Mutex::new(master),
+            epoch: AtomicU64::new(0),
         })
     }
 
@@ -195,13 +200,33 @@ impl RedisTarget {
     /// A connection with the connect and command timeouts; through Sentinel, to a server that
     /// says it is the master.
     pub fn connect(&self) -> RedisResult<redis::Connection> {
+        self.connect_in_epoch().map(|(conn, _)| conn)
+    }
+
+    /// A connection for the pool, retired once the master changes.
+    pub fn connect_pooled(self: &Arc<Self>) -> RedisResult<RedisConnection> {
+        let (conn, epoch) = self.connect_in_epoch()?;
+        Ok(RedisConnection {
+            conn,
+            broken: false,
+            epoch,
+            target: Arc::clone(self),
+        })
+    }
+
+    /// How many times the master changed.
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    fn connect_in_epoch(&self) -> RedisResult<(redis::Connection, u64)> {
         let (url, sentinels) = match &self.kind {
-            Kind::Direct(client) => return self.open_with_timeouts(client),
+            Kind::Direct(client) => return Ok((self.open_with_timeouts(client)?, 0)),
             Kind::Sentinel { url, sentinels } => (url, sentinels),
         };
-        if let Some(client) = self.trusted_master() {
+        if let Some((client, epoch)) = self.trusted_master() {
             match self.open_master(&client) {
-                Ok(conn) => return Ok(conn),
+                Ok(conn) => return Ok((conn, epoch)),
                 Err(e) => {
                     log::info!("redis master unusable ({e}), asking the sentinels");
                     self.forget_master();
@@ -233,16 +258,16 @@ impl RedisTarget {
         }
     }
 
-    fn trusted_master(&self) -> Option<Client> {
+    fn trusted_master(&self) -> Option<(Client, u64)> {
         let master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
         master
             .as_ref()
             .filter(|m| m.trusted)
-            .map(|m| m.client.clone())
+            .map(|m| (m.client.clone(), self.epoch()))
     }
 
     /// Asks one sentinel for the master, and connects to it.
-    fn ask(&self, sentinel: &Client, url: &SentinelUrl) -> RedisResult<redis::Connection> {
+    fn ask(&self, sentinel: &Client, url: &SentinelUrl) -> RedisResult<(redis::Connection, u64)> {
         let mut conn = self.open_with_timeouts(sentinel)?;
         let named: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
@@ -261,13 +286,16 @@ impl RedisTarget {
         let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
         if master.as_ref().is_none_or(|m| m.address != address) {
             log::info!("redis master for {}: {address}", url.service);
+            if master.is_some() {
+                self.epoch.fetch_add(1, Ordering::AcqRel);
+            }
         }
         *master = Some(Master {
             address,
             client,
             trusted: true,
         });
-        Ok(conn)
+        Ok((conn, self.epoch()))
     }
 
     /// A connection to `client` if the server there is a master.
@@ -301,33 +329,53 @@ pub fn is_failover_sign(error: &RedisError) -> bool {
         || error.is_connection_refusal()
 }
 
-/// A pooled connection that remembers a failure that means it must not be reused.
+fn is_readonly_reply(value: &redis::Value) -> bool {
+    matches!(value, redis::Value::ServerError(e) if e.code() == "READONLY")
+}
+
+/// A pooled connection that remembers a failure that means it must not be reused, and the
+/// master it was opened to.
 pub struct RedisConnection {
     conn: redis::Connection,
     broken: bool,
-    target: std::sync::Arc<RedisTarget>,
+    epoch: u64,
+    target: Arc<RedisTarget>,
 }
 
 impl RedisConnection {
-    pub fn new(conn: redis::Connection, target: std::sync::Arc<RedisTarget>) -> Self {
-        RedisConnection {
-            conn,
-            broken: false,
-            target,
-        }
-    }
-
-    /// True after a failover sign, or when the socket closed.
+    /// True after a failover sign, when the socket closed, or when the master changed since
+    /// it was opened.
     pub fn is_broken(&self) -> bool {
-        self.broken || !self.conn.is_open()
+        self.broken || !self.conn.is_open() || self.epoch != self.target.epoch()
     }
 
-    fn observe<T>(&mut self, result: RedisResult<T>) -> RedisResult<T> {
-        if let Err(e) = &result {
-            if is_failover_sign(e) {
-                self.broken = true;
-                self.target.forget_master();
-            }
+    /// An idle connection to a master that has since been replaced is not used: that server
+    /// may now be a replica that still answers reads, with values the new master no longer has.
+    fn check_master(&mut self) -> RedisResult<()> {
+        if self.epoch != self.target.epoch() {
+            self.broken = true;
+            return Err(RedisError::from((
+                ErrorKind::Io,
+                "the redis master changed since this connection was opened",
+            )));
+        }
+        Ok(())
+    }
+
+    /// A server's error replies arrive as values (`query` turns them into errors later), so
+    /// `READONLY` is looked for in `replies` as well as in the call's own error.
+    fn observe<T>(
+        &mut self,
+        result: RedisResult<T>,
+        replies: impl Fn(&T) -> &[redis::Value],
+    ) -> RedisResult<T> {
+        let failover = match &result {
+            Err(e) => is_failover_sign(e),
+            Ok(value) => replies(value).iter().any(is_readonly_reply),
+        };
+        if failover {
+            self.broken = true;
+            self.target.forget_master();
         }
         result
     }
@@ -335,8 +383,9 @@ impl RedisConnection {
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<redis::Value> {
+        self.check_master()?;
         let result = self.conn.req_packed_command(cmd);
-        self.observe(result)
+        self.observe(result, std::slice::from_ref)
     }
 
     fn req_packed_commands(
@@ -345,8 +394,9 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<redis::Value>> {
+        self.check_master()?;
         let result = self.conn.req_packed_commands(cmd, offset, count);
-        self.observe(result)
+        self.observe(result, Vec::as_slice)
     }
 
     fn get_db(&self) -> i64 {

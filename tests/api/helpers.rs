@@ -19,10 +19,12 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub mod sentinel;
+
 pub const STAFF_USER: &str = "staff";
 pub const STAFF_PASSWORD: &str = "correct horse battery staple";
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -12,3 +12,4 @@ mod load_balancer;
 mod observability;
 mod public_pages;
 mod resilience;
+mod sentinel;
