@@ -50,12 +50,15 @@ impl RedisProcess {
         process
     }
 
-    /// A data server (no persistence), optionally replicating from `master_port`.
-    fn server(replica_of: Option<u16>) -> RedisProcess {
+    /// A data server (no persistence), optionally replicating from `master_port`; a replica
+    /// keeps the snapshot it syncs from in `dir`.
+    fn server(dir: &TempDir, replica_of: Option<u16>) -> RedisProcess {
         let port = free_port();
+        let dir = dir.path().display().to_string();
         let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
             .into_iter()
-            .chain(["--save", "", "--appendonly", "no"])
+            .chain(["--save", "", "--appendonly", "no", "--dir", &dir])
+            .chain(["--dbfilename", &format!("dump-{port}.rdb")])
             .map(String::from)
             .collect();
         if let Some(master) = replica_of {
@@ -145,13 +148,13 @@ pub struct SentinelCluster {
 impl SentinelCluster {
     pub async fn start(replica_behind_proxy: bool) -> SentinelCluster {
         let dir = TempDir::new().expect("temp dir");
-        let master = RedisProcess::server(None);
+        let master = RedisProcess::server(&dir, None);
         let replica_link = match replica_behind_proxy {
             true => Some(TcpProxy::start(master.port).await),
             false => None,
         };
         let upstream = replica_link.as_ref().map_or(master.port, |p| p.port);
-        let replica = RedisProcess::server(Some(upstream));
+        let replica = RedisProcess::server(&dir, Some(upstream));
         let cluster = SentinelCluster {
             sentinels: Vec::new(),
             master,
