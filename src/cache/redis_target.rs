@@ -18,7 +18,9 @@
 //! command that fails on a pooled connection with `READONLY` (a master demoted under it), an
 //! I/O error or a timeout marks that connection broken (the pool drops it) and forgets the
 //! address, so the next connection asks the sentinels again: a failover is followed without a
-//! restart. Freshness across the failover is not this module's concern: the replica may have
+//! restart. Once the sentinels name another master, every connection opened to the old one is
+//! refused at its next command and dropped, because a demoted master still answers reads (with
+//! its own, possibly older, data) and so would never fail by itself. Freshness across the failover is not this module's concern: the replica may have
 //! missed writes, and the cache's generation checks decide what may be served.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -284,7 +286,7 @@ impl RedisTarget {
         let conn = self.open_master(&client)?;
         let address = client.get_connection_info().addr().to_string();
         let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
-        if master.as_ref().is_none_or(|m| m.address != address) {
+        if !master.as_ref().is_some_and(|m| m.address == address) {
             log::info!("redis master for {}: {address}", url.service);
             if master.is_some() {
                 self.epoch.fetch_add(1, Ordering::AcqRel);
