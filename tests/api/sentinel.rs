@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cachewithredis::cache::redis_pool::{build_redis_pool, RedisTimeouts};
+use cachewithredis::cache::redis_target::{RedisConnection, RedisTarget};
 use cachewithredis::models::Student;
 use tokio::task::JoinHandle;
 
@@ -287,7 +289,8 @@ async fn a_sentinel_that_is_down_or_names_an_unreachable_master_is_passed_over()
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn connections_to_a_master_demoted_under_them_are_dropped_for_the_one_the_sentinels_name() {
+async fn connections_to_a_master_demoted_under_them_are_dropped_and_a_sentinel_still_naming_it_is_passed_over(
+) {
     let cluster = SentinelCluster::start(false).await;
     let app = warm_app(&cluster).await;
     cluster.swap_roles_by_hand();
@@ -298,4 +301,47 @@ async fn connections_to_a_master_demoted_under_them_are_dropped_for_the_one_the_
     wait_for_hit(&app, since, HIT_AFTER_PROMOTION).await;
     assert_eq!(app.average().await.0["student_count"], 3);
     assert_eq!(readyz_master(&app).await, cluster.replica.address());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_pooled_connection_to_a_replaced_master_is_used_once_the_sentinels_name_another() {
+    let cluster = SentinelCluster::start(false).await;
+    let timeouts = RedisTimeouts::from_setting(Duration::from_millis(250));
+    let target = Arc::new(
+        RedisTarget::open(&cluster.url(), timeouts.connect, timeouts.command).expect("url"),
+    );
+    let pool = build_redis_pool(target, timeouts, 2).expect("pool");
+    let role = |conn: &mut RedisConnection| -> redis::RedisResult<String> {
+        let role: Vec<redis::Value> = redis::cmd("ROLE").query(conn)?;
+        Ok(redis::from_redis_value(role[0].clone())?)
+    };
+    tokio::task::spawn_blocking(move || {
+        // Two idle connections to the first master.
+        let (mut a, mut b) = (pool.get().expect("a"), pool.get().expect("b"));
+        assert_eq!(role(&mut a).unwrap(), "master");
+        assert_eq!(role(&mut b).unwrap(), "master");
+        drop((a, b));
+        cluster.swap_roles_by_hand();
+        // A write on one meets READONLY; a new connection then finds the new master while the
+        // other old connection is checked out.
+        let mut a = pool.get().expect("a");
+        let written: redis::RedisResult<()> = redis::cmd("SET").arg("k").arg(1).query(&mut *a);
+        assert!(written.is_err(), "the old master refuses writes");
+        drop(a);
+        let old = pool.get().expect("old");
+        let mut new = pool.get().expect("new");
+        assert_eq!(role(&mut new).unwrap(), "master");
+        drop((old, new));
+        // Neither connection now handed out is to the demoted server.
+        let (mut a, mut b) = (pool.get().expect("a"), pool.get().expect("b"));
+        let roles = [role(&mut a), role(&mut b)];
+        assert!(
+            roles
+                .iter()
+                .all(|r| r.as_deref().is_ok_and(|r| r == "master")),
+            "{roles:?}"
+        );
+    })
+    .await
+    .expect("pool checks");
 }

@@ -244,7 +244,8 @@ impl SentinelCluster {
     }
 
     /// Promotes the replica and demotes the master without Sentinel (so the master's clients
-    /// stay connected and get `READONLY`), then has every sentinel watch the new master.
+    /// stay connected and get `READONLY`), then has every sentinel but the first watch the new
+    /// master: the first still names the old one, now a replica.
     pub fn swap_roles_by_hand(&self) {
         let _: () = redis::cmd("REPLICAOF")
             .arg("NO")
@@ -256,7 +257,7 @@ impl SentinelCluster {
             .arg(self.replica.port)
             .query(&mut self.master.connection())
             .expect("demote");
-        for sentinel in &self.sentinels {
+        for sentinel in &self.sentinels[1..] {
             let mut conn = sentinel.connection();
             let _: () = redis::cmd("SENTINEL")
                 .arg("REMOVE")
