@@ -306,7 +306,8 @@ async fn connections_to_a_master_demoted_under_them_are_dropped_and_a_sentinel_s
 #[tokio::test(flavor = "multi_thread")]
 async fn no_pooled_connection_to_a_replaced_master_is_used_once_the_sentinels_name_another() {
     let cluster = SentinelCluster::start(false).await;
-    let timeouts = RedisTimeouts::from_setting(Duration::from_millis(250));
+    // Generous: a checkout that opens a connection asks two sentinels first.
+    let timeouts = RedisTimeouts::from_setting(Duration::from_secs(1));
     let target = Arc::new(
         RedisTarget::open(&cluster.url(), timeouts.connect, timeouts.command).expect("url"),
     );
