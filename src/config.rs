@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::cache::redis_target::SentinelUrl;
+
 /// Where the students live.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -30,6 +32,10 @@ impl DatabaseUrl {
 pub struct Settings {
     pub database_url: DatabaseUrl,
     pub redis_url: String,
+    /// `REDIS_POOL_SIZE`: the most Redis connections one process keeps.
+    pub redis_pool_size: u32,
+    /// `REDIS_TIMEOUT_MS`: the bound on connecting to Redis and on each command.
+    pub redis_timeout: Duration,
     pub bind_addr: SocketAddr,
     pub cache_ttl: Duration,
     pub cache_key_prefix: String,
@@ -54,6 +60,8 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
             .field("database_url", &self.database_url)
+            .field("redis_pool_size", &self.redis_pool_size)
+            .field("redis_timeout", &self.redis_timeout)
             .field("bind_addr", &self.bind_addr)
             .field("cache_ttl", &self.cache_ttl)
             .field("cache_key_prefix", &self.cache_key_prefix)
@@ -77,6 +85,10 @@ pub struct ConfigError {
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
 /// actix-web's cookie key derivation needs at least this many bytes of secret.
 const MIN_SECRET_KEY_LEN: usize = 32;
+/// More connections than this per process would only queue inside Redis.
+const MAX_REDIS_POOL_SIZE: u32 = 1024;
+/// A bound above a minute is no bound for a request waiting on it.
+const MAX_REDIS_TIMEOUT_MS: u64 = 60_000;
 
 impl Settings {
     /// Reads `.env` when present, then the process environment.
@@ -92,6 +104,8 @@ impl Settings {
         Ok(Settings {
             database_url: parse_database_url(&var("DATABASE_URL", "cachewithredis.sqlite3"))?,
             redis_url: parse_redis_url(&var("REDIS_URL", "redis://127.0.0.1:6379/0"))?,
+            redis_pool_size: parse_redis_pool_size(&var("REDIS_POOL_SIZE", "16"))?,
+            redis_timeout: parse_redis_timeout(&var("REDIS_TIMEOUT_MS", "250"))?,
             bind_addr: parse_bind_addr(&var("BIND_ADDR", "127.0.0.1:8000"))?,
             cache_ttl: parse_ttl(&var("CACHE_TTL_SECS", "300"))?,
             cache_key_prefix: parse_key_prefix(&var("CACHE_KEY_PREFIX", "cachewithredis"))?,
@@ -134,7 +148,19 @@ fn parse_database_url(value: &str) -> Result<DatabaseUrl, ConfigError> {
 }
 
 fn parse_redis_url(value: &str) -> Result<String, ConfigError> {
-    let accepts = "a redis://, rediss:// or unix:// URL, e.g. redis://:password@127.0.0.1:6379/0";
+    let accepts = "a redis://, rediss:// or unix:// URL, e.g. redis://:password@127.0.0.1:6379/0, \
+                   or redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB]";
+    if SentinelUrl::is_sentinel(value) {
+        return SentinelUrl::parse(value)
+            .map(|_| value.to_owned())
+            .map_err(|e| {
+                invalid(
+                    "REDIS_URL",
+                    &redact_password(value),
+                    format!("{accepts} ({e})"),
+                )
+            });
+    }
     if !(value.starts_with("redis://")
         || value.starts_with("rediss://")
         || value.starts_with("unix://")
@@ -152,6 +178,28 @@ fn parse_redis_url(value: &str) -> Result<String, ConfigError> {
                 format!("{accepts} ({e})"),
             )
         })
+}
+
+fn parse_redis_pool_size(value: &str) -> Result<u32, ConfigError> {
+    match value.trim().parse::<u32>() {
+        Ok(size) if (1..=MAX_REDIS_POOL_SIZE).contains(&size) => Ok(size),
+        _ => Err(invalid(
+            "REDIS_POOL_SIZE",
+            value,
+            format!("a whole number of connections from 1 to {MAX_REDIS_POOL_SIZE}"),
+        )),
+    }
+}
+
+fn parse_redis_timeout(value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(ms) if (1..=MAX_REDIS_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
+        _ => Err(invalid(
+            "REDIS_TIMEOUT_MS",
+            value,
+            format!("a whole number of milliseconds from 1 to {MAX_REDIS_TIMEOUT_MS}"),
+        )),
+    }
 }
 
 /// Hides the password of a URL that is about to be printed.
@@ -248,6 +296,8 @@ mod tests {
             DatabaseUrl::Sqlite("cachewithredis.sqlite3".into())
         );
         assert_eq!(s.redis_url, "redis://127.0.0.1:6379/0");
+        assert_eq!(s.redis_pool_size, 16);
+        assert_eq!(s.redis_timeout, Duration::from_millis(250));
         assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8000");
         assert_eq!(s.cache_ttl, Duration::from_secs(300));
         assert_eq!(s.cache_key_prefix, "cachewithredis");
@@ -267,6 +317,15 @@ mod tests {
             ("BIND_ADDR", "127.0.0.1:99999"),
             ("REDIS_URL", "http://127.0.0.1:6379"),
             ("REDIS_URL", "127.0.0.1:6379"),
+            ("REDIS_URL", "redis+sentinel://127.0.0.1:26379"),
+            ("REDIS_URL", "redis+sentinel://127.0.0.1:26379/svc/db"),
+            ("REDIS_POOL_SIZE", "0"),
+            ("REDIS_POOL_SIZE", "many"),
+            ("REDIS_POOL_SIZE", "100000"),
+            ("REDIS_TIMEOUT_MS", "0"),
+            ("REDIS_TIMEOUT_MS", "-1"),
+            ("REDIS_TIMEOUT_MS", "1s"),
+            ("REDIS_TIMEOUT_MS", "3600000"),
             ("CACHE_KEY_PREFIX", ""),
             ("CACHE_KEY_PREFIX", "has space"),
             ("SECRET_KEY", "short"),
@@ -307,6 +366,14 @@ mod tests {
     fn rediss_urls_with_passwords_are_accepted() {
         let s = settings(&[("REDIS_URL", "rediss://:pw@cache.internal:6380/1")]).unwrap();
         assert_eq!(s.redis_url, "rediss://:pw@cache.internal:6380/1");
+    }
+
+    #[test]
+    fn sentinel_urls_are_accepted_and_their_password_is_not_echoed() {
+        let url = "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/cache/1";
+        assert_eq!(settings(&[("REDIS_URL", url)]).unwrap().redis_url, url);
+        let err = settings(&[("REDIS_URL", "redis+sentinel://:hunter2@h:1")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

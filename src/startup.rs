@@ -15,6 +15,7 @@ use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
+use crate::cache::redis_target::RedisTarget;
 use crate::cache::resync::Resync;
 use crate::cache::{outbox, Cache};
 use crate::config::Settings;
@@ -47,13 +48,23 @@ impl Resources {
         crate::models::student::recount(&mut conn)?;
         drop(conn);
         let metrics = Arc::new(Metrics::new());
+        let timeouts = RedisTimeouts::from_setting(settings.redis_timeout);
+        let target = Arc::new(RedisTarget::open(
+            &settings.redis_url,
+            timeouts.connect,
+            timeouts.command,
+        )?);
         // Every new connection is checked for a Redis that lost data before it is used.
         let resync = Arc::new(Resync::new(db.clone(), &settings.cache_key_prefix));
-        let redis =
-            build_checked_redis_pool(&settings.redis_url, RedisTimeouts::default(), Some(resync))?;
+        let redis = build_checked_redis_pool(
+            Arc::clone(&target),
+            timeouts,
+            settings.redis_pool_size,
+            Some(resync),
+        )?;
         let cache = Arc::new(Cache::new(
             redis,
-            redis::Client::open(settings.redis_url.as_str())?,
+            target,
             &settings.cache_key_prefix,
             settings.cache_ttl,
             Arc::clone(&metrics),

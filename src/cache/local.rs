@@ -24,12 +24,13 @@
 //! every [`SUBSCRIPTION_TIMEOUT`] without a message, and reconnected.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::RedisResult;
 
 use super::generation::Generation;
+use super::redis_target::RedisTarget;
 use super::Cache;
 use crate::models::AverageAge;
 
@@ -192,7 +193,7 @@ impl LocalTier {
 }
 
 /// Listens for invalidations until the cache is dropped; reconnects after errors.
-pub fn run_subscriber(cache: Weak<Cache>, client: redis::Client) {
+pub fn run_subscriber(cache: Weak<Cache>, client: Arc<RedisTarget>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let Some(strong) = cache.upgrade() else {
@@ -216,8 +217,8 @@ pub fn run_subscriber(cache: Weak<Cache>, client: redis::Client) {
 }
 
 /// One subscription: returns Ok when the cache is gone, Err when the connection failed.
-fn subscribe_once(cache: &Weak<Cache>, client: &redis::Client, channel: &str) -> RedisResult<()> {
-    let mut conn = client.get_connection_with_timeout(SUBSCRIPTION_TIMEOUT)?;
+fn subscribe_once(cache: &Weak<Cache>, client: &RedisTarget, channel: &str) -> RedisResult<()> {
+    let mut conn = client.connect()?;
     conn.set_read_timeout(Some(SUBSCRIPTION_TIMEOUT))?;
     conn.set_write_timeout(Some(SUBSCRIPTION_TIMEOUT))?;
     let mut pubsub = conn.as_pubsub();

@@ -108,6 +108,7 @@ pub mod lease;
 pub mod local;
 pub mod outbox;
 pub mod redis_pool;
+pub mod redis_target;
 pub mod resync;
 pub mod scripts;
 pub mod single_flight;
@@ -222,7 +223,7 @@ pub struct Cache {
     /// after that plus [`lease::LEASE`], no instance that lost Redis with this one serves from
     /// memory.
     last_renewed_ms: AtomicU64,
-    client: redis::Client,
+    client: Arc<redis_target::RedisTarget>,
     scripts: Scripts,
     /// True while this process runs an early refresh.
     refreshing: AtomicBool,
@@ -235,7 +236,7 @@ pub struct Cache {
 impl Cache {
     pub fn new(
         pool: RedisPool,
-        client: redis::Client,
+        client: Arc<redis_target::RedisTarget>,
         prefix: &str,
         ttl: Duration,
         metrics: Arc<Metrics>,
@@ -273,6 +274,11 @@ impl Cache {
         if let Err(e) = spawned {
             log::error!("cannot start the invalidation listener, serving without memory tier: {e}");
         }
+    }
+
+    /// The Redis in use (`host:port`); through Sentinel, the master last named.
+    pub fn redis_master(&self) -> Option<String> {
+        self.client.master()
     }
 
     pub fn keys(&self) -> &Keys {

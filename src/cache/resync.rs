@@ -15,7 +15,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use redis::{RedisError, RedisResult};
+use redis::{ConnectionLike, RedisError, RedisResult};
 
 use super::generation::{self, Generation};
 use super::redis_pool::OnConnect;
@@ -42,7 +42,7 @@ impl Resync {
         }
     }
 
-    fn raise(&self, conn: &mut redis::Connection) -> RedisResult<Generation> {
+    fn raise(&self, conn: &mut dyn ConnectionLike) -> RedisResult<Generation> {
         let found: Option<String> = redis::cmd("GET").arg(&self.keys.generation).query(conn)?;
         // A counter that is not a number was not written by this application: the mark wins.
         let found = found
@@ -67,7 +67,7 @@ impl Resync {
 }
 
 impl OnConnect for Resync {
-    fn on_connect(&self, conn: &mut redis::Connection) -> RedisResult<()> {
+    fn on_connect(&self, conn: &mut dyn ConnectionLike) -> RedisResult<()> {
         let run_id = run_id(conn)?;
         let mut server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
         if server.as_deref() == Some(run_id.as_str()) {
@@ -86,7 +86,7 @@ impl OnConnect for Resync {
 }
 
 /// The server's `run_id`, new at every start of a Redis process.
-fn run_id(conn: &mut redis::Connection) -> RedisResult<String> {
+fn run_id(conn: &mut dyn ConnectionLike) -> RedisResult<String> {
     let info: String = redis::cmd("INFO").arg("server").query(conn)?;
     info.lines()
         .find_map(|line| line.strip_prefix("run_id:"))

@@ -25,6 +25,8 @@ pub async fn healthz() -> HttpResponse {
 struct Readiness {
     database: &'static str,
     cache: &'static str,
+    /// `host:port` of the Redis in use (through Sentinel, the master it last named).
+    redis_master: Option<String>,
 }
 
 /// 503 when the database cannot be used; 200 with `"cache": "unavailable"` when only Redis is
@@ -54,6 +56,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let body = Readiness {
         database: if database_ok { "ok" } else { "unavailable" },
         cache: if cache_ok { "ok" } else { "unavailable" },
+        redis_master: state.cache.redis_master(),
     };
     if database_ok {
         HttpResponse::Ok().json(body)

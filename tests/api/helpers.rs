@@ -19,10 +19,12 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+pub mod sentinel;
+
 pub const STAFF_USER: &str = "staff";
 pub const STAFF_PASSWORD: &str = "correct horse battery staple";
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -357,6 +359,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let settings = Settings {
         database_url: database.url.clone(),
         redis_url: proxy.url(),
+        redis_pool_size: 16,
+        redis_timeout: Duration::from_millis(250),
         bind_addr: "127.0.0.1:0".parse().expect("addr"),
         cache_ttl: Duration::from_secs(options.ttl_secs.unwrap_or(300)),
         cache_key_prefix: prefix.clone(),

@@ -14,3 +14,4 @@ mod load_balancer;
 mod observability;
 mod public_pages;
 mod resilience;
+mod sentinel;

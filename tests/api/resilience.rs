@@ -46,7 +46,11 @@ async fn readyz_reports_redis_down_as_degraded_not_failed() {
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.json::<serde_json::Value>().await.unwrap(),
-        serde_json::json!({"database": "ok", "cache": "ok"})
+        serde_json::json!({
+            "database": "ok",
+            "cache": "ok",
+            "redis_master": format!("127.0.0.1:{}", app.proxy.port),
+        })
     );
     app.proxy.cut();
     let response = app.get("/readyz").await;
