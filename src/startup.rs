@@ -15,7 +15,7 @@ use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::cache::redis_pool::{build_redis_pool, RedisTimeouts};
-use crate::cache::{outbox, Cache};
+use crate::cache::{monitor, outbox, Cache};
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
@@ -96,6 +96,10 @@ impl Application {
         .await?;
         resources.cache.start_subscriber();
         tokio::spawn(outbox::run_worker(
+            Arc::clone(&resources.cache),
+            resources.db.clone(),
+        ));
+        tokio::spawn(monitor::run(
             Arc::clone(&resources.cache),
             resources.db.clone(),
         ));

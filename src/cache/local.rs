@@ -70,6 +70,7 @@ struct Entry {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemoryHit {
     pub stats: AverageAge,
+    pub generation: u64,
     pub remaining: Duration,
     pub compute: Duration,
 }
@@ -99,6 +100,7 @@ impl LocalTier {
         match state.entry {
             Some(e) if e.generation >= state.floor && now < e.expires_ms => Some(MemoryHit {
                 stats: e.stats,
+                generation: e.generation,
                 remaining: Duration::from_millis(e.expires_ms - now),
                 compute: e.compute,
             }),

@@ -62,6 +62,7 @@
 pub mod average;
 pub mod breaker;
 pub mod local;
+pub mod monitor;
 pub mod outbox;
 pub mod redis_pool;
 
@@ -189,6 +190,8 @@ pub struct Cache {
     try_lease_script: Script,
     /// True while this process runs an early refresh.
     refreshing: AtomicBool,
+    /// The last value served from the cache, for the consistency [`monitor`].
+    served: monitor::LastServed,
 }
 
 impl Cache {
@@ -247,6 +250,7 @@ impl Cache {
                   return false",
             ),
             refreshing: AtomicBool::new(false),
+            served: monitor::LastServed::default(),
             unacknowledged_script: Script::new(
                 r"local t = redis.call('TIME')
                   local now = t[1] * 1000 + math.floor(t[2] / 1000)

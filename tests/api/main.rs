@@ -7,6 +7,7 @@ mod average_age_cache;
 mod browser;
 mod cache_races;
 mod cli;
+mod consistency_monitor;
 mod helpers;
 mod load_balancer;
 mod observability;
