@@ -16,6 +16,8 @@ use crate::cluster::Instance;
 
 pub const STAFF_USER: &str = "nemesis";
 pub const STAFF_PASSWORD: &str = "nemesis staff password";
+/// A write slower than this is reported (not counted as an error).
+const SLOW_WRITE: Duration = Duration::from_secs(2);
 
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -66,12 +68,23 @@ async fn form_token(
     csrf_token_in(&body).ok_or_else(|| anyhow::anyhow!("no csrf_token on {path}"))
 }
 
-/// Signs `client` in on `instance`, retrying while it restarts.
-pub async fn sign_in(client: &reqwest::Client, instance: &Instance) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Signs `client` in on `instance`, retrying while it restarts, until `stop`. A client whose
+/// session is still valid (sessions outlive restarts) is sent away from the sign-in page.
+pub async fn sign_in(
+    client: &reqwest::Client,
+    instance: &Instance,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let attempt = async {
-            let token = form_token(client, instance, "/admin/login").await?;
+            let page = client.get(instance.url("/admin/login")).send().await?;
+            if page.status() == 303 {
+                return Ok(());
+            }
+            let body = page.text().await?;
+            let token = csrf_token_in(&body)
+                .ok_or_else(|| anyhow::anyhow!("no csrf_token on /admin/login"))?;
             let response = client
                 .post(instance.url("/admin/login"))
                 .form(&[
@@ -89,7 +102,7 @@ pub async fn sign_in(client: &reqwest::Client, instance: &Instance) -> anyhow::R
         };
         match attempt.await {
             Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(e) if Instant::now() > deadline || stop.load(Ordering::Acquire) => return Err(e),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
@@ -195,7 +208,7 @@ pub async fn staff_writer(
         };
         let mark = instance.restart_mark();
         if !signed_in[i] {
-            match sign_in(client, instance).await {
+            match sign_in(client, instance, &stop).await {
                 Ok(()) => signed_in[i] = true,
                 Err(e) => {
                     if !instance.overlapped_restart(mark) {
@@ -217,13 +230,24 @@ pub async fn staff_writer(
                         write.describe()
                     ));
                 }
+                // Signing in again is harmless: a valid session skips the form.
                 signed_in[i] = false;
                 tokio::time::sleep(pause).await;
                 continue;
             }
         };
         let k = history.write_started();
+        let sending = Instant::now();
         let sent = write.send(client, instance, &token).await;
+        if sending.elapsed() > SLOW_WRITE {
+            println!(
+                "[{}] slow write: S{k} ({}) on instance {} took {:.1}s",
+                history.now(),
+                write.describe(),
+                instance.name,
+                sending.elapsed().as_secs_f64()
+            );
+        }
         let answered = match &sent {
             Ok(response) if response.status() == 303 => Some(Instant::now()),
             Ok(response) => {

@@ -29,6 +29,8 @@ const PREFIX: &str = "nemesis";
 const INITIAL_STUDENTS: u64 = 20;
 /// After the faults stop: how long the outbox may take to drain and reads to be hits again.
 const RECOVERY: Duration = Duration::from_secs(5);
+/// How often the run says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 struct Options {
     seconds: u64,
@@ -294,9 +296,25 @@ async fn exercise(
         })
         .collect();
 
-    tokio::select! {
-        _ = tokio::time::sleep(Duration::from_secs(options.seconds)) => {}
-        _ = tokio::signal::ctrl_c() => history.error("interrupted".into()),
+    let end = tokio::time::Instant::now() + Duration::from_secs(options.seconds);
+    let mut progress =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            _ = progress.tick() => {
+                let (reads, writes) = history.counts();
+                println!(
+                    "[{}] progress: {reads} reads, {writes} writes, {} errors",
+                    history.now(),
+                    history.error_count()
+                );
+            }
+            _ = tokio::signal::ctrl_c() => {
+                history.error("interrupted".into());
+                break;
+            }
+        }
     }
     stop_faults.store(true, Ordering::Release);
     tokio::task::block_in_place(|| {
