@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The page shows the average to two decimals.
 const AVERAGE_TOLERANCE: f64 = 0.005 + 1e-9;
@@ -39,12 +39,25 @@ pub struct Read {
     pub cache: String,
 }
 
+/// A fault as it happened: what, from when, until when.
+struct FaultSpan {
+    what: String,
+    from: Instant,
+    until: Option<Instant>,
+}
+
 #[derive(Default)]
 struct Recorded {
     states: Vec<State>,
     reads: Vec<Read>,
     errors: Vec<String>,
+    faults: Vec<FaultSpan>,
 }
+
+/// Stale reads of one instance less than this apart belong to one window.
+const WINDOW_GAP: Duration = Duration::from_secs(1);
+/// A fault that ended less than this before a stale window is named as a suspect.
+const SUSPECT_AFTER: Duration = Duration::from_secs(3);
 
 pub struct History {
     pub t0: Instant,
@@ -89,6 +102,60 @@ impl History {
         self.recorded().errors.push(line);
     }
 
+    /// A fault starts: returns its index, to be passed to [`History::fault_ended`].
+    pub fn fault_started(&self, what: String) -> usize {
+        let mut recorded = self.recorded();
+        recorded.faults.push(FaultSpan {
+            what,
+            from: Instant::now(),
+            until: None,
+        });
+        recorded.faults.len() - 1
+    }
+
+    pub fn fault_ended(&self, index: usize) {
+        self.recorded().faults[index].until = Some(Instant::now());
+    }
+
+    /// Prints each window of stale reads on one instance with the faults that overlap it or
+    /// ended just before it: where to start debugging.
+    fn print_windows(&self, recorded: &Recorded, mut stale: Vec<(&'static str, Instant)>) {
+        stale.sort();
+        let mut windows: Vec<(&'static str, Instant, Instant, usize)> = Vec::new();
+        for (instance, at) in stale {
+            match windows.last_mut() {
+                Some(w) if w.0 == instance && at.duration_since(w.2) < WINDOW_GAP => {
+                    w.2 = at;
+                    w.3 += 1;
+                }
+                _ => windows.push((instance, at, at, 1)),
+            }
+        }
+        for (instance, from, until, reads) in windows {
+            let suspects: Vec<String> = recorded
+                .faults
+                .iter()
+                .filter(|f| {
+                    f.from <= until && !matches!(f.until, Some(end) if end + SUSPECT_AFTER < from)
+                })
+                .map(|f| {
+                    let end = f.until.map_or("…".to_string(), |end| self.at(end));
+                    format!("{} {}–{end}", f.what, self.at(f.from))
+                })
+                .collect();
+            println!(
+                "stale window {}–{} on instance {instance}: {reads} reads; faults around it: {}",
+                self.at(from),
+                self.at(until),
+                if suspects.is_empty() {
+                    "none".to_string()
+                } else {
+                    suspects.join(", ")
+                }
+            );
+        }
+    }
+
     /// A write starts: returns its index, to be passed to [`History::write_ended`].
     pub fn write_started(&self) -> usize {
         let mut recorded = self.recorded();
@@ -129,6 +196,7 @@ impl History {
         let states = &recorded.states;
         let mut stale = 0;
         let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+        let mut stale_at = Vec::new();
         for read in &recorded.reads {
             // The last write answered before the read started, and the last one started
             // before it ended.
@@ -153,6 +221,7 @@ impl History {
                 continue;
             }
             stale += 1;
+            stale_at.push((read.instance, read.started));
             *by_kind
                 .entry(format!("{} {} {}", read.instance, read.route, read.cache))
                 .or_default() += 1;
@@ -180,6 +249,7 @@ impl History {
         if stale > PRINTED_STALE {
             println!("... and {} more stale reads", stale - PRINTED_STALE);
         }
+        self.print_windows(&recorded, stale_at);
         if stale > 0 {
             println!("stale reads by instance, route and X-Cache: {by_kind:?}");
         }

@@ -114,8 +114,13 @@ pub fn run_slot(
             p.fault,
             p.lasts.as_secs_f64()
         );
+        let span = history.fault_started(format!("{:?}", p.fault));
         if let Err(e) = apply(p, &targets, &history, &stop) {
             history.error(format!("fault {:?}: {e:#}", p.fault));
+        }
+        // A black hole lasts as long as the connections it froze.
+        if !matches!(p.fault, Fault::BlackHoled(_)) {
+            history.fault_ended(span);
         }
     }
 }
