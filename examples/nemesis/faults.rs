@@ -118,10 +118,8 @@ pub fn run_slot(
         if let Err(e) = apply(p, &targets, &history, &stop) {
             history.error(format!("fault {:?}: {e:#}", p.fault));
         }
-        // A black hole lasts as long as the connections it froze.
-        if !matches!(p.fault, Fault::BlackHoled(_)) {
-            history.fault_ended(span);
-        }
+        // A black hole's connections stay silent after this; the instance must notice itself.
+        history.fault_ended(span);
     }
 }
 
