@@ -45,8 +45,12 @@ pub struct Served {
 pub struct LastServed(Mutex<Option<Served>>);
 
 impl LastServed {
+    /// Never waits: when another request is recording at the same moment, its hit is as good
+    /// a sample as this one.
     fn record(&self, served: Served) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(served);
+        if let Ok(mut slot) = self.0.try_lock() {
+            *slot = Some(served);
+        }
     }
 
     fn take(&self) -> Option<Served> {
@@ -73,7 +77,7 @@ struct Snapshot {
 
 impl Cache {
     /// Remembers a value served from the cache (memory or Redis) for the monitor: one store
-    /// under a mutex nobody else waits on, the only cost on the request path.
+    /// under a mutex that no request waits for, the only cost on the request path.
     pub fn served(&self, stats: AverageAge, generation: u64) {
         self.served.record(Served { stats, generation });
     }
