@@ -23,7 +23,7 @@ use checker::History;
 use cluster::{Database, Instance, Proxy, Redis};
 use faults::Targets;
 
-/// What the key prefix is in every instance.
+/// `CACHE_KEY_PREFIX` of both instances.
 const PREFIX: &str = "nemesis";
 /// Students in the database before the first write.
 const INITIAL_STUDENTS: u64 = 20;
