@@ -66,7 +66,7 @@ struct Entry {
     compute: Duration,
 }
 
-/// A value served from memory, with what the early refresh needs to know.
+/// A value served from memory, with what the early refresh and the consistency monitor need.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemoryHit {
     pub stats: AverageAge,

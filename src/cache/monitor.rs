@@ -7,11 +7,11 @@
 //! outbox row in one transaction, then bumps the generation in Redis, then deletes the outbox
 //! row. The check reads the generation (g1), then the aggregate and the outbox in one database
 //! snapshot, then the generation again (g2), and compares only when the served value's
-//! generation equals g1, the snapshot holds no outbox row and g2 equals g1. Then every write in
-//! the snapshot had bumped the generation before g1 was read (its row was gone), so the value,
-//! computed at that generation, must include it; and no write bumped it between g1 and g2, so
-//! none was committed in the snapshot without being counted. A write committed after the
-//! snapshot is in neither. Any difference left is a stale value.
+//! generation equals g1, the snapshot holds no outbox row and g2 equals g1. Then every write
+//! committed in the snapshot had deleted its row, so had bumped the generation, before the
+//! snapshot; not between g1 and g2 (g2 would differ), so before g1: the value, computed at
+//! generation g1, must include it. A write committed after the snapshot is in neither. Any
+//! difference left is a stale value.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
