@@ -17,7 +17,7 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use crate::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
 use crate::cache::redis_target::RedisTarget;
 use crate::cache::resync::Resync;
-use crate::cache::{outbox, Cache};
+use crate::cache::{monitor, outbox, Cache};
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
@@ -113,6 +113,10 @@ impl Application {
         .await?;
         resources.cache.start_subscriber();
         tokio::spawn(outbox::run_worker(
+            Arc::clone(&resources.cache),
+            resources.db.clone(),
+        ));
+        tokio::spawn(monitor::run(
             Arc::clone(&resources.cache),
             resources.db.clone(),
         ));

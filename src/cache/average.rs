@@ -74,6 +74,7 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
         }
         // The in-process tier: no thread hop, no round trip (see `cache::local`).
         if let Some(hit) = cache.local().get() {
+            cache.served(hit.stats, hit.generation);
             refresh_early_if_due(cache, db, hit.compute, hit.remaining);
             break (hit.stats, CacheOutcome::Hit);
         }
@@ -81,6 +82,7 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
         let read = db::blocking(move || Ok::<_, AppError>(reader.read_or_lease())).await?;
         match read {
             Ok(ReadOutcome::Hit(found)) => {
+                cache.served(found.stats, found.generation);
                 let local = cache.local();
                 local.offer(
                     found.stats,

@@ -75,10 +75,11 @@ struct Entry {
     compute: Duration,
 }
 
-/// A value served from memory, with what the early refresh needs to know.
+/// A value served from memory, with what the early refresh and the consistency monitor need.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MemoryHit {
     pub stats: AverageAge,
+    pub generation: Generation,
     pub remaining: Duration,
     pub compute: Duration,
 }
@@ -109,6 +110,7 @@ impl LocalTier {
         match state.entry {
             Some(e) if e.generation >= state.floor && now < e.expires_ms => Some(MemoryHit {
                 stats: e.stats,
+                generation: e.generation,
                 remaining: Duration::from_millis(e.expires_ms - now),
                 compute: e.compute,
             }),

@@ -106,6 +106,7 @@ pub mod average;
 pub mod generation;
 pub mod lease;
 pub mod local;
+pub mod monitor;
 pub mod outbox;
 pub mod redis_pool;
 pub mod redis_target;
@@ -231,6 +232,8 @@ pub struct Cache {
     outbox_sightings: outbox::Sightings,
     /// The aggregates run without Redis' lease, one at a time (see [`single_flight`]).
     database_flight: single_flight::SingleFlight<AverageAge>,
+    /// The last value served from the cache, for the consistency [`monitor`].
+    served: monitor::LastServed,
 }
 
 impl Cache {
@@ -256,6 +259,7 @@ impl Cache {
             refreshing: AtomicBool::new(false),
             outbox_sightings: outbox::Sightings::default(),
             database_flight: single_flight::SingleFlight::default(),
+            served: monitor::LastServed::default(),
         }
     }
 

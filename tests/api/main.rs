@@ -9,6 +9,7 @@ mod cache_faults;
 mod cache_races;
 mod cache_writes;
 mod cli;
+mod consistency_monitor;
 mod helpers;
 mod load_balancer;
 mod observability;

@@ -1,0 +1,465 @@
+//! The nemesis (issue 11): two instances on one database, each reaching one Redis through its
+//! own fault proxy; staff writers and readers on both; a seeded schedule of faults; then a
+//! checker. Run it with `scripts/nemesis [--seconds S] [--seed N] [--postgres]`.
+//!
+//! Its last line is `nemesis: R reads, W writes, F faults (seed N): S stale, E errors, L lost`,
+//! and it exits 0 only when S, E and L are all 0.
+
+mod checker;
+mod clients;
+mod cluster;
+mod faults;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use cachewithredis::config::DatabaseUrl;
+
+use checker::History;
+use cluster::{Database, Instance, Proxy, Redis};
+use faults::Targets;
+
+/// `CACHE_KEY_PREFIX` of both instances.
+const PREFIX: &str = "nemesis";
+/// Students in the database before the first write.
+const INITIAL_STUDENTS: u64 = 20;
+/// After the faults stop: how long the outbox may take to drain and reads to be hits again.
+const RECOVERY: Duration = Duration::from_secs(5);
+/// How often the run says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+struct Options {
+    seconds: u64,
+    seed: u64,
+    postgres: bool,
+    bin: PathBuf,
+    dir: PathBuf,
+}
+
+fn options() -> anyhow::Result<Options> {
+    let mut args = std::env::args().skip(1);
+    let mut seconds = 60;
+    let mut seed = rand::random::<u32>() as u64;
+    let mut postgres = false;
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| {
+            args.next()
+                .with_context(|| format!("{name} needs a value"))?
+                .parse::<u64>()
+                .with_context(|| format!("{name} takes a number"))
+        };
+        match arg.as_str() {
+            "--seconds" => seconds = value("--seconds")?,
+            "--seed" => seed = value("--seed")?,
+            "--postgres" => postgres = true,
+            other => bail!(
+                "unknown argument {other:?}; usage: nemesis [--seconds S] [--seed N] [--postgres]"
+            ),
+        }
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let bin = std::env::var("NEMESIS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(&target).join("debug/cachewithredis"));
+    let dir = PathBuf::from(&target).join("nemesis");
+    Ok(Options {
+        seconds,
+        seed,
+        postgres,
+        bin: std::fs::canonicalize(&bin).with_context(|| format!("{} not built", bin.display()))?,
+        dir,
+    })
+}
+
+struct Summary {
+    reads: usize,
+    writes: usize,
+    faults: usize,
+    stale: usize,
+    errors: usize,
+    lost: usize,
+}
+
+fn main() {
+    let options = match options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("nemesis: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let seed = options.seed;
+    // Everything the run started is dropped (killed) inside `run`, before the last line.
+    let summary = match run(options) {
+        Ok(summary) => summary,
+        Err(e) => {
+            println!("nemesis could not run: {e:#}");
+            Summary {
+                reads: 0,
+                writes: 0,
+                faults: 0,
+                stale: 0,
+                errors: 1,
+                lost: 0,
+            }
+        }
+    };
+    println!(
+        "nemesis: {} reads, {} writes, {} faults (seed {seed}): {} stale, {} errors, {} lost",
+        summary.reads, summary.writes, summary.faults, summary.stale, summary.errors, summary.lost
+    );
+    let passed = summary.stale == 0 && summary.errors == 0 && summary.lost == 0;
+    std::process::exit(if passed { 0 } else { 1 });
+}
+
+/// Runs a command of the binary (migrate, create-staff, seed) to completion.
+fn command(
+    bin: &PathBuf,
+    dir: &PathBuf,
+    env: &[(String, String)],
+    args: &[&str],
+) -> anyhow::Result<()> {
+    let output = Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("STAFF_PASSWORD", clients::STAFF_PASSWORD)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "{} {}: {}",
+            bin.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+fn run(options: Options) -> anyhow::Result<Summary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let _ = std::fs::remove_dir_all(&options.dir);
+    std::fs::create_dir_all(&options.dir)?;
+    let dir = std::fs::canonicalize(&options.dir)?;
+    let run_for = Duration::from_secs(options.seconds);
+    let schedule = faults::schedule(options.seed, run_for, 2);
+    println!(
+        "nemesis: seed {}, {} s, {}; logs in {}",
+        options.seed,
+        options.seconds,
+        if options.postgres {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
+        dir.display()
+    );
+    for (slot, planned) in schedule.iter().enumerate() {
+        for p in planned {
+            println!(
+                "  plan slot {slot}: at {:>5.1}s {:?} for {:.1}s",
+                p.at.as_secs_f64(),
+                p.fault,
+                p.lasts.as_secs_f64()
+            );
+        }
+    }
+
+    let postgres_admin = options.postgres.then(|| {
+        std::env::var("TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    });
+    let database = Database::create(&dir, postgres_admin)?;
+    let redis = Arc::new(Redis::start(dir.join("redis"))?);
+    let base_env = |redis_url: String| {
+        vec![
+            ("DATABASE_URL".to_string(), database.url.clone()),
+            ("REDIS_URL".to_string(), redis_url),
+            ("CACHE_KEY_PREFIX".to_string(), PREFIX.to_string()),
+            (
+                "SECRET_KEY".to_string(),
+                format!("nemesis-{}", "s".repeat(48)),
+            ),
+            ("RUST_LOG".to_string(), "warn".to_string()),
+        ]
+    };
+    let cli_env = base_env(redis.url());
+    command(&options.bin, &dir, &cli_env, &["migrate"])?;
+    command(
+        &options.bin,
+        &dir,
+        &cli_env,
+        &["create-staff", clients::STAFF_USER],
+    )?;
+    command(
+        &options.bin,
+        &dir,
+        &cli_env,
+        &[
+            "seed",
+            "--count",
+            &INITIAL_STUDENTS.to_string(),
+            "--seed",
+            &options.seed.to_string(),
+        ],
+    )?;
+    let db_url = if database.is_postgres() {
+        DatabaseUrl::Postgres(database.url.clone())
+    } else {
+        DatabaseUrl::Sqlite(database.url.clone())
+    };
+    let db = cachewithredis::db::build_pool(&db_url)?;
+
+    let result = runtime.block_on(async {
+        let mut proxies = Vec::new();
+        let mut instances = Vec::new();
+        for name in ["A", "B"] {
+            let proxy = Arc::new(Proxy::start(redis.port).await?);
+            let instance = Arc::new(Instance::new(
+                name,
+                &options.bin,
+                &dir,
+                base_env(proxy.url()),
+            )?);
+            proxies.push(proxy);
+            instances.push(instance);
+        }
+        for instance in &instances {
+            let instance = Arc::clone(instance);
+            tokio::task::spawn_blocking(move || instance.start()).await??;
+        }
+        let targets = Arc::new(Targets {
+            redis: Arc::clone(&redis),
+            proxies: proxies.clone(),
+            instances: instances.clone(),
+            value_key: format!("{PREFIX}:students:average_age"),
+        });
+        let summary = exercise(&options, &db, schedule, targets).await;
+        // Stop the instances before their proxies and Redis go away.
+        for instance in &instances {
+            instance.kill();
+        }
+        summary
+    });
+    drop(runtime);
+    result
+}
+
+async fn exercise(
+    options: &Options,
+    db: &cachewithredis::db::DbPool,
+    schedule: Vec<Vec<faults::Planned>>,
+    targets: Arc<Targets>,
+) -> anyhow::Result<Summary> {
+    let initial = tokio::task::block_in_place(|| clients::students_in(db))?;
+    let (count, sum) = clients::count_and_sum(&initial);
+    let history = Arc::new(History::new(count, sum));
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_faults = Arc::new(AtomicBool::new(false));
+    let applied = Arc::new(AtomicUsize::new(0));
+    let instances = targets.instances.clone();
+
+    let mut readers = Vec::new();
+    for instance in &instances {
+        for route in ["/api/students/average-age", "/students/average-age"] {
+            readers.push(tokio::spawn(clients::reader(
+                Arc::clone(instance),
+                route,
+                Arc::clone(&history),
+                Arc::clone(&stop),
+            )));
+        }
+    }
+    let writer = tokio::spawn(clients::staff_writer(
+        instances.clone(),
+        db.clone(),
+        Arc::clone(&history),
+        Arc::clone(&stop),
+    ));
+    let slots: Vec<_> = schedule
+        .into_iter()
+        .map(|planned| {
+            let (targets, history, stop, applied) = (
+                Arc::clone(&targets),
+                Arc::clone(&history),
+                Arc::clone(&stop_faults),
+                Arc::clone(&applied),
+            );
+            std::thread::spawn(move || faults::run_slot(planned, targets, history, stop, applied))
+        })
+        .collect();
+
+    let end = tokio::time::Instant::now() + Duration::from_secs(options.seconds);
+    let mut progress =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            _ = progress.tick() => {
+                let (reads, writes) = history.counts();
+                println!(
+                    "[{}] progress: {reads} reads, {writes} writes, {} errors",
+                    history.now(),
+                    history.error_count()
+                );
+            }
+            _ = tokio::signal::ctrl_c() => {
+                history.error("interrupted".into());
+                break;
+            }
+        }
+    }
+    stop_faults.store(true, Ordering::Release);
+    tokio::task::block_in_place(|| {
+        for slot in slots {
+            let _ = slot.join();
+        }
+    });
+    stop.store(true, Ordering::Release);
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let expected = writer.await.unwrap_or_default();
+    println!("[{}] faults stopped", history.now());
+
+    // An instance whose restart failed gets one more chance; still down is an error.
+    for instance in &instances {
+        if instance.is_restarting() {
+            let restarting = Arc::clone(instance);
+            if let Err(e) = tokio::task::spawn_blocking(move || restarting.start()).await? {
+                history.error(format!(
+                    "instance {} down after the faults: {e:#}",
+                    instance.name
+                ));
+            }
+        }
+    }
+    recovery(&instances, db, &history).await;
+    let inconsistencies = monitor_inconsistencies(&instances).await;
+    let lost = lost_writes(db, &expected, &history)?;
+
+    let (reads, writes) = history.counts();
+    let stale = history.stale_reads() + inconsistencies;
+    Ok(Summary {
+        reads,
+        writes,
+        faults: applied.load(Ordering::Acquire),
+        stale,
+        errors: history.error_count(),
+        lost,
+    })
+}
+
+/// A metric of one instance, from /metrics.
+async fn metric(instance: &Instance, series: &str) -> Option<f64> {
+    let body = clients::client(Duration::from_secs(5))
+        .get(instance.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Once the faults stop: the outbox drains and reads are hits again within [`RECOVERY`].
+async fn recovery(instances: &[Arc<Instance>], db: &cachewithredis::db::DbPool, history: &History) {
+    use cachewithredis::schema::cache_invalidations;
+    use diesel::prelude::*;
+    let started = Instant::now();
+    let client = clients::client(Duration::from_secs(5));
+    let mut missing = String::new();
+    while started.elapsed() < RECOVERY {
+        missing.clear();
+        let outbox: i64 = tokio::task::block_in_place(|| {
+            db.get()
+                .map_err(anyhow::Error::from)
+                .and_then(|mut c| Ok(cache_invalidations::table.count().get_result(&mut c)?))
+        })
+        .unwrap_or(-1);
+        if outbox != 0 {
+            missing += &format!(" outbox rows: {outbox};");
+        }
+        for instance in instances {
+            let pending = metric(instance, "cachewithredis_cache_invalidations_pending").await;
+            if pending != Some(0.0) {
+                missing += &format!(" instance {} pending {pending:?};", instance.name);
+            }
+            let read = clients::read_once(&client, instance, "/api/students/average-age").await;
+            match read {
+                Ok((_, _, cache)) if cache == "HIT" => {}
+                Ok((_, _, cache)) => {
+                    missing += &format!(" instance {} X-Cache {cache};", instance.name)
+                }
+                Err(_) => missing += &format!(" instance {} read failed;", instance.name),
+            }
+        }
+        if missing.is_empty() {
+            println!(
+                "[{}] recovered in {:.2}s: outbox empty, both instances HIT",
+                history.now(),
+                started.elapsed().as_secs_f64()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    history.error(format!(
+        "not recovered {RECOVERY:?} after the faults:{missing}"
+    ));
+}
+
+/// The monitor's inconsistencies: from /metrics at the end, and from the logs (an instance
+/// killed or restarted during the run took its counter with it; its log lines remain).
+async fn monitor_inconsistencies(instances: &[Arc<Instance>]) -> usize {
+    let mut from_metrics = 0.0;
+    let mut checks = 0.0;
+    let mut from_logs = 0;
+    for instance in instances {
+        from_metrics += metric(instance, "cachewithredis_cache_inconsistencies_total")
+            .await
+            .unwrap_or(0.0);
+        checks += metric(instance, "cachewithredis_cache_consistency_checks_total")
+            .await
+            .unwrap_or(0.0);
+        let log = std::fs::read_to_string(instance.log_path()).unwrap_or_default();
+        for line in log.lines().filter(|l| l.contains("cache inconsistency")) {
+            println!("MONITOR instance {}: {line}", instance.name);
+            from_logs += 1;
+        }
+    }
+    println!(
+        "consistency monitor: {checks} checks and {from_metrics} inconsistencies since the last restarts, {from_logs} inconsistencies logged in the whole run"
+    );
+    from_logs.max(from_metrics as usize)
+}
+
+/// Answered writes whose effect is not in the database at the end.
+fn lost_writes(
+    db: &cachewithredis::db::DbPool,
+    expected: &clients::Expected,
+    history: &History,
+) -> anyhow::Result<usize> {
+    let rows = tokio::task::block_in_place(|| clients::students_in(db))?;
+    let mut lost = 0;
+    for (id, age) in expected {
+        let actual = rows.get(id).map(|(_, age)| *age);
+        if actual != *age {
+            lost += 1;
+            println!(
+                "[{}] LOST student #{id}: answered writes left {age:?}, the database has {actual:?}",
+                history.now()
+            );
+        }
+    }
+    Ok(lost)
+}

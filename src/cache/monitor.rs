@@ -1,0 +1,177 @@
+//! The consistency monitor: measures, in production, whether values served from the cache
+//! agree with the database, instead of trusting the design (Meta's Polaris does this for TAO).
+//!
+//! # Why a write landing during the check is not a false alarm
+//!
+//! A served value carries the generation it was computed at. A write commits its data and an
+//! outbox row in one transaction, then bumps the generation in Redis, then deletes the outbox
+//! row. The check reads the generation (g1), then the aggregate and the outbox in one database
+//! snapshot, then the generation again (g2), and compares only when the served value's
+//! generation equals g1, the snapshot holds no outbox row and g2 equals g1. Then every write
+//! committed in the snapshot had deleted its row, so had bumped the generation, before the
+//! snapshot; not between g1 and g2 (g2 would differ), so before g1: the value, computed at
+//! generation g1, must include it. A write committed after the snapshot is in neither. Any
+//! difference left is a stale value.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+
+use super::generation::Generation;
+use super::Cache;
+use crate::db::{self, DbConn, DbPool};
+use crate::error::AppError;
+use crate::models::{AverageAge, Student};
+use crate::schema::cache_invalidations;
+
+/// How often a served value is checked: at most once a second, so the check costs the
+/// database one small transaction per second per instance.
+pub const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Averages closer than this are equal: both come from the same SQL, but may be rounded
+/// differently on the way through JSON.
+const TOLERANCE: f64 = 1e-9;
+
+/// A value served from the cache, waiting to be checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Served {
+    pub stats: AverageAge,
+    pub generation: Generation,
+}
+
+/// The last value served from the cache since the last check.
+#[derive(Default)]
+pub struct LastServed(Mutex<Option<Served>>);
+
+impl LastServed {
+    /// Never waits: when another request is recording at the same moment, its hit is as good
+    /// a sample as this one.
+    fn record(&self, served: Served) {
+        if let Ok(mut slot) = self.0.try_lock() {
+            *slot = Some(served);
+        }
+    }
+
+    fn take(&self) -> Option<Served> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// What one check concluded.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    /// Nothing served from the cache since the last check.
+    NothingServed,
+    /// A write or a fault made the comparison meaningless; not counted.
+    Skipped(&'static str),
+    Consistent,
+    Inconsistent,
+}
+
+/// The database as of one snapshot.
+struct Snapshot {
+    stats: AverageAge,
+    pending_invalidations: i64,
+}
+
+impl Cache {
+    /// Remembers a value served from the cache (memory or Redis) for the monitor: one store
+    /// under a mutex that no request waits for, the only cost on the request path.
+    pub fn served(&self, stats: AverageAge, generation: Generation) {
+        self.served.record(Served { stats, generation });
+    }
+
+    /// Checks the last value served since the previous check against the database.
+    pub fn check_consistency(&self, conn: &mut DbConn) -> Verdict {
+        let Some(served) = self.served.take() else {
+            return Verdict::NothingServed;
+        };
+        let Ok(g1) = self.current_generation() else {
+            return Verdict::Skipped("redis unreachable");
+        };
+        if g1 != served.generation {
+            return Verdict::Skipped("the generation moved since the value was served");
+        }
+        let snapshot = match snapshot(conn) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                log::debug!("consistency check: database unavailable: {e}");
+                return Verdict::Skipped("database unavailable");
+            }
+        };
+        if snapshot.pending_invalidations > 0 {
+            return Verdict::Skipped("an invalidation is pending");
+        }
+        match self.current_generation() {
+            Ok(g2) if g2 == g1 => {}
+            Ok(_) => return Verdict::Skipped("a write bumped the generation during the check"),
+            Err(_) => return Verdict::Skipped("redis unreachable"),
+        }
+        self.metrics.cache_consistency_checks.inc();
+        if same(&served.stats, &snapshot.stats) {
+            return Verdict::Consistent;
+        }
+        self.metrics.cache_inconsistencies.inc();
+        log::error!(
+            "cache inconsistency on {}: served {:?} students averaging {:?} at generation {}, \
+             the database has {} averaging {:?} at generation {g1}",
+            self.keys.value,
+            served.stats.student_count,
+            served.stats.average_age,
+            served.generation,
+            snapshot.stats.student_count,
+            snapshot.stats.average_age,
+        );
+        Verdict::Inconsistent
+    }
+}
+
+fn same(a: &AverageAge, b: &AverageAge) -> bool {
+    a.student_count == b.student_count
+        && match (a.average_age, b.average_age) {
+            (Some(x), Some(y)) => (x - y).abs() <= TOLERANCE * x.abs().max(1.0),
+            (None, None) => true,
+            _ => false,
+        }
+}
+
+/// The aggregate and the outbox as of one instant. Not counted as an aggregate query: those
+/// count the cache's misses.
+fn snapshot(conn: &mut DbConn) -> QueryResult<Snapshot> {
+    conn.transaction(|conn| {
+        // PostgreSQL's default, READ COMMITTED, takes a snapshot per statement; SQLite's
+        // transaction reads from one snapshot already.
+        if matches!(conn, DbConn::Pg(_)) {
+            conn.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
+        }
+        let stats = Student::average_age(conn)?;
+        let pending_invalidations = cache_invalidations::table.count().get_result(conn)?;
+        Ok(Snapshot {
+            stats,
+            pending_invalidations,
+        })
+    })
+}
+
+/// Checks one served value every [`CHECK_EVERY`] until the process ends.
+pub async fn run(cache: Arc<Cache>, db: DbPool) {
+    let mut interval = tokio::time::interval(CHECK_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let (cache, db) = (Arc::clone(&cache), db.clone());
+        let checked = db::blocking(move || {
+            let verdict = cache.check_consistency(&mut *db.get()?);
+            if let Verdict::Skipped(why) = verdict {
+                log::debug!("consistency check skipped: {why}");
+            }
+            Ok::<_, AppError>(())
+        })
+        .await;
+        if let Err(e) = checked {
+            log::debug!("consistency check: {e}");
+        }
+    }
+}
