@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cachewithredis::cache::outbox;
+use cachewithredis::cache::{generation, outbox};
 use cachewithredis::config::DatabaseUrl;
 use cachewithredis::models::{NewStudent, Student};
 use cachewithredis::schema::cache_invalidations;
@@ -203,6 +203,8 @@ async fn an_outbox_row_stamped_by_a_writer_whose_clock_runs_ahead_is_applied_wit
                 age: 40,
             };
             Student::insert(conn, &late)?;
+            // As `outbox::record` does, with the writer's own clock for the row's stamp.
+            generation::bump(conn)?;
             diesel::insert_into(cache_invalidations::table)
                 .values((
                     cache_invalidations::cache_key.eq(outbox::AVERAGE_AGE),
