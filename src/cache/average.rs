@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Cache, ReadOutcome, WAIT_FOR_LEADER};
+use super::{Cache, ReadOutcome, Tier, WAIT_FOR_LEADER};
 use crate::db::{self, DbConn, DbPool};
 use crate::error::AppError;
 use crate::models::{AverageAge, Student};
@@ -46,6 +46,8 @@ impl CacheOutcome {
 pub struct AverageLookup {
     pub stats: AverageAge,
     pub outcome: CacheOutcome,
+    /// Which tier served a hit; `None` for a miss or a bypass.
+    pub tier: Option<Tier>,
     pub elapsed: Duration,
 }
 
@@ -59,6 +61,7 @@ pub fn aggregate(cache: &Cache, conn: &mut DbConn) -> Result<AverageAge, AppErro
 pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, AppError> {
     let started = Instant::now();
     let deadline = started + WAIT_FOR_LEADER;
+    let mut tier = None;
     let (stats, outcome) = loop {
         if !cache.is_usable() {
             break (from_database(cache, db).await?, CacheOutcome::Bypass);
@@ -66,6 +69,7 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
         // The in-process tier: no thread hop, no round trip (see `cache::local`).
         if let Some(hit) = cache.local().get() {
             refresh_early_if_due(cache, db, hit.compute, hit.remaining);
+            tier = Some(Tier::Memory);
             break (hit.stats, CacheOutcome::Hit);
         }
         let reader = Arc::clone(cache);
@@ -80,6 +84,7 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
                     found.compute,
                 );
                 refresh_early_if_due(cache, db, found.compute, found.remaining);
+                tier = Some(Tier::Redis);
                 break (found.stats, CacheOutcome::Hit);
             }
             Ok(ReadOutcome::Lead { generation, token }) => {
@@ -108,6 +113,7 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
     Ok(AverageLookup {
         stats,
         outcome,
+        tier,
         elapsed: started.elapsed(),
     })
 }

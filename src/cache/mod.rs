@@ -64,6 +64,7 @@ pub mod breaker;
 pub mod local;
 pub mod outbox;
 pub mod redis_pool;
+pub mod tier;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,7 @@ use local::{LocalTier, LEASE};
 use redis_pool::RedisPool;
 
 pub use average::{AverageLookup, CacheOutcome};
+pub use tier::Tier;
 
 /// How long the lease holder may take before another request may compute the value.
 pub const LOCK_TTL: Duration = Duration::from_secs(10);

@@ -8,7 +8,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 
 use super::{AppState, Nav};
-use crate::cache::{average, CacheOutcome};
+use crate::cache::{average, CacheOutcome, Tier};
 use crate::error::AppError;
 
 #[derive(Template, WebTemplate)]
@@ -29,20 +29,26 @@ pub async fn page(
     session: Session,
 ) -> Result<CustomizeResponder<AveragePage>, AppError> {
     let lookup = average::lookup(&state.cache, &state.db).await?;
-    let (badge_class, badge_icon, badge_text, explanation) = match lookup.outcome {
-        CacheOutcome::Hit => (
+    let (badge_class, badge_icon, badge_text, explanation) = match (lookup.outcome, lookup.tier) {
+        (CacheOutcome::Hit, Some(Tier::Memory)) => (
             "hit",
             "✔",
-            "Cache hit",
+            "Cache hit · memory",
+            "Served from this server’s memory: neither a database query nor a Redis call was needed.",
+        ),
+        (CacheOutcome::Hit, _) => (
+            "hit",
+            "✔",
+            "Cache hit · Redis",
             "Served from Redis: no database query was needed.",
         ),
-        CacheOutcome::Miss => (
+        (CacheOutcome::Miss, _) => (
             "miss",
             "↻",
             "Cache miss",
             "Computed with one SQL aggregate and stored in Redis for the next visitors.",
         ),
-        CacheOutcome::Bypass => (
+        (CacheOutcome::Bypass, _) => (
             "bypass",
             "⚠",
             "Cache unavailable",
@@ -61,9 +67,13 @@ pub async fn page(
         explanation,
         elapsed: human_duration(lookup.elapsed),
     };
-    Ok(page
+    let mut page = page
         .customize()
-        .insert_header(("X-Cache", lookup.outcome.header())))
+        .insert_header(("X-Cache", lookup.outcome.header()));
+    if let Some(tier) = lookup.tier {
+        page = page.insert_header(("X-Cache-Tier", tier.label()));
+    }
+    Ok(page)
 }
 
 /// `850 µs`, `12.3 ms`, `1.20 s`.

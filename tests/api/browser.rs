@@ -174,7 +174,7 @@ async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_t
     b.wait_for_path("/students/average-age").await;
     assert_eq!(b.text("#cache-badge").await, "↻ Cache miss");
     b.client.refresh().await.unwrap();
-    assert_eq!(b.text("#cache-badge").await, "✔ Cache hit");
+    assert_eq!(b.text("#cache-badge").await, "✔ Cache hit · memory");
     assert_eq!(b.text("#average-age").await, "21.50");
     b.screenshot("average-hit").await;
 

@@ -6,6 +6,7 @@ mod admin_students;
 mod average_age_cache;
 mod browser;
 mod cache_races;
+mod cache_tiers;
 mod cli;
 mod helpers;
 mod load_balancer;
