@@ -3,7 +3,7 @@
 //! # Keys
 //!
 //! - `{prefix}:students:average_age`: the value, JSON `{"average_age", "student_count",
-//!   "generation", "compute_us"}`, with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter
+//!   "generation", "compute_us", "ages"}` (`ages`: students per age, `{"18": 12, ...}`), with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter
 //!   (so keys filled together do not all expire together).
 //! - `{prefix}:students:average_age:generation`: a counter every write increments. No TTL.
 //! - `{prefix}:students:average_age:lock`: a short lease held by the one request that computes
@@ -126,6 +126,9 @@ struct StoredValue {
     /// How long the aggregate took, in microseconds: the early refresh's δ.
     #[serde(default)]
     compute_us: u64,
+    /// Students per age, `{"18": 12, ...}`. Required: a value without it (written by an older
+    /// version) is treated as unreadable and recomputed, so the chart always matches the count.
+    ages: crate::models::AgeCounts,
 }
 
 /// A value found in Redis.
@@ -155,12 +158,10 @@ pub fn early_refresh_due(compute: Duration, remaining: Duration, uniform: f64) -
 /// What the read script found.
 #[derive(Debug)]
 pub enum ReadOutcome {
-    Hit(Found),
+    /// Boxed: with the age distribution a value is some 600 bytes.
+    Hit(Box<Found>),
     /// No value; this request holds the lease and must compute it.
-    Lead {
-        generation: String,
-        token: String,
-    },
+    Lead { generation: String, token: String },
     /// No value and another request holds the lease.
     Wait,
 }
@@ -355,16 +356,17 @@ impl Cache {
         match reply.as_slice() {
             [kind, value, ttl_ms] if kind == "hit" => {
                 match serde_json::from_str::<StoredValue>(value) {
-                    Ok(stored) => Ok(ReadOutcome::Hit(Found {
+                    Ok(stored) => Ok(ReadOutcome::Hit(Box::new(Found {
                         stats: AverageAge {
                             average_age: stored.average_age,
                             student_count: stored.student_count,
+                            ages: stored.ages,
                         },
                         generation: stored.generation,
                         // PTTL is -1 for a key without expiry, which the fill never writes.
                         remaining: Duration::from_millis(ttl_ms.parse().unwrap_or(0)),
                         compute: Duration::from_micros(stored.compute_us),
-                    })),
+                    }))),
                     // Something else wrote the key: treat it as absent, the fill will replace it.
                     Err(_) => Ok(ReadOutcome::Lead {
                         generation: String::from("\u{0}unparseable"),
@@ -395,6 +397,7 @@ impl Cache {
             student_count: stats.student_count,
             generation: generation.parse().unwrap_or(0),
             compute_us: compute.as_micros() as u64,
+            ages: stats.ages,
         })
         .unwrap_or_default();
         let ttl = self.ttl_with_jitter();

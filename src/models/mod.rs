@@ -1,7 +1,9 @@
 //! Tables as Rust types, with their queries as methods.
 
+pub mod age_distribution;
 pub mod staff;
 pub mod student;
 
+pub use age_distribution::AgeCounts;
 pub use staff::StaffUser;
 pub use student::{AverageAge, NewStudent, Student};

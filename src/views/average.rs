@@ -7,6 +7,7 @@ use actix_web::{web, CustomizeResponder, Responder};
 use askama::Template;
 use askama_web::WebTemplate;
 
+use super::age_chart::AgeChart;
 use super::{AppState, Nav};
 use crate::cache::{average, CacheOutcome, Tier};
 use crate::error::AppError;
@@ -22,6 +23,7 @@ pub struct AveragePage {
     badge_text: &'static str,
     explanation: &'static str,
     elapsed: String,
+    chart: Option<AgeChart>,
 }
 
 pub async fn page(
@@ -66,6 +68,7 @@ pub async fn page(
         badge_text,
         explanation,
         elapsed: human_duration(lookup.elapsed),
+        chart: AgeChart::new(&lookup.stats.ages),
     };
     let mut page = page
         .customize()

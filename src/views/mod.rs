@@ -1,6 +1,7 @@
 //! The route table, and what the page views share: the navigation context and the pager.
 
 pub mod admin;
+pub mod age_chart;
 pub mod api;
 pub mod average;
 pub mod health;

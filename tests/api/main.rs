@@ -3,6 +3,7 @@
 
 mod admin_auth;
 mod admin_students;
+mod age_distribution;
 mod average_age_cache;
 mod browser;
 mod cache_races;
