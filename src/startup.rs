@@ -14,6 +14,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
+use crate::cache::history::{self, History};
 use crate::cache::redis_pool::{build_redis_pool, RedisTimeouts};
 use crate::cache::{outbox, Cache};
 use crate::config::Settings;
@@ -100,6 +101,18 @@ impl Application {
             resources.db.clone(),
         ));
 
+        let history = Arc::new(History::new(
+            Arc::clone(&resources.metrics),
+            &settings.cache_key_prefix,
+            format!("{}:{port}", settings.bind_addr.ip()),
+            &settings.redis_url,
+            redis::Client::open(settings.redis_url.as_str())?,
+        ));
+        tokio::spawn(history::run_sampler(
+            Arc::clone(&history),
+            Arc::downgrade(&resources.cache),
+        ));
+
         let key = match &settings.secret_key {
             Some(secret) => Key::derive_from(secret.as_bytes()),
             None => {
@@ -117,6 +130,7 @@ impl Application {
             metrics: Arc::clone(&resources.metrics),
             debug: settings.debug,
             page_index: Default::default(),
+            history,
         });
         if settings.debug {
             log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");

@@ -61,6 +61,7 @@
 
 pub mod average;
 pub mod breaker;
+pub mod history;
 pub mod local;
 pub mod outbox;
 pub mod redis_pool;
@@ -129,6 +130,9 @@ struct StoredValue {
     /// Students per age, `{"18": 12, ...}`. Required: a value without it (written by an older
     /// version) is treated as unreadable and recomputed, so the chart always matches the count.
     ages: crate::models::AgeCounts,
+    /// When the aggregate was computed (Unix ms), for the staff cache page's "age".
+    #[serde(default)]
+    computed_at_ms: u64,
 }
 
 /// A value found in Redis.
@@ -398,6 +402,7 @@ impl Cache {
             generation: generation.parse().unwrap_or(0),
             compute_us: compute.as_micros() as u64,
             ages: stats.ages,
+            computed_at_ms: breaker::now_ms(),
         })
         .unwrap_or_default();
         let ttl = self.ttl_with_jitter();

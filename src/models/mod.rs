@@ -3,6 +3,7 @@
 pub mod age_distribution;
 pub mod staff;
 pub mod student;
+pub mod write_log;
 
 pub use age_distribution::AgeCounts;
 pub use staff::StaffUser;

@@ -18,6 +18,7 @@ struct AverageAgeBody {
 
 pub async fn average_age(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let lookup = average::lookup(&state.cache, &state.db).await?;
+    state.history.note_hit(lookup.tier);
     let mut response = HttpResponse::Ok();
     response.insert_header(("X-Cache", lookup.outcome.header()));
     if let Some(tier) = lookup.tier {

@@ -31,6 +31,7 @@ pub async fn page(
     session: Session,
 ) -> Result<CustomizeResponder<AveragePage>, AppError> {
     let lookup = average::lookup(&state.cache, &state.db).await?;
+    state.history.note_hit(lookup.tier);
     let (badge_class, badge_icon, badge_text, explanation) = match (lookup.outcome, lookup.tier) {
         (CacheOutcome::Hit, Some(Tier::Memory)) => (
             "hit",

@@ -2,6 +2,7 @@
 //! redis-server, and talks to it over HTTP.
 
 mod admin_auth;
+mod admin_cache;
 mod admin_students;
 mod age_distribution;
 mod average_age_cache;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::db;
 use crate::error::AppError;
 use crate::forms::{CsrfOnlyForm, StudentForm, StudentFormErrors};
-use crate::models::{NewStudent, Student};
+use crate::models::{write_log, NewStudent, Student};
 use crate::session;
 use crate::views::{parse_page, AppState, Nav, Pager, PER_PAGE};
 
@@ -128,8 +128,14 @@ pub async fn create(
             return Ok(Either::Right(page.with_errors(errors)));
         }
     };
+    let who = staff_name(&session);
     let student = write(&state, move |cache, conn| {
-        cache.commit_and_invalidate(conn, |conn| Student::insert(conn, &new))
+        cache.commit_and_invalidate(conn, |conn| {
+            let student = Student::insert(conn, &new)?;
+            let what = format!("added “{}” (age {})", student.name, student.age);
+            write_log::record(conn, &who, &what)?;
+            Ok(student)
+        })
     })
     .await?;
     session::flash(
@@ -171,8 +177,14 @@ pub async fn update(
             return Ok(Either::Right(page.with_errors(errors)));
         }
     };
+    let who = staff_name(&session);
     let student = write(&state, move |cache, conn| {
-        cache.commit_and_invalidate(conn, |conn| Student::update(conn, id, &changes))
+        cache.commit_and_invalidate(conn, |conn| {
+            let student = Student::update(conn, id, &changes)?;
+            let what = format!("changed “{}” (age {})", student.name, student.age);
+            write_log::record(conn, &who, &what)?;
+            Ok(student)
+        })
     })
     .await?;
     session::flash(
@@ -212,8 +224,14 @@ pub async fn delete(
 ) -> Result<web::Redirect, AppError> {
     session::verify_csrf(&session, &form.csrf_token)?;
     let id = id.into_inner();
+    let who = staff_name(&session);
     let student = write(&state, move |cache, conn| {
-        cache.commit_and_invalidate(conn, |conn| Student::delete(conn, id))
+        cache.commit_and_invalidate(conn, |conn| {
+            let student = Student::delete(conn, id)?;
+            let what = format!("deleted “{}” (age {})", student.name, student.age);
+            write_log::record(conn, &who, &what)?;
+            Ok(student)
+        })
     })
     .await?;
     session::flash(
@@ -221,6 +239,13 @@ pub async fn delete(
         format!("The student “{}” was deleted.", student.name),
     );
     Ok(back_to_list())
+}
+
+/// The signed-in staff user's name, for the cache page's log of writes.
+pub fn staff_name(session: &Session) -> String {
+    session::signed_in(session)
+        .map(|user| user.username)
+        .unwrap_or_default()
 }
 
 fn back_to_list() -> web::Redirect {
