@@ -46,9 +46,9 @@ pub struct MinuteBar {
 
 /// The chart's coordinate space: one 10-unit column per minute.
 pub const CHART_WIDTH: u32 = 600;
-pub const CHART_HEIGHT: u32 = 90;
+pub const CHART_HEIGHT: u32 = 130;
 const PLOT_TOP: f64 = 4.0;
-pub const BASELINE: f64 = 74.0;
+pub const BASELINE: f64 = 110.0;
 
 impl MinuteChart {
     fn new(name: &str, minutes: &[Minute], series: usize) -> MinuteChart {
