@@ -112,3 +112,36 @@ async fn an_empty_table_shows_no_chart() {
     assert!(body.contains("No students yet"));
     assert!(!body.contains("age-chart"), "{body}");
 }
+
+#[derive(diesel::QueryableByName)]
+struct IndexedColumns {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_index_on_students_age_covers_the_aggregate_on_both_backends() {
+    use cachewithredis::db::DbConn;
+    use diesel::RunQueryDsl;
+    let app = spawn_app().await;
+    let mut conn = app.conn();
+    let indexes: Vec<IndexedColumns> = match &mut *conn {
+        DbConn::Sqlite(c) => diesel::sql_query(
+            "SELECT group_concat(ii.name) AS name FROM sqlite_master m, pragma_index_info(m.name) ii \
+             WHERE m.type = 'index' AND m.tbl_name = 'students' GROUP BY m.name",
+        )
+        .load(c),
+        DbConn::Pg(c) => diesel::sql_query(
+            "SELECT indexdef AS name FROM pg_indexes WHERE tablename = 'students'",
+        )
+        .load(c),
+    }
+    .unwrap();
+    assert!(
+        indexes
+            .iter()
+            .any(|i| i.name == "age" || i.name.ends_with("USING btree (age)")),
+        "{:?}",
+        indexes.iter().map(|i| &i.name).collect::<Vec<_>>()
+    );
+}
