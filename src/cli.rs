@@ -46,6 +46,9 @@ pub enum Command {
     CacheClear,
 }
 
+/// Who the staff cache page says made a write from the command line.
+const COMMAND_LINE: &str = "command line";
+
 /// Runs one command to completion.
 pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
@@ -63,6 +66,11 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 .cache
                 .invalidate()
                 .map_err(|e| anyhow::anyhow!("could not reach Redis to clear the cache: {e}"))?;
+            crate::models::write_log::record(
+                &mut *resources.db.get()?,
+                COMMAND_LINE,
+                "cleared the cache",
+            )?;
             println!("Cache cleared: {}", resources.cache.keys().value);
             Ok(())
         }
@@ -219,6 +227,8 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
         let outbox_id = conn.transaction(|conn| {
             Student::insert_batch(conn, &batch)?;
             if record {
+                let what = format!("seeded {count} students");
+                crate::models::write_log::record(conn, COMMAND_LINE, &what)?;
                 crate::cache::outbox::record(conn, crate::cache::outbox::AVERAGE_AGE).map(Some)
             } else {
                 Ok::<_, diesel::result::Error>(None)
