@@ -5,6 +5,7 @@ pub mod age_chart;
 pub mod api;
 pub mod average;
 pub mod health;
+pub mod minute_chart;
 pub mod students;
 
 use std::sync::Arc;

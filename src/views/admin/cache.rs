@@ -1,6 +1,5 @@
 //! `/admin/cache`: the cache as it is now and over the last hour, and two buttons.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix_session::Session;
@@ -9,16 +8,18 @@ use askama::Template;
 use askama_web::WebTemplate;
 use diesel::prelude::*;
 
+use super::cache_state::{self, span, FromRedis};
 use super::students::staff_name;
+use crate::cache::average;
 use crate::cache::breaker::now_ms;
-use crate::cache::history::{self, Minute, Published, MINUTES, SERIES};
-use crate::cache::{average, Cache};
+use crate::cache::history::{self, SERIES};
 use crate::db;
 use crate::error::AppError;
 use crate::forms::CsrfOnlyForm;
 use crate::models::write_log::{self, LoggedWrite};
 use crate::schema::cache_invalidations;
 use crate::session;
+use crate::views::minute_chart::{MinuteChart, BASELINE, CHART_HEIGHT, CHART_WIDTH};
 use crate::views::{AppState, Nav};
 
 /// The figures of one series over the hour, and its per-minute chart.
@@ -28,92 +29,6 @@ pub struct SeriesView {
     pub this_instance: u64,
     pub all_instances: Option<u64>,
     pub chart: MinuteChart,
-}
-
-/// A per-minute bar chart (server-rendered SVG), one bar per minute of the hour.
-pub struct MinuteChart {
-    pub bars: Vec<MinuteBar>,
-    pub peak: u64,
-    pub summary: String,
-}
-
-pub struct MinuteBar {
-    pub x: String,
-    pub y: String,
-    pub height: String,
-    pub label: String,
-}
-
-/// The chart's coordinate space: one 10-unit column per minute.
-pub const CHART_WIDTH: u32 = 600;
-pub const CHART_HEIGHT: u32 = 130;
-const PLOT_TOP: f64 = 4.0;
-pub const BASELINE: f64 = 110.0;
-
-impl MinuteChart {
-    fn new(name: &str, minutes: &[Minute], series: usize) -> MinuteChart {
-        let peak = minutes.iter().map(|m| m.counts[series]).max().unwrap_or(0);
-        let step = f64::from(CHART_WIDTH) / MINUTES as f64;
-        let offset = MINUTES.saturating_sub(minutes.len());
-        let bars = minutes
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let count = m.counts[series];
-                let height = if peak == 0 {
-                    0.0
-                } else {
-                    (BASELINE - PLOT_TOP) * count as f64 / peak as f64
-                };
-                MinuteBar {
-                    x: format!("{:.1}", step * (i + offset) as f64 + 1.0),
-                    y: format!("{:.1}", BASELINE - height),
-                    height: format!("{height:.1}"),
-                    label: format!("{} UTC: {count} {name}", clock(m.minute)),
-                }
-            })
-            .collect();
-        MinuteChart {
-            bars,
-            peak,
-            summary: format!("{name} per minute over the last hour, at most {peak} in a minute"),
-        }
-    }
-}
-
-/// `HH:MM` of a Unix minute, UTC.
-fn clock(minute: u64) -> String {
-    format!("{:02}:{:02}", (minute / 60) % 24, minute % 60)
-}
-
-/// `3.2 s`, `4 min 10 s`: how long ago, or how long left.
-fn span(ms: i64) -> String {
-    let ms = ms.max(0);
-    if ms < 10_000 {
-        format!("{:.1} s", ms as f64 / 1000.0)
-    } else if ms < 120_000 {
-        format!("{} s", ms / 1000)
-    } else {
-        format!("{} min {} s", ms / 60_000, (ms / 1000) % 60)
-    }
-}
-
-/// The value in Redis, as the page shows it.
-pub struct CachedValue {
-    pub average: String,
-    pub count: i64,
-    pub generation: u64,
-    pub age: String,
-    pub ttl_left: String,
-}
-
-pub struct InstanceRow {
-    pub id: String,
-    pub address: String,
-    pub lease: String,
-    pub acknowledged: String,
-    pub from_memory: &'static str,
-    pub this_one: bool,
 }
 
 pub struct PendingRow {
@@ -128,15 +43,6 @@ pub struct WriteRow {
     pub when: String,
 }
 
-/// What the page reads from Redis; `None` where Redis did not answer.
-struct FromRedis {
-    value: Option<CachedValue>,
-    generation: u64,
-    instances: Vec<InstanceRow>,
-    /// Every other live instance's published minutes.
-    others: Vec<Vec<Minute>>,
-}
-
 #[derive(Template, WebTemplate)]
 #[template(path = "admin/cache.html")]
 pub struct CachePage {
@@ -145,7 +51,7 @@ pub struct CachePage {
     series: Vec<SeriesView>,
     hit_ratio_this: String,
     hit_ratio_all: String,
-    redis: Option<FromRedisView>,
+    redis: Option<FromRedis>,
     last_hit_tier: &'static str,
     gate: &'static str,
     gate_ok: bool,
@@ -161,12 +67,6 @@ pub struct CachePage {
     baseline: f64,
 }
 
-pub struct FromRedisView {
-    pub value: Option<CachedValue>,
-    pub generation: u64,
-    pub instances: Vec<InstanceRow>,
-}
-
 fn ratio(hits: u64, misses: u64, bypasses: u64) -> String {
     let all = hits + misses + bypasses;
     if all == 0 {
@@ -179,66 +79,23 @@ fn ratio(hits: u64, misses: u64, bypasses: u64) -> String {
 pub async fn page(state: web::Data<AppState>, session: Session) -> Result<CachePage, AppError> {
     let history = Arc::clone(&state.history);
     let cache = Arc::clone(&state.cache);
-    let read = db::blocking(move || Ok::<_, AppError>(read_redis(&history, &cache).ok())).await?;
+    let read =
+        db::blocking(move || Ok::<_, AppError>(cache_state::read(&history, &cache).ok())).await?;
     let (pending, writes) = db::with_conn(&state.db, |conn| {
-        let pending = cache_invalidations::table
-            .order(cache_invalidations::id)
-            .select((
-                cache_invalidations::id,
-                cache_invalidations::cache_key,
-                cache_invalidations::created_at_ms,
-            ))
-            .load::<(i32, String, i64)>(conn)?;
-        Ok((pending, write_log::latest(conn)?))
+        Ok((pending_invalidations(conn)?, write_log::latest(conn)?))
     })
     .await?;
     let now = now_ms() as i64;
-
-    let mine = state.history.minutes();
-    let mut all = mine.clone();
-    if let Some(read) = &read {
-        for other in &read.others {
-            history::add_minutes(&mut all, other);
-        }
-    }
-    let (this_totals, all_totals) = (history::totals(&mine), history::totals(&all));
-    let series = SERIES
-        .iter()
-        .enumerate()
-        .map(|(i, &name)| SeriesView {
-            name,
-            id: name.replace(' ', "-"),
-            this_instance: this_totals[i],
-            all_instances: read.as_ref().map(|_| all_totals[i]),
-            chart: MinuteChart::new(name, &all, i),
-        })
-        .collect();
-    let cache = &state.cache;
-    let (gate, gate_ok) = if cache.is_usable() {
-        ("usable: requests read Redis", true)
-    } else if !cache.is_reachable() {
-        (
-            "unreachable: the circuit breaker is open, pages come from the database",
-            false,
-        )
-    } else {
-        (
-            "held: an invalidation is pending, pages come from the database until it is applied",
-            false,
-        )
-    };
-    let metrics = &state.metrics;
+    let (series, hit_ratio_this, hit_ratio_all) = series(&state.history, read.as_ref());
+    let (gate, gate_ok) = gate(&state.cache);
+    let (cache, metrics) = (&state.cache, &state.metrics);
     Ok(CachePage {
         csrf_token: session::csrf_token(&session)?,
         nav: Nav::new(&session)?,
         series,
-        hit_ratio_this: ratio(this_totals[0], this_totals[1], this_totals[2]),
-        hit_ratio_all: ratio(all_totals[0], all_totals[1], all_totals[2]),
-        redis: read.map(|r| FromRedisView {
-            value: r.value,
-            generation: r.generation,
-            instances: r.instances,
-        }),
+        hit_ratio_this,
+        hit_ratio_all,
+        redis: read,
         last_hit_tier: state
             .history
             .last_hit_tier()
@@ -260,15 +117,15 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<CacheP
             .collect(),
         writes: writes
             .into_iter()
-            .map(
-                |LoggedWrite {
-                     at_ms, who, what, ..
-                 }| WriteRow {
-                    who: if who.is_empty() { "—".into() } else { who },
-                    what,
-                    when: format!("{} ago", span(now - at_ms)),
+            .map(|w: LoggedWrite| WriteRow {
+                who: if w.who.is_empty() {
+                    "—".into()
+                } else {
+                    w.who
                 },
-            )
+                what: w.what,
+                when: format!("{} ago", span(now - w.at_ms)),
+            })
             .collect(),
         chart_width: CHART_WIDTH,
         chart_height: CHART_HEIGHT,
@@ -276,91 +133,63 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<CacheP
     })
 }
 
-/// One connection, two pipelines: the value and the instances, then their published figures.
-fn read_redis(history: &history::History, cache: &Cache) -> redis::RedisResult<FromRedis> {
-    let mut conn = history::connect(&history.client)?;
-    let keys = cache.keys();
-    #[allow(clippy::type_complexity)]
-    let (value, pttl, generation, leases, acks, (secs, micros)): (
-        Option<String>,
-        i64,
-        Option<u64>,
-        Vec<(String, i64)>,
-        HashMap<String, u64>,
-        (i64, i64),
-    ) = redis::pipe()
-        .get(&keys.value)
-        .pttl(&keys.value)
-        .get(&keys.generation)
-        .zrange_withscores(&keys.instances, 0, -1)
-        .hgetall(&keys.acks)
-        .cmd("TIME")
-        .query(&mut conn)?;
-    let redis_now = secs * 1000 + micros / 1000;
-    let published: Vec<Option<String>> = if leases.is_empty() {
-        Vec::new()
-    } else {
-        let stats_keys: Vec<String> = leases.iter().map(|(id, _)| history.stats_key(id)).collect();
-        redis::cmd("MGET").arg(stats_keys).query(&mut conn)?
-    };
-    let me = &cache.local().instance_id;
-    let mut instances = Vec::new();
-    let mut others = Vec::new();
-    for ((id, lease_end), published) in leases.into_iter().zip(published) {
-        let published: Option<Published> =
-            published.and_then(|json| serde_json::from_str(&json).ok());
-        let this_one = &id == me;
-        let lease = if lease_end > redis_now {
-            format!("ends in {}", span(lease_end - redis_now))
-        } else {
-            format!("expired {} ago", span(redis_now - lease_end))
-        };
-        instances.push(InstanceRow {
-            address: published
-                .as_ref()
-                .map_or_else(|| "unknown".into(), |p| p.address.clone()),
-            from_memory: match &published {
-                _ if this_one && cache.local().get().is_some() => "yes",
-                _ if this_one => "no",
-                Some(p) if p.serving_from_memory => "yes",
-                Some(_) => "no",
-                None => "unknown",
-            },
-            acknowledged: acks
-                .get(&id)
-                .map_or_else(|| "none".into(), |g| g.to_string()),
-            lease,
-            this_one,
-            id,
-        });
-        if let (false, Some(p)) = (this_one, published) {
-            others.push(p.minutes);
-        }
-    }
-    Ok(FromRedis {
-        value: value.and_then(|json| cached_value(&json, pttl)),
-        generation: generation.unwrap_or(0),
-        instances,
-        others,
-    })
+/// The outbox rows not yet applied: id, key, created (Unix ms).
+fn pending_invalidations(conn: &mut db::DbConn) -> QueryResult<Vec<(i32, String, i64)>> {
+    cache_invalidations::table
+        .order(cache_invalidations::id)
+        .select((
+            cache_invalidations::id,
+            cache_invalidations::cache_key,
+            cache_invalidations::created_at_ms,
+        ))
+        .load(conn)
 }
 
-fn cached_value(json: &str, pttl: i64) -> Option<CachedValue> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let computed_at = v["computed_at_ms"].as_i64().unwrap_or(0);
-    Some(CachedValue {
-        average: v["average_age"]
-            .as_f64()
-            .map_or_else(|| "none (no students)".into(), |a| format!("{a:.2}")),
-        count: v["student_count"].as_i64().unwrap_or(0),
-        generation: v["generation"].as_u64().unwrap_or(0),
-        age: if computed_at > 0 {
-            span(now_ms() as i64 - computed_at)
-        } else {
-            "unknown".into()
-        },
-        ttl_left: span(pttl),
-    })
+/// Each series over the hour, for this instance and for all (when Redis answered), and the
+/// two hit ratios.
+fn series(
+    history: &history::History,
+    read: Option<&FromRedis>,
+) -> (Vec<SeriesView>, String, String) {
+    let mine = history.minutes();
+    let mut all = mine.clone();
+    for other in read.iter().flat_map(|r| &r.others) {
+        history::add_minutes(&mut all, other);
+    }
+    let (this, every) = (history::totals(&mine), history::totals(&all));
+    let views = SERIES
+        .iter()
+        .enumerate()
+        .map(|(i, &name)| SeriesView {
+            name,
+            id: name.replace(' ', "-"),
+            this_instance: this[i],
+            all_instances: read.map(|_| every[i]),
+            chart: MinuteChart::new(name, &all, i),
+        })
+        .collect();
+    (
+        views,
+        ratio(this[0], this[1], this[2]),
+        ratio(every[0], every[1], every[2]),
+    )
+}
+
+/// Whether this instance reads Redis now, and why not.
+fn gate(cache: &crate::cache::Cache) -> (&'static str, bool) {
+    if cache.is_usable() {
+        ("usable: requests read Redis", true)
+    } else if !cache.is_reachable() {
+        (
+            "unreachable: the circuit breaker is open, pages come from the database",
+            false,
+        )
+    } else {
+        (
+            "held: an invalidation is pending, pages come from the database until it is applied",
+            false,
+        )
+    }
 }
 
 /// "Clear cache": what `cachewithredis cache-clear` does.

@@ -2,4 +2,5 @@
 
 pub mod auth;
 pub mod cache;
+pub mod cache_state;
 pub mod students;
