@@ -157,14 +157,18 @@ impl History {
             .collect()
     }
 
-    /// Remembers which tier served the latest hit (one relaxed store on the hit path).
+    /// Remembers which tier served the latest hit.
     pub fn note_hit(&self, tier: Option<Tier>) {
         let code = match tier {
             None => return,
             Some(Tier::Memory) => 1,
             Some(Tier::Redis) => 2,
         };
-        self.last_tier.store(code, Ordering::Relaxed);
+        // Written only when it changes: a store on every hit would bounce the cache line
+        // between the cores serving requests.
+        if self.last_tier.load(Ordering::Relaxed) != code {
+            self.last_tier.store(code, Ordering::Relaxed);
+        }
     }
 
     pub fn last_hit_tier(&self) -> Option<Tier> {
