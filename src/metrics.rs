@@ -56,7 +56,7 @@ impl Metrics {
         .expect("valid metric");
         let db_aggregate_queries = IntCounter::new(
             "cachewithredis_db_aggregate_queries_total",
-            "SELECT AVG(age), COUNT(*) queries run against the database.",
+            "Average-age aggregates (SELECT age, COUNT(*) ... GROUP BY age) run against the database.",
         )
         .expect("valid metric");
         let db_aggregate_queries_running = IntGauge::new(

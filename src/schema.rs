@@ -16,6 +16,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    cache_write_log (id) {
+        id -> Integer,
+        at_ms -> BigInt,
+        who -> Text,
+        what -> Text,
+    }
+}
+
+diesel::table! {
     login_failures (id) {
         id -> Integer,
         username -> Text,
@@ -53,6 +62,7 @@ diesel::table! {
 diesel::allow_tables_to_appear_in_same_query!(
     cache_generation,
     cache_invalidations,
+    cache_write_log,
     login_failures,
     staff_users,
     student_stats,

@@ -14,6 +14,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
+use crate::cache::history::{self, History};
 use crate::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
 use crate::cache::redis_target::RedisTarget;
 use crate::cache::resync::Resync;
@@ -121,6 +122,17 @@ impl Application {
             resources.db.clone(),
         ));
 
+        let history = Arc::new(History::new(
+            Arc::clone(&resources.metrics),
+            &settings.cache_key_prefix,
+            format!("{}:{port}", settings.bind_addr.ip()),
+            resources.cache.redis_target(),
+        ));
+        tokio::spawn(history::run_sampler(
+            Arc::clone(&history),
+            Arc::downgrade(&resources.cache),
+        ));
+
         let key = match &settings.secret_key {
             Some(secret) => Key::derive_from(secret.as_bytes()),
             None => {
@@ -138,6 +150,7 @@ impl Application {
             metrics: Arc::clone(&resources.metrics),
             debug: settings.debug,
             page_index: Default::default(),
+            history,
         });
         if settings.debug {
             log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");
@@ -240,7 +253,16 @@ async fn observe(
         .scope(Arc::clone(&timings), next.call(req))
         .await?;
     if let Ok(timings) = timings.lock() {
-        if let Ok(value) = HeaderValue::from_str(&timings.server_timing()) {
+        let mut server_timing = timings.server_timing();
+        // A hit names its tier, so the developer tools tell memory from Redis at a glance.
+        if let Some(tier) = res
+            .headers()
+            .get("x-cache-tier")
+            .and_then(|t| t.to_str().ok())
+        {
+            server_timing.push_str(&format!(", cache-tier;desc=\"{tier}\""));
+        }
+        if let Ok(value) = HeaderValue::from_str(&server_timing) {
             res.headers_mut()
                 .insert(HeaderName::from_static("server-timing"), value);
         }

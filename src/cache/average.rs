@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::generation::Generation;
-use super::{Cache, ReadOutcome, RENEW_LOCK_EVERY, WAIT_FOR_LEADER};
+use super::{Cache, ReadOutcome, Tier, RENEW_LOCK_EVERY, WAIT_FOR_LEADER};
 use crate::db::{self, DbConn, DbPool};
 use crate::error::AppError;
 use crate::models::{AverageAge, Student};
@@ -51,6 +51,8 @@ impl CacheOutcome {
 pub struct AverageLookup {
     pub stats: AverageAge,
     pub outcome: CacheOutcome,
+    /// Which tier served a hit; `None` for a miss or a bypass.
+    pub tier: Option<Tier>,
     pub elapsed: Duration,
 }
 
@@ -68,6 +70,7 @@ pub fn aggregate(cache: &Cache, conn: &mut DbConn) -> Result<AverageAge, AppErro
 pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, AppError> {
     let started = Instant::now();
     let deadline = started + WAIT_FOR_LEADER;
+    let mut tier = None;
     let (stats, outcome) = loop {
         if !cache.is_usable() {
             break (from_database(cache, db).await?, CacheOutcome::Bypass);
@@ -76,6 +79,7 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
         if let Some(hit) = cache.local().get() {
             cache.served(hit.stats, hit.generation);
             refresh_early_if_due(cache, db, hit.compute, hit.remaining);
+            tier = Some(Tier::Memory);
             break (hit.stats, CacheOutcome::Hit);
         }
         let reader = Arc::clone(cache);
@@ -91,6 +95,7 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
                     found.compute,
                 );
                 refresh_early_if_due(cache, db, found.compute, found.remaining);
+                tier = Some(Tier::Redis);
                 break (found.stats, CacheOutcome::Hit);
             }
             Ok(ReadOutcome::Lead { generation, token }) => {
@@ -122,6 +127,7 @@ pub async fn lookup(cache: &Arc<Cache>, db: &DbPool) -> Result<AverageLookup, Ap
     Ok(AverageLookup {
         stats,
         outcome,
+        tier,
         elapsed: started.elapsed(),
     })
 }

@@ -266,6 +266,7 @@ mod tests {
         AverageAge {
             average_age: Some(20.0),
             student_count: count,
+            ages: Default::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! # Keys
 //!
 //! - `{prefix}:students:average_age`: the value, JSON `{"average_age", "student_count",
-//!   "generation", "compute_us"}`, with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter
+//!   "generation", "compute_us", "ages"}` (`ages`: students per age, `{"18": 12, ...}`), with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter
 //!   (so keys filled together do not all expire together).
 //! - `{prefix}:students:average_age:generation`: the generation. It only ever moves to the
 //!   maximum of itself and the database's high-water mark (see [`generation`]). No TTL.
@@ -104,6 +104,7 @@
 
 pub mod average;
 pub mod generation;
+pub mod history;
 pub mod lease;
 pub mod local;
 pub mod monitor;
@@ -113,6 +114,7 @@ pub mod redis_target;
 pub mod resync;
 pub mod scripts;
 pub mod single_flight;
+pub mod tier;
 pub mod trust;
 pub mod xfetch;
 
@@ -133,6 +135,7 @@ use scripts::Scripts;
 use trust::{RedisTrust, TrustEpoch};
 
 pub use average::{AverageLookup, CacheOutcome};
+pub use tier::Tier;
 pub use xfetch::early_refresh_due;
 
 /// How long the computing lease lasts unless its holder renews it: how soon after a holder
@@ -182,6 +185,12 @@ struct StoredValue {
     /// How long the aggregate took, in microseconds: the early refresh's δ.
     #[serde(default)]
     compute_us: u64,
+    /// Students per age, `{"18": 12, ...}`. Required: a value without it (written by an older
+    /// version) is treated as unreadable and recomputed, so the chart always matches the count.
+    ages: crate::models::AgeCounts,
+    /// When the aggregate was computed (Unix ms), for the staff cache page's "age".
+    #[serde(default)]
+    computed_at_ms: u64,
 }
 
 /// A value found in Redis.
@@ -198,7 +207,8 @@ pub struct Found {
 /// What the read script found.
 #[derive(Debug)]
 pub enum ReadOutcome {
-    Hit(Found),
+    /// Boxed: with the age distribution a value is some 600 bytes.
+    Hit(Box<Found>),
     /// No current value; this request holds the lease and must compute it.
     Lead {
         generation: Generation,
@@ -280,6 +290,11 @@ impl Cache {
         }
     }
 
+    /// Where Redis is, for connections of its own outside the pool (the staff page's sampler).
+    pub fn redis_target(&self) -> Arc<redis_target::RedisTarget> {
+        Arc::clone(&self.client)
+    }
+
     /// The Redis in use (`host:port`); through Sentinel, the master last named.
     pub fn redis_master(&self) -> Option<String> {
         self.client.master()
@@ -352,16 +367,17 @@ impl Cache {
         match reply.as_slice() {
             [kind, value, ttl_ms] if kind == "hit" => {
                 match serde_json::from_str::<StoredValue>(value) {
-                    Ok(stored) => Ok(ReadOutcome::Hit(Found {
+                    Ok(stored) => Ok(ReadOutcome::Hit(Box::new(Found {
                         stats: AverageAge {
                             average_age: stored.average_age,
                             student_count: stored.student_count,
+                            ages: stored.ages,
                         },
                         generation: Generation::new(stored.generation),
                         // PTTL is -1 for a key without expiry, which the fill never writes.
                         remaining: Duration::from_millis(ttl_ms.parse().unwrap_or(0)),
                         compute: Duration::from_micros(stored.compute_us),
-                    })),
+                    }))),
                     // Carries the current generation but not the fields this application
                     // writes: a miss like any other foreign value, and the fill replaces it.
                     Err(_) => Ok(match self.try_lease(&token)? {
@@ -393,6 +409,8 @@ impl Cache {
             student_count: stats.student_count,
             generation: generation.get(),
             compute_us: compute.as_micros() as u64,
+            ages: stats.ages,
+            computed_at_ms: trust::now_ms(),
         })
         .unwrap_or_default();
         let ttl = self.ttl_with_jitter();

@@ -1,7 +1,10 @@
 //! Tables as Rust types, with their queries as methods.
 
+pub mod age_distribution;
 pub mod staff;
 pub mod student;
+pub mod write_log;
 
+pub use age_distribution::AgeCounts;
 pub use staff::StaffUser;
 pub use student::{AverageAge, NewStudent, Student};

@@ -1,10 +1,10 @@
 //! The `students` table.
 
-use diesel::dsl::{count_star, sql};
+use diesel::dsl::count_star;
 use diesel::prelude::*;
-use diesel::sql_types::{Double, Nullable};
 use serde::{Deserialize, Serialize};
 
+use super::AgeCounts;
 use crate::db::DbConn;
 use crate::on_backend;
 use crate::schema::{student_stats, students};
@@ -28,12 +28,34 @@ pub struct NewStudent {
     pub age: i32,
 }
 
-/// The cached aggregate: what one `SELECT AVG(age), COUNT(*)` returns.
+/// The cached aggregate: what one `SELECT age, COUNT(*) ... GROUP BY age` returns, and the
+/// average and count that follow from it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AverageAge {
     /// `None` for an empty table (SQL's AVG of nothing is NULL).
     pub average_age: Option<f64>,
     pub student_count: i64,
+    /// How many students have each age.
+    pub ages: AgeCounts,
+}
+
+impl AverageAge {
+    /// The average and the count from `(age, count)` groups, exactly as `AVG(age)` and
+    /// `COUNT(*)` give them: integer sums, one division.
+    pub fn from_groups(groups: &[(i32, i64)]) -> AverageAge {
+        let mut ages = AgeCounts::default();
+        let (mut sum, mut count) = (0i128, 0i64);
+        for &(age, n) in groups {
+            ages.add(age, n);
+            sum += i128::from(age) * i128::from(n);
+            count += n;
+        }
+        AverageAge {
+            average_age: (count > 0).then(|| sum as f64 / count as f64),
+            student_count: count,
+            ages,
+        }
+    }
 }
 
 /// Where each page of the list starts, for one version of the set of ids (see
@@ -93,20 +115,14 @@ pub struct StudentPage {
 }
 
 impl Student {
-    /// The aggregate the average page shows, in one statement.
+    /// The aggregate the average page shows, in one statement: the count of each age, from
+    /// which the average and the count follow (the index on `age` covers it).
     pub fn average_age(conn: &mut DbConn) -> QueryResult<AverageAge> {
-        // AVG over integers is NUMERIC in the SQL standard; the cast gives a float on every
-        // backend. A constant fragment: nothing from the request reaches it.
-        let (average_age, student_count) = students::table
-            .select((
-                sql::<Nullable<Double>>("CAST(AVG(age) AS DOUBLE PRECISION)"),
-                count_star(),
-            ))
-            .first::<(Option<f64>, i64)>(conn)?;
-        Ok(AverageAge {
-            average_age,
-            student_count,
-        })
+        let groups = students::table
+            .group_by(students::age)
+            .select((students::age, count_star()))
+            .load::<(i32, i64)>(conn)?;
+        Ok(AverageAge::from_groups(&groups))
     }
 
     pub fn count(conn: &mut DbConn) -> QueryResult<i64> {
@@ -272,6 +288,15 @@ fn like_pattern(needle: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_average_and_count_follow_exactly_from_the_groups() {
+        let stats = AverageAge::from_groups(&[(20, 2), (21, 1)]);
+        assert_eq!(stats.student_count, 3);
+        assert_eq!(format!("{:.2}", stats.average_age.unwrap()), "20.33");
+        assert_eq!(stats.ages.get(20), 2);
+        assert_eq!(AverageAge::from_groups(&[]).average_age, None);
+    }
 
     #[test]
     fn like_wildcards_in_a_search_are_literal() {

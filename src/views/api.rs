@@ -4,7 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
 use super::AppState;
-use crate::cache::average;
+use crate::cache::{average, Tier};
 use crate::error::AppError;
 
 #[derive(Serialize)]
@@ -12,15 +12,22 @@ struct AverageAgeBody {
     average_age: Option<f64>,
     student_count: i64,
     cache: &'static str,
+    /// `"memory"` or `"redis"` on a hit, `null` otherwise.
+    tier: Option<&'static str>,
 }
 
 pub async fn average_age(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let lookup = average::lookup(&state.cache, &state.db).await?;
-    Ok(HttpResponse::Ok()
-        .insert_header(("X-Cache", lookup.outcome.header()))
-        .json(AverageAgeBody {
-            average_age: lookup.stats.average_age,
-            student_count: lookup.stats.student_count,
-            cache: lookup.outcome.label(),
-        }))
+    state.history.note_hit(lookup.tier);
+    let mut response = HttpResponse::Ok();
+    response.insert_header(("X-Cache", lookup.outcome.header()));
+    if let Some(tier) = lookup.tier {
+        response.insert_header(("X-Cache-Tier", tier.label()));
+    }
+    Ok(response.json(AverageAgeBody {
+        average_age: lookup.stats.average_age,
+        student_count: lookup.stats.student_count,
+        cache: lookup.outcome.label(),
+        tier: lookup.tier.map(Tier::label),
+    }))
 }

@@ -7,8 +7,9 @@ use actix_web::{web, CustomizeResponder, Responder};
 use askama::Template;
 use askama_web::WebTemplate;
 
+use super::age_chart::AgeChart;
 use super::{AppState, Nav};
-use crate::cache::{average, CacheOutcome};
+use crate::cache::{average, CacheOutcome, Tier};
 use crate::error::AppError;
 
 #[derive(Template, WebTemplate)]
@@ -22,6 +23,7 @@ pub struct AveragePage {
     badge_text: &'static str,
     explanation: &'static str,
     elapsed: String,
+    chart: Option<AgeChart>,
 }
 
 pub async fn page(
@@ -29,20 +31,27 @@ pub async fn page(
     session: Session,
 ) -> Result<CustomizeResponder<AveragePage>, AppError> {
     let lookup = average::lookup(&state.cache, &state.db).await?;
-    let (badge_class, badge_icon, badge_text, explanation) = match lookup.outcome {
-        CacheOutcome::Hit => (
+    state.history.note_hit(lookup.tier);
+    let (badge_class, badge_icon, badge_text, explanation) = match (lookup.outcome, lookup.tier) {
+        (CacheOutcome::Hit, Some(Tier::Memory)) => (
             "hit",
             "✔",
-            "Cache hit",
+            "Cache hit · memory",
+            "Served from this server’s memory: neither a database query nor a Redis call was needed.",
+        ),
+        (CacheOutcome::Hit, _) => (
+            "hit",
+            "✔",
+            "Cache hit · Redis",
             "Served from Redis: no database query was needed.",
         ),
-        CacheOutcome::Miss => (
+        (CacheOutcome::Miss, _) => (
             "miss",
             "↻",
             "Cache miss",
             "Computed with one SQL aggregate and stored in Redis for the next visitors.",
         ),
-        CacheOutcome::Bypass => (
+        (CacheOutcome::Bypass, _) => (
             "bypass",
             "⚠",
             "Cache unavailable",
@@ -60,10 +69,15 @@ pub async fn page(
         badge_text,
         explanation,
         elapsed: human_duration(lookup.elapsed),
+        chart: AgeChart::new(&lookup.stats.ages),
     };
-    Ok(page
+    let mut page = page
         .customize()
-        .insert_header(("X-Cache", lookup.outcome.header())))
+        .insert_header(("X-Cache", lookup.outcome.header()));
+    if let Some(tier) = lookup.tier {
+        page = page.insert_header(("X-Cache-Tier", tier.label()));
+    }
+    Ok(page)
 }
 
 /// `850 µs`, `12.3 ms`, `1.20 s`.

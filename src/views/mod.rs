@@ -1,9 +1,11 @@
 //! The route table, and what the page views share: the navigation context and the pager.
 
 pub mod admin;
+pub mod age_chart;
 pub mod api;
 pub mod average;
 pub mod health;
+pub mod minute_chart;
 pub mod students;
 
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub struct AppState {
     pub debug: bool,
     /// Where the public list's pages start, so deep pages skip no rows.
     pub page_index: std::sync::Mutex<crate::models::student::PageIndex>,
+    /// The last hour of cache activity, for the staff cache page.
+    pub history: Arc<crate::cache::history::History>,
 }
 
 /// The route table, shared by `main` and the tests.
@@ -49,6 +53,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/login", web::get().to(admin::auth::login_form))
                 .route("/login", web::post().to(admin::auth::login))
                 .route("/logout", web::post().to(admin::auth::logout))
+                .route("/cache", web::get().to(admin::cache::page))
+                .route("/cache/clear", web::post().to(admin::cache::clear))
+                .route("/cache/recompute", web::post().to(admin::cache::recompute))
                 .route("/students", web::get().to(admin::students::index))
                 .route("/students", web::post().to(admin::students::create))
                 .route("/students/new", web::get().to(admin::students::new))

@@ -35,7 +35,7 @@ async fn the_api_answers_json_with_the_same_header() {
     assert_eq!(x_cache, "MISS");
     assert_eq!(
         json,
-        serde_json::json!({"average_age": 18.5, "student_count": 2, "cache": "miss"})
+        serde_json::json!({"average_age": 18.5, "student_count": 2, "cache": "miss", "tier": null})
     );
     let (json, x_cache) = app.average().await;
     assert_eq!(x_cache, "HIT");
@@ -77,7 +77,8 @@ async fn a_miss_makes_one_query_and_a_repeated_view_neither_a_query_nor_a_redis_
     assert_eq!(header(&hit, "x-cache"), "HIT");
     let timing = header(&hit, "server-timing");
     assert_eq!(
-        timing, r#"db;dur=0.00;desc="0 queries", cache;dur=0.00;desc="0 calls""#,
+        timing,
+        r#"db;dur=0.00;desc="0 queries", cache;dur=0.00;desc="0 calls", cache-tier;desc="memory""#,
         "served from memory"
     );
 }
@@ -96,12 +97,12 @@ async fn another_instance_reads_the_value_from_redis_once_then_from_memory() {
         "{timing}"
     );
     assert!(
-        timing.ends_with(r#"desc="1 call""#),
+        timing.ends_with(r#"desc="1 call", cache-tier;desc="redis""#),
         "one Redis round trip: {timing}"
     );
     let second = other.get("/api/students/average-age").await;
     assert!(
-        header(&second, "server-timing").ends_with(r#"desc="0 calls""#),
+        header(&second, "server-timing").ends_with(r#"desc="0 calls", cache-tier;desc="memory""#),
         "from memory"
     );
 }

@@ -174,7 +174,7 @@ async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_t
     b.wait_for_path("/students/average-age").await;
     assert_eq!(b.text("#cache-badge").await, "↻ Cache miss");
     b.client.refresh().await.unwrap();
-    assert_eq!(b.text("#cache-badge").await, "✔ Cache hit");
+    assert_eq!(b.text("#cache-badge").await, "✔ Cache hit · memory");
     assert_eq!(b.text("#average-age").await, "21.50");
     b.screenshot("average-hit").await;
 
@@ -237,5 +237,68 @@ async fn the_pages_fit_a_phone_screen() {
             .await;
         assert_eq!(overflow, 0, "{path} scrolls sideways at phone width");
     }
+    browser.client.clone().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_average_page_draws_the_age_chart_and_staff_watch_the_cache_page() {
+    let app = app_with_students().await;
+    let other = crate::helpers::spawn_second_instance(&app).await;
+    let browser = Browser::start(1200, 900).await;
+    let b = &browser;
+
+    b.client
+        .goto(&app.url("/students/average-age"))
+        .await
+        .unwrap();
+    b.client.refresh().await.unwrap();
+    assert_eq!(b.text("#cache-badge").await, "✔ Cache hit · memory");
+    // Eight ages, fifteen students each: a bar and a count label per age.
+    let bars = b
+        .script("return document.querySelectorAll('#age-chart rect.bar').length")
+        .await;
+    assert_eq!(bars, 8);
+    let height = b
+        .script("return document.querySelector('#age-chart svg').getBoundingClientRect().height")
+        .await;
+    assert!(
+        height.as_f64().unwrap() > 100.0,
+        "the chart is drawn: {height}"
+    );
+
+    // Some traffic on both instances, then the staff page.
+    for _ in 0..5 {
+        other.average().await;
+    }
+    b.client.goto(&app.url("/admin/cache")).await.unwrap();
+    b.type_into("#username", STAFF_USER).await;
+    b.type_into("#password", STAFF_PASSWORD).await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/cache").await;
+    b.click("#recompute").await;
+    b.wait_for_path("/admin/cache").await;
+    assert!(b
+        .text(".flash")
+        .await
+        .starts_with("Recomputed: 21.50 years"));
+    let instances = b.text("#instances").await;
+    assert!(
+        instances.contains(other.address.trim_start_matches("http://")),
+        "both instances: {instances}"
+    );
+    // The script swaps in fresh figures every 5 s without reloading the page.
+    b.script("window.notReloaded = true; return null").await;
+    let before = b.text("#all-hits").await;
+    for _ in 0..3 {
+        other.average().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while b.text("#all-hits").await == before {
+        assert!(Instant::now() < deadline, "the figures never refreshed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(b.script("return window.notReloaded === true").await, true);
+    b.client.set_window_size(1200, 1900).await.unwrap();
+    b.screenshot("admin-cache").await;
     browser.client.clone().close().await.unwrap();
 }

@@ -103,6 +103,13 @@ fn seed_adds_exactly_n_rows_and_invalidates_the_cache() {
     let stats = cachewithredis::models::Student::average_age(&mut db).unwrap();
     let average = stats.average_age.unwrap();
     assert!((18.0..=25.0).contains(&average), "ages 18–25: {average}");
+    let logged: Vec<(String, String)> = cachewithredis::models::write_log::latest(&mut db)
+        .unwrap()
+        .into_iter()
+        .map(|w| (w.who, w.what))
+        .collect();
+    let seeded = ("command line".to_owned(), "seeded 1234 students".to_owned());
+    assert_eq!(logged, [seeded.clone(), seeded], "for the staff cache page");
 }
 
 #[test]

@@ -2,11 +2,14 @@
 //! redis-server, and talks to it over HTTP.
 
 mod admin_auth;
+mod admin_cache;
 mod admin_students;
+mod age_distribution;
 mod average_age_cache;
 mod browser;
 mod cache_faults;
 mod cache_races;
+mod cache_tiers;
 mod cache_writes;
 mod cli;
 mod consistency_monitor;

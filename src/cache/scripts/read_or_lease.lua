@@ -19,6 +19,7 @@ local function written_by_this_application(stored, generation)
     and stored.generation == generation
     and type(stored.student_count) == 'number'
     and (stored.average_age == cjson.null or type(stored.average_age) == 'number')
+    and type(stored.ages) == 'table'
 end
 
 local generation = tonumber(redis.call('GET', KEYS[2]) or '0') or 0

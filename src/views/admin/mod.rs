@@ -1,4 +1,6 @@
 //! The staff area under `/admin`.
 
 pub mod auth;
+pub mod cache;
+pub mod cache_state;
 pub mod students;

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::db;
 use crate::error::AppError;
 use crate::forms::{CsrfOnlyForm, StudentForm, StudentFormErrors};
-use crate::models::{NewStudent, Student};
+use crate::models::{write_log, NewStudent, Student};
 use crate::session;
 use crate::views::{parse_page, AppState, Nav, Pager, PER_PAGE};
 
@@ -128,7 +128,14 @@ pub async fn create(
             return Ok(Either::Right(page.with_errors(errors)));
         }
     };
-    let student = write(&state, move |conn| Student::insert(conn, &new)).await?;
+    let who = staff_name(&session);
+    let student = write(&state, move |conn| {
+        let student = Student::insert(conn, &new)?;
+        let what = format!("added “{}” (age {})", student.name, student.age);
+        write_log::record(conn, &who, &what)?;
+        Ok(student)
+    })
+    .await?;
     session::flash(
         &session,
         format!("The student “{}” was added.", student.name),
@@ -168,7 +175,14 @@ pub async fn update(
             return Ok(Either::Right(page.with_errors(errors)));
         }
     };
-    let student = write(&state, move |conn| Student::update(conn, id, &changes)).await?;
+    let who = staff_name(&session);
+    let student = write(&state, move |conn| {
+        let student = Student::update(conn, id, &changes)?;
+        let what = format!("changed “{}” (age {})", student.name, student.age);
+        write_log::record(conn, &who, &what)?;
+        Ok(student)
+    })
+    .await?;
     session::flash(
         &session,
         format!("The student “{}” was changed.", student.name),
@@ -206,12 +220,26 @@ pub async fn delete(
 ) -> Result<web::Redirect, AppError> {
     session::verify_csrf(&session, &form.csrf_token)?;
     let id = id.into_inner();
-    let student = write(&state, move |conn| Student::delete(conn, id)).await?;
+    let who = staff_name(&session);
+    let student = write(&state, move |conn| {
+        let student = Student::delete(conn, id)?;
+        let what = format!("deleted “{}” (age {})", student.name, student.age);
+        write_log::record(conn, &who, &what)?;
+        Ok(student)
+    })
+    .await?;
     session::flash(
         &session,
         format!("The student “{}” was deleted.", student.name),
     );
     Ok(back_to_list())
+}
+
+/// The signed-in staff user's name, for the cache page's log of writes.
+pub fn staff_name(session: &Session) -> String {
+    session::signed_in(session)
+        .map(|user| user.username)
+        .unwrap_or_default()
 }
 
 fn back_to_list() -> web::Redirect {

@@ -1,0 +1,8 @@
+-- The writes that invalidated the cached average, for the staff cache page: written in each
+-- write's own transaction, trimmed to the latest hundred.
+CREATE TABLE cache_write_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    at_ms BIGINT NOT NULL,
+    who TEXT NOT NULL,
+    what TEXT NOT NULL
+);

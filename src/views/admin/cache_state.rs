@@ -1,0 +1,134 @@
+//! What the staff cache page reads from Redis: the value, the generation, every instance's
+//! lease, acknowledgement and published figures. One connection of its own, two pipelines.
+
+use std::collections::HashMap;
+
+use crate::cache::history::{self, Minute, Published};
+use crate::cache::trust::now_ms;
+use crate::cache::Cache;
+
+/// The value in Redis, as the page shows it.
+pub struct CachedValue {
+    pub average: String,
+    pub count: i64,
+    pub generation: u64,
+    pub age: String,
+    pub ttl_left: String,
+}
+
+pub struct InstanceRow {
+    pub id: String,
+    pub address: String,
+    pub lease: String,
+    pub acknowledged: String,
+    pub from_memory: &'static str,
+    pub this_one: bool,
+}
+
+/// What the page reads from Redis; `None` where Redis did not answer.
+pub struct FromRedis {
+    pub value: Option<CachedValue>,
+    pub generation: u64,
+    pub instances: Vec<InstanceRow>,
+    /// Every other live instance's published minutes.
+    pub others: Vec<Vec<Minute>>,
+}
+
+/// One connection, two pipelines: the value and the instances, then their published figures.
+pub fn read(history: &history::History, cache: &Cache) -> redis::RedisResult<FromRedis> {
+    let mut conn = history.target.connect()?;
+    let keys = cache.keys();
+    #[allow(clippy::type_complexity)]
+    let (value, pttl, generation, leases, acks, (secs, micros)): (
+        Option<String>,
+        i64,
+        Option<u64>,
+        Vec<(String, i64)>,
+        HashMap<String, u64>,
+        (i64, i64),
+    ) = redis::pipe()
+        .get(&keys.value)
+        .pttl(&keys.value)
+        .get(&keys.generation)
+        .zrange_withscores(&keys.instances, 0, -1)
+        .hgetall(&keys.acks)
+        .cmd("TIME")
+        .query(&mut conn)?;
+    let redis_now = secs * 1000 + micros / 1000;
+    let published: Vec<Option<String>> = if leases.is_empty() {
+        Vec::new()
+    } else {
+        let stats_keys: Vec<String> = leases.iter().map(|(id, _)| history.stats_key(id)).collect();
+        redis::cmd("MGET").arg(stats_keys).query(&mut conn)?
+    };
+    let me = &cache.local().instance_id;
+    let mut instances = Vec::new();
+    let mut others = Vec::new();
+    for ((id, lease_end), published) in leases.into_iter().zip(published) {
+        let published: Option<Published> =
+            published.and_then(|json| serde_json::from_str(&json).ok());
+        let this_one = &id == me;
+        let lease = if lease_end > redis_now {
+            format!("ends in {}", span(lease_end - redis_now))
+        } else {
+            format!("expired {} ago", span(redis_now - lease_end))
+        };
+        instances.push(InstanceRow {
+            address: published
+                .as_ref()
+                .map_or_else(|| "unknown".into(), |p| p.address.clone()),
+            from_memory: match &published {
+                _ if this_one && cache.local().get().is_some() => "yes",
+                _ if this_one => "no",
+                Some(p) if p.serving_from_memory => "yes",
+                Some(_) => "no",
+                None => "unknown",
+            },
+            acknowledged: acks
+                .get(&id)
+                .map_or_else(|| "none".into(), |g| g.to_string()),
+            lease,
+            this_one,
+            id,
+        });
+        if let (false, Some(p)) = (this_one, published) {
+            others.push(p.minutes);
+        }
+    }
+    Ok(FromRedis {
+        value: value.and_then(|json| cached_value(&json, pttl)),
+        generation: generation.unwrap_or(0),
+        instances,
+        others,
+    })
+}
+
+fn cached_value(json: &str, pttl: i64) -> Option<CachedValue> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let computed_at = v["computed_at_ms"].as_i64().unwrap_or(0);
+    Some(CachedValue {
+        average: v["average_age"]
+            .as_f64()
+            .map_or_else(|| "none (no students)".into(), |a| format!("{a:.2}")),
+        count: v["student_count"].as_i64().unwrap_or(0),
+        generation: v["generation"].as_u64().unwrap_or(0),
+        age: if computed_at > 0 {
+            span(now_ms() as i64 - computed_at)
+        } else {
+            "unknown".into()
+        },
+        ttl_left: span(pttl),
+    })
+}
+
+/// `3.2 s`, `4 min 10 s`: how long ago, or how long left.
+pub fn span(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 10_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else if ms < 120_000 {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{} min {} s", ms / 60_000, (ms / 1000) % 60)
+    }
+}

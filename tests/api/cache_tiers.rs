@@ -1,0 +1,66 @@
+//! The badge, `X-Cache-Tier`, the JSON's `"tier"` and `Server-Timing` say which tier served a hit.
+
+use crate::helpers::{header, spawn_app, spawn_second_instance};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_view_on_the_same_instance_is_a_hit_from_memory_and_says_so() {
+    let app = spawn_app().await;
+    app.insert_students(&[20, 22]);
+    let miss = app.get("/students/average-age").await;
+    assert_eq!(header(&miss, "x-cache"), "MISS");
+    assert_eq!(header(&miss, "x-cache-tier"), "", "a miss has no tier");
+
+    let hit = app.get("/students/average-age").await;
+    assert_eq!(header(&hit, "x-cache"), "HIT");
+    assert_eq!(header(&hit, "x-cache-tier"), "memory");
+    assert!(
+        header(&hit, "server-timing").ends_with(r#"cache-tier;desc="memory""#),
+        "{}",
+        header(&hit, "server-timing")
+    );
+    let body = hit.text().await.unwrap();
+    assert!(body.contains("Cache hit · memory"), "{body}");
+    assert!(!body.contains("Served from Redis"), "{body}");
+    assert!(body.contains("Served from this server’s memory"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hit_on_another_instance_right_after_a_fill_is_from_redis_and_says_so() {
+    let app = spawn_app().await;
+    let other = spawn_second_instance(&app).await;
+    app.insert_students(&[20, 22]);
+    app.average().await;
+
+    let hit = other.get("/students/average-age").await;
+    assert_eq!(header(&hit, "x-cache"), "HIT");
+    assert_eq!(header(&hit, "x-cache-tier"), "redis");
+    assert!(
+        header(&hit, "server-timing").ends_with(r#"cache-tier;desc="redis""#),
+        "{}",
+        header(&hit, "server-timing")
+    );
+    let body = hit.text().await.unwrap();
+    assert!(body.contains("Cache hit · Redis"), "{body}");
+    assert!(body.contains("Served from Redis"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_json_names_the_tier_of_a_hit_and_null_otherwise() {
+    let app = spawn_app().await;
+    let other = spawn_second_instance(&app).await;
+    app.insert_students(&[18, 19]);
+    let (miss, _) = app.average().await;
+    assert_eq!(miss["tier"], serde_json::Value::Null);
+
+    let from_redis = other.get("/api/students/average-age").await;
+    assert_eq!(header(&from_redis, "x-cache-tier"), "redis");
+    let json: serde_json::Value = from_redis.json().await.unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"average_age": 18.5, "student_count": 2, "cache": "hit", "tier": "redis"})
+    );
+
+    let (from_memory, x_cache) = other.average().await;
+    assert_eq!(x_cache, "HIT");
+    assert_eq!(from_memory["tier"], "memory");
+}
