@@ -12,6 +12,7 @@ diesel::table! {
         id -> Integer,
         cache_key -> Text,
         created_at_ms -> BigInt,
+        handed_over -> Bool,
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use diesel::prelude::*;
 
 use super::trust::now_ms;
-use super::Cache;
+use super::{lease, Cache};
 use crate::db::{self, DbConn, DbPool};
 use crate::error::AppError;
 use crate::on_backend;
@@ -19,6 +19,13 @@ pub const AVERAGE_AGE: &str = "students:average_age";
 
 /// How often every instance looks at the outbox and, while Redis is distrusted, probes it.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
+/// How long a writer that could not reach Redis waits for another instance to apply its
+/// row: a worker's poll, one more round of it, its invalidation and its wait for
+/// acknowledgements (see [`Cache::await_handover`]).
+pub const HANDOVER_WAIT: Duration = Duration::from_millis(
+    2 * POLL_EVERY.as_millis() as u64 + lease::LEASE.as_millis() as u64 + 1_000,
+);
+const HANDOVER_POLL: Duration = Duration::from_millis(20);
 /// A row this instance has seen for less than this belongs to a write that is probably still
 /// invalidating by itself.
 pub const GRACE: Duration = Duration::from_millis(750);
@@ -66,10 +73,24 @@ fn confirm(conn: &mut DbConn, ids: &[i32]) -> QueryResult<usize> {
         .execute(conn)
 }
 
-fn pending(conn: &mut DbConn) -> QueryResult<Vec<i32>> {
+/// Every row, and whether its writer handed it over.
+fn pending(conn: &mut DbConn) -> QueryResult<Vec<(i32, bool)>> {
     cache_invalidations::table
-        .select(cache_invalidations::id)
+        .select((cache_invalidations::id, cache_invalidations::handed_over))
         .load(conn)
+}
+
+fn hand_over(conn: &mut DbConn, ids: &[i32]) -> QueryResult<usize> {
+    diesel::update(cache_invalidations::table.filter(cache_invalidations::id.eq_any(ids)))
+        .set(cache_invalidations::handed_over.eq(true))
+        .execute(conn)
+}
+
+fn any_left(conn: &mut DbConn, ids: &[i32]) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        cache_invalidations::table.filter(cache_invalidations::id.eq_any(ids)),
+    ))
+    .get_result(conn)
 }
 
 impl Cache {
@@ -114,9 +135,45 @@ impl Cache {
             Err(e) => {
                 self.report_failure("invalidate", &e);
                 self.mark_pending();
-                // Instances that lost Redis too cannot hear of this write: answer only once
-                // their leases, renewed at the latest when this one last was, have lapsed.
-                std::thread::sleep(self.time_until_peer_leases_lapse());
+                self.await_handover(db, outbox_ids);
+            }
+        }
+    }
+
+    /// After this instance failed to invalidate: hands the rows to every instance's worker,
+    /// and answers once one of them has applied them, or once none can have been reading
+    /// Redis since.
+    ///
+    /// Another instance may still reach Redis (a partial partition) and serve the old value,
+    /// from Redis or from memory under a lease it keeps renewing: only its worker applying the
+    /// row stops that, so the write waits for the row to go. A handed-over row is due at once
+    /// on every instance; a worker sees it within [`POLL_EVERY`], invalidates, waits at most
+    /// [`lease::LEASE`] and a half for acknowledgements, and deletes it. If it is still there
+    /// after [`HANDOVER_WAIT`], no instance could apply it: each one that tried distrusts Redis
+    /// (reading neither it nor its memory), and one that cannot reach Redis lost its memory
+    /// lease by then.
+    fn await_handover(&self, db: &DbPool, outbox_ids: &[i32]) {
+        let started = Instant::now();
+        let deadline = started + HANDOVER_WAIT.max(self.time_until_peer_leases_lapse());
+        let handed = db
+            .get()
+            .map_err(anyhow::Error::from)
+            .and_then(|mut conn| Ok(hand_over(&mut conn, outbox_ids)?));
+        if let Err(e) = handed {
+            log::warn!("could not hand pending invalidations over: {e}");
+        }
+        while Instant::now() < deadline {
+            std::thread::sleep(HANDOVER_POLL);
+            let left = db
+                .get()
+                .map_err(anyhow::Error::from)
+                .and_then(|mut conn| Ok(any_left(&mut conn, outbox_ids)?));
+            if let Ok(false) = left {
+                log::debug!(
+                    "pending invalidation applied by a peer in {:?}",
+                    started.elapsed()
+                );
+                return;
             }
         }
     }
@@ -147,7 +204,15 @@ impl Cache {
         };
         // Not held while Redis is waited on (up to a lease when a peer is silent).
         drop(conn);
-        let due = self.outbox_sightings.due(&present, Instant::now());
+        let handed_over: Vec<i32> = present.iter().filter(|r| r.1).map(|r| r.0).collect();
+        let present: Vec<i32> = present.into_iter().map(|r| r.0).collect();
+        let mut due = self.outbox_sightings.due(&present, Instant::now());
+        // A writer that could not reach Redis waits for this: no grace.
+        for id in handed_over {
+            if !due.contains(&id) {
+                due.push(id);
+            }
+        }
         // After a failure here or anywhere, every row counts, however young.
         let everything = !self.is_usable();
         let ids = if everything { present } else { due };

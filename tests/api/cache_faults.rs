@@ -295,3 +295,36 @@ async fn cache_clear_after_a_change_behind_the_apps_back_drops_the_copy_in_memor
 async fn a_foreign_value_at_the_current_generation_is_replaced_by_one_aggregate_then_hit() {
     a_foreign_value_is_replaced_by_one_aggregate(r#"{"generation":0}"#).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_from_an_instance_cut_off_from_redis_answers_only_once_the_others_dropped_the_old_value(
+) {
+    let reader = spawn_app().await;
+    let writer = spawn_second_instance(&reader).await;
+    reader.insert_students(&[20]);
+    writer.sign_in().await;
+    let token = writer.csrf_token("/admin/students/new").await;
+    reader
+        .eventually(Duration::from_secs(10), "a hit from memory", || async {
+            let response = reader.get("/api/students/average-age").await;
+            crate::helpers::header(&response, "x-cache-tier") == "memory"
+        })
+        .await;
+    // A partial partition: the writer loses Redis, the reader keeps it (and renews its lease).
+    // Past a lease, the writer's own view says every peer that lost Redis with it has stopped
+    // serving from memory; the reader has not lost it.
+    writer.proxy.cut();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let response = writer
+        .post_form(
+            "/admin/students",
+            &[
+                ("name", "Partitioned"),
+                ("age", "40"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    every_read_shows(&reader, 2, 20).await;
+}
