@@ -138,6 +138,23 @@ impl Default for Metrics {
     }
 }
 
+/// The `method` label of a request: the standard methods by name, anything else `OTHER`, so that
+/// a client sending made-up methods cannot add series without bound.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    }
+}
+
 /// One database statement or Redis command made while serving a request.
 #[derive(Clone, Debug)]
 pub struct Call {

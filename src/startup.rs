@@ -196,7 +196,7 @@ async fn observe(
         ..RequestTimings::default()
     }));
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let method = req.method().to_string();
+    let method = metrics::method_label(req.method());
     let mut res = metrics::REQUEST_TIMINGS
         .scope(Arc::clone(&timings), next.call(req))
         .await?;
@@ -214,7 +214,7 @@ async fn observe(
             .unwrap_or_else(|| "unmatched".into());
         metrics
             .http_request_duration
-            .with_label_values(&[&route, &method, res.status().as_str()])
+            .with_label_values(&[&route, method, res.status().as_str()])
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)
