@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 
+use crate::error::AppError;
 use crate::models::NewStudent;
 
 /// A student's name: 1–100 characters (Unicode scalar values) after trimming.
@@ -101,6 +102,58 @@ pub struct LoginForm {
     pub csrf_token: String,
     #[serde(default)]
     pub next: String,
+}
+
+/// The longest password accepted (Django's old limit): Argon2 takes any length, but a
+/// megabyte-long "password" is an attack on the hashing, not a password.
+pub const MAX_PASSWORD_BYTES: usize = 4096;
+
+/// What a sign-in form submitted, checked to be something a staff account could hold.
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl LoginForm {
+    /// The trimmed username and the password. A username no account can have (over 150
+    /// characters, control characters such as NUL, which PostgreSQL refuses to store) or an
+    /// over-long password is a 400 that records nothing.
+    pub fn credentials(&self) -> Result<Credentials, AppError> {
+        let username = self.username.trim();
+        if username.chars().count() > 150 || username.chars().any(char::is_control) {
+            return Err(AppError::BadRequest(
+                "A username has at most 150 letters, digits and @ . + - _.".into(),
+            ));
+        }
+        check_password_input(&self.password)?;
+        Ok(Credentials {
+            username: username.to_owned(),
+            password: self.password.clone(),
+        })
+    }
+}
+
+/// Refuses a password field no password can fill: NUL bytes or more than
+/// [`MAX_PASSWORD_BYTES`].
+pub fn check_password_input(password: &str) -> Result<(), AppError> {
+    if password.len() > MAX_PASSWORD_BYTES || password.contains('\0') {
+        return Err(AppError::BadRequest(format!(
+            "A password has at most {MAX_PASSWORD_BYTES} bytes and no NUL characters."
+        )));
+    }
+    Ok(())
+}
+
+/// The staff search's `q`: trimmed, `None` when empty. A name has at most 100 characters and no
+/// control characters, so a longer or NUL-carrying search is a 400 rather than a query.
+pub fn search_needle(q: &str) -> Result<Option<String>, AppError> {
+    let q = q.trim();
+    if q.chars().count() > StudentName::MAX_CHARS || q.chars().any(char::is_control) {
+        return Err(AppError::BadRequest(
+            "Search for at most 100 characters of a name, without control characters.".into(),
+        ));
+    }
+    Ok((!q.is_empty()).then(|| q.to_owned()))
 }
 
 /// A form whose only field is the CSRF token (sign-out, delete).

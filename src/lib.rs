@@ -7,6 +7,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod forms;
+pub mod hashing;
 pub mod metrics;
 pub mod models;
 pub mod schema;

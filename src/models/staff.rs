@@ -6,7 +6,10 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Salt
 use argon2::{Argon2, PasswordVerifier};
 use diesel::prelude::*;
 
-use crate::db::DbConn;
+use crate::db::{self, DbConn, DbPool};
+use crate::error::AppError;
+use crate::forms::Credentials;
+use crate::hashing;
 use crate::on_backend;
 use crate::schema::{login_failures, staff_users};
 
@@ -83,60 +86,141 @@ pub fn verify_password(user: Option<&StaffUser>, password: &str) -> bool {
     ok && user.is_some()
 }
 
-/// Records one failed sign-in.
-pub fn record_login_failure(
+/// The outcome of asking to try a password.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// A slot was reserved (a failure recorded in advance, cleared on success): its row id.
+    Reserved(i32),
+    /// The username or the client address is locked out for this many more seconds.
+    LockedOut { retry_after_secs: u64 },
+}
+
+/// Reserves one of the [`MAX_FAILURES`] attempts that `username` and `client_addr` each have
+/// per window, before any password is checked.
+///
+/// Why it holds under a burst: checking, hashing, then recording let 40 concurrent guesses
+/// all pass the check before the first failure was written. Here the check and the insert of
+/// the reservation are one transaction that excludes every other reservation (a table lock on
+/// PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so the sixth of any number of concurrent attempts
+/// sees the first five rows and is refused. The slow part, hashing, runs after the lock is gone.
+pub fn reserve_attempt(
     conn: &mut DbConn,
     username: &str,
     client_addr: &str,
     now: i64,
-) -> QueryResult<()> {
-    diesel::insert_into(login_failures::table)
-        .values((
-            login_failures::username.eq(username),
-            login_failures::client_addr.eq(client_addr),
-            login_failures::failed_at.eq(now),
-        ))
-        .execute(conn)?;
+) -> QueryResult<Attempt> {
+    let since = now - THROTTLE_WINDOW_SECS;
+    // The same statements for both backends, compiled for each one's connection type.
+    macro_rules! reserve {
+        ($c:ident) => {{
+            diesel::delete(login_failures::table.filter(login_failures::failed_at.le(since)))
+                .execute($c)?;
+            let by_username: Vec<i64> = login_failures::table
+                .filter(login_failures::username.eq(username))
+                .filter(login_failures::failed_at.gt(since))
+                .select(login_failures::failed_at)
+                .order(login_failures::failed_at.desc())
+                .limit(MAX_FAILURES)
+                .load($c)?;
+            let by_address: Vec<i64> = login_failures::table
+                .filter(login_failures::client_addr.eq(client_addr))
+                .filter(login_failures::failed_at.gt(since))
+                .select(login_failures::failed_at)
+                .order(login_failures::failed_at.desc())
+                .limit(MAX_FAILURES)
+                .load($c)?;
+            match lockout(&[by_username, by_address], now) {
+                Some(retry_after_secs) => Ok(Attempt::LockedOut { retry_after_secs }),
+                None => diesel::insert_into(login_failures::table)
+                    .values((
+                        login_failures::username.eq(username),
+                        login_failures::client_addr.eq(client_addr),
+                        login_failures::failed_at.eq(now),
+                    ))
+                    .returning(login_failures::id)
+                    .get_result($c)
+                    .map(Attempt::Reserved),
+            }
+        }};
+    }
+    match conn {
+        DbConn::Pg(c) => c.transaction(|c| {
+            // SHARE ROW EXCLUSIVE conflicts with itself: one reservation at a time.
+            diesel::sql_query("LOCK TABLE login_failures IN SHARE ROW EXCLUSIVE MODE")
+                .execute(c)?;
+            reserve!(c)
+        }),
+        DbConn::Sqlite(c) => c.immediate_transaction(|c| reserve!(c)),
+    }
+}
+
+/// Seconds until the latest lock-out among `recent` (newest first, per key) ends, if any: a
+/// key is locked until its [`MAX_FAILURES`]-th most recent failure leaves the window.
+fn lockout(recent: &[Vec<i64>], now: i64) -> Option<u64> {
+    recent
+        .iter()
+        .filter(|times| times.len() as i64 >= MAX_FAILURES)
+        .filter_map(|times| times.last())
+        .map(|oldest| (oldest + THROTTLE_WINDOW_SECS - now).max(1) as u64)
+        .max()
+}
+
+/// Gives back a reserved attempt: the password was right.
+pub fn release_attempt(conn: &mut DbConn, reservation: i32) -> QueryResult<()> {
+    diesel::delete(login_failures::table.find(reservation)).execute(conn)?;
     Ok(())
 }
 
-/// Seconds until a sign-in for `username` from `client_addr` may be tried again, or `None` when
-/// it may be tried now. Old records are pruned on the way.
-pub fn login_retry_after(
-    conn: &mut DbConn,
-    username: &str,
-    client_addr: &str,
-    now: i64,
-) -> QueryResult<Option<u64>> {
-    let since = now - THROTTLE_WINDOW_SECS;
-    diesel::delete(login_failures::table.filter(login_failures::failed_at.le(since)))
-        .execute(conn)?;
-    let mut retry_after = None;
-    for by_username in [true, false] {
-        let mut query = login_failures::table
-            .filter(login_failures::failed_at.gt(since))
-            .select(login_failures::failed_at)
-            .order(login_failures::failed_at.desc())
-            .into_boxed();
-        query = if by_username {
-            query.filter(login_failures::username.eq(username))
-        } else {
-            query.filter(login_failures::client_addr.eq(client_addr))
+/// Django's `authenticate`: the active user with this username and password, or `None`.
+/// Throttled (429 once locked out) and hashed through the bounded gate (503 when it is full).
+pub async fn authenticate(
+    pool: &DbPool,
+    credentials: Credentials,
+    client_addr: String,
+) -> Result<Option<StaffUser>, AppError> {
+    let Credentials { username, password } = credentials;
+    let name = username.clone();
+    let (reservation, user) = db::with_conn(pool, move |conn| {
+        let reservation = match reserve_attempt(conn, &name, &client_addr, unix_now())? {
+            Attempt::Reserved(id) => id,
+            Attempt::LockedOut { retry_after_secs } => {
+                return Err(AppError::TooManyRequests { retry_after_secs })
+            }
         };
-        // The lock lasts until the MAX_FAILURES-th most recent failure leaves the window.
-        let recent: Vec<i64> = query.limit(MAX_FAILURES).load(conn)?;
-        if recent.len() as i64 >= MAX_FAILURES {
-            let oldest = recent[recent.len() - 1];
-            let wait = (oldest + THROTTLE_WINDOW_SECS - now).max(1) as u64;
-            retry_after = Some(retry_after.map_or(wait, |w: u64| w.max(wait)));
-        }
+        Ok((reservation, StaffUser::find_by_username(conn, &name)?))
+    })
+    .await?;
+    // Hashing takes the same time whether or not the user exists.
+    let user = hashing::run(move || verify_password(user.as_ref(), &password).then_some(user))
+        .await?
+        .flatten();
+    if user.is_some() {
+        db::with_conn(pool, move |conn| Ok(release_attempt(conn, reservation)?)).await?;
     }
-    Ok(retry_after)
+    Ok(user)
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_locked_until_its_fifth_latest_failure_leaves_the_window() {
+        let now = 10_000;
+        assert_eq!(lockout(&[vec![now; 4], vec![]], now), None);
+        let five = vec![now, now - 1, now - 2, now - 3, now - 100];
+        assert_eq!(
+            lockout(&[vec![], five], now),
+            Some((THROTTLE_WINDOW_SECS - 100) as u64)
+        );
+    }
 
     #[test]
     fn a_hash_verifies_its_own_password_only() {
