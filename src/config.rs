@@ -37,6 +37,10 @@ pub struct Settings {
     pub secret_key: Option<String>,
     pub cookie_secure: bool,
     pub debug: bool,
+    /// A staff session ends after this long without a request (`SESSION_IDLE_SECS`).
+    pub session_idle: Duration,
+    /// ... and this long after sign-in, however active (`SESSION_MAX_SECS`).
+    pub session_max: Duration,
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -60,6 +64,8 @@ impl std::fmt::Debug for Settings {
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
             .field("cookie_secure", &self.cookie_secure)
             .field("debug", &self.debug)
+            .field("session_idle", &self.session_idle)
+            .field("session_max", &self.session_max)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +81,9 @@ pub struct ConfigError {
 
 /// The longest TTL accepted: a cached aggregate older than a month is a configuration mistake.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// The longest session lifetime accepted, idle or absolute: a year.
+const MAX_SESSION_SECS: u64 = 365 * 24 * 3600;
+
 /// actix-web's cookie key derivation needs at least this many bytes of secret.
 const MIN_SECRET_KEY_LEN: usize = 32;
 
@@ -98,6 +107,14 @@ impl Settings {
             secret_key: get("SECRET_KEY").map(parse_secret_key).transpose()?,
             cookie_secure: parse_flag("COOKIE_SECURE", &var("COOKIE_SECURE", "0"))?,
             debug: parse_flag("DEBUG", &var("DEBUG", "0"))?,
+            session_idle: parse_session_secs(
+                "SESSION_IDLE_SECS",
+                &var("SESSION_IDLE_SECS", "3600"),
+            )?,
+            session_max: parse_session_secs(
+                "SESSION_MAX_SECS",
+                &var("SESSION_MAX_SECS", "1209600"),
+            )?,
         })
     }
 }
@@ -215,6 +232,17 @@ fn parse_secret_key(value: String) -> Result<String, ConfigError> {
     Ok(value)
 }
 
+fn parse_session_secs(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(secs) if (1..=MAX_SESSION_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(invalid(
+            variable,
+            value,
+            format!("a whole number of seconds from 1 to {MAX_SESSION_SECS}"),
+        )),
+    }
+}
+
 fn parse_flag(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -254,6 +282,8 @@ mod tests {
         assert!(s.secret_key.is_none());
         assert!(!s.cookie_secure);
         assert!(!s.debug);
+        assert_eq!(s.session_idle, Duration::from_secs(3600));
+        assert_eq!(s.session_max, Duration::from_secs(14 * 24 * 3600));
     }
 
     #[test]
@@ -272,6 +302,10 @@ mod tests {
             ("SECRET_KEY", "short"),
             ("COOKIE_SECURE", "maybe"),
             ("DEBUG", "2"),
+            ("SESSION_IDLE_SECS", "0"),
+            ("SESSION_IDLE_SECS", "an hour"),
+            ("SESSION_MAX_SECS", "-1"),
+            ("SESSION_MAX_SECS", "99999999999"),
             ("DATABASE_URL", ""),
             ("DATABASE_URL", "mysql://root@localhost/db"),
         ];

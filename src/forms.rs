@@ -156,6 +156,59 @@ pub fn search_needle(q: &str) -> Result<Option<String>, AppError> {
     Ok((!q.is_empty()).then(|| q.to_owned()))
 }
 
+/// The shortest new password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// The change-password form, as typed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PasswordChangeForm {
+    #[serde(default)]
+    pub old_password: String,
+    #[serde(default)]
+    pub new_password1: String,
+    #[serde(default)]
+    pub new_password2: String,
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
+/// A message for each field of the change-password form that failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordChangeErrors {
+    pub old_password: Option<&'static str>,
+    pub new_password1: Option<&'static str>,
+    pub new_password2: Option<&'static str>,
+}
+
+impl PasswordChangeErrors {
+    pub fn any(&self) -> bool {
+        self.old_password.is_some() || self.new_password1.is_some() || self.new_password2.is_some()
+    }
+}
+
+impl PasswordChangeForm {
+    /// Checks what can be checked without the old hash: the new password's rules (Django's:
+    /// at least 12 characters, both copies equal).
+    pub fn validate(&self) -> PasswordChangeErrors {
+        let mut errors = PasswordChangeErrors::default();
+        if self.old_password.is_empty() {
+            errors.old_password = Some("Enter your current password.");
+        }
+        let new = &self.new_password1;
+        if new.chars().count() < MIN_PASSWORD_CHARS {
+            errors.new_password1 = Some("Use at least 12 characters.");
+        } else if check_password_input(new).is_err() {
+            errors.new_password1 = Some("Use at most 4096 bytes and no NUL characters.");
+        } else if *new == self.old_password {
+            errors.new_password1 = Some("Choose a password different from the current one.");
+        }
+        if self.new_password2 != *new {
+            errors.new_password2 = Some("The two new passwords differ.");
+        }
+        errors
+    }
+}
+
 /// A form whose only field is the CSRF token (sign-out, delete).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct CsrfOnlyForm {

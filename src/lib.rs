@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod models;
 pub mod schema;
 pub mod session;
+pub mod session_store;
 pub mod startup;
 pub mod views;

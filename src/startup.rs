@@ -4,7 +4,6 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actix_session::storage::CookieSessionStore;
 use actix_session::SessionMiddleware;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{Key, SameSite};
@@ -20,6 +19,7 @@ use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
+use crate::session_store::{DbSessionStore, Lifetimes};
 use crate::views::{self, AppState};
 
 /// The largest request body accepted (SPEC §3).
@@ -111,6 +111,13 @@ impl Application {
             }
         };
         let cookie_secure = settings.cookie_secure;
+        let sessions = DbSessionStore::new(
+            resources.db.clone(),
+            Lifetimes {
+                idle: settings.session_idle,
+                max: settings.session_max,
+            },
+        );
         let state = web::Data::new(AppState {
             db: resources.db.clone(),
             cache: Arc::clone(&resources.cache),
@@ -140,13 +147,14 @@ impl Application {
                 .configure(views::routes)
                 .default_service(web::to(not_found))
                 .wrap(
-                    SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+                    SessionMiddleware::builder(sessions.clone(), key.clone())
                         .cookie_name("cachewithredis_session".into())
                         .cookie_http_only(true)
                         .cookie_same_site(SameSite::Lax)
                         .cookie_secure(cookie_secure)
                         .build(),
                 )
+                .wrap(from_fn(session_store_unavailable))
                 .wrap(from_fn(observe))
                 .wrap(security_headers())
                 // The access log formats each request line up front; skip it entirely when
@@ -218,6 +226,22 @@ async fn observe(
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)
+}
+
+/// The session middleware answers a failure of its store with a bare 500; the store is the
+/// database, so it is the 503 (with `Retry-After`) that any other page gives when the database
+/// is unavailable.
+async fn session_store_unavailable(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next.call(req).await.map_err(|e| {
+        if e.as_response_error().status_code().as_u16() == 500 {
+            AppError::DatabaseUnavailable(anyhow::anyhow!("session store: {e}")).into()
+        } else {
+            e
+        }
+    })
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {

@@ -20,6 +20,7 @@ pub struct StaffUser {
     pub id: i32,
     pub username: String,
     pub password_hash: String,
+    pub is_active: bool,
 }
 
 #[derive(Insertable)]
@@ -40,6 +41,54 @@ impl StaffUser {
             .select(StaffUser::as_select())
             .first(conn)
             .optional()
+    }
+
+    /// Whether user `id` still exists and may sign in.
+    pub fn is_active(conn: &mut DbConn, id: i32) -> QueryResult<bool> {
+        let active = staff_users::table
+            .find(id)
+            .select(staff_users::is_active)
+            .first::<bool>(conn)
+            .optional()?;
+        Ok(active == Some(true))
+    }
+
+    /// Sets a new (hashed) password and ends every session of the user, in one transaction.
+    pub fn set_password(conn: &mut DbConn, id: i32, password_hash: &str) -> QueryResult<()> {
+        conn.transaction(|conn| {
+            diesel::update(staff_users::table.find(id))
+                .set(staff_users::password_hash.eq(password_hash))
+                .execute(conn)?;
+            crate::session_store::end_sessions_of(conn, id)?;
+            Ok(())
+        })
+    }
+
+    /// Allows or stops sign-in; stopping it ends every session of the user.
+    pub fn set_active(conn: &mut DbConn, id: i32, active: bool) -> QueryResult<()> {
+        conn.transaction(|conn| {
+            diesel::update(staff_users::table.find(id))
+                .set(staff_users::is_active.eq(active))
+                .execute(conn)?;
+            if !active {
+                crate::session_store::end_sessions_of(conn, id)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes the user; their sessions go with them (ON DELETE CASCADE).
+    pub fn delete(conn: &mut DbConn, id: i32) -> QueryResult<()> {
+        diesel::delete(staff_users::table.find(id)).execute(conn)?;
+        Ok(())
+    }
+
+    /// Every staff user, by username.
+    pub fn all(conn: &mut DbConn) -> QueryResult<Vec<StaffUser>> {
+        staff_users::table
+            .order(staff_users::username)
+            .select(StaffUser::as_select())
+            .load(conn)
     }
 
     /// Inserts a user whose password is already hashed; a taken username is a
@@ -187,7 +236,8 @@ pub async fn authenticate(
                 return Err(AppError::TooManyRequests { retry_after_secs })
             }
         };
-        Ok((reservation, StaffUser::find_by_username(conn, &name)?))
+        let user = StaffUser::find_by_username(conn, &name)?.filter(|u| u.is_active);
+        Ok((reservation, user))
     })
     .await?;
     // Hashing takes the same time whether or not the user exists.
@@ -198,6 +248,40 @@ pub async fn authenticate(
         db::with_conn(pool, move |conn| Ok(release_attempt(conn, reservation)?)).await?;
     }
     Ok(user)
+}
+
+/// Changes user `id`'s password if `old_password` is right, and ends all of their sessions;
+/// false when the old password is wrong. Both hashes go through the bounded gate.
+pub async fn change_password(
+    pool: &DbPool,
+    id: i32,
+    old_password: String,
+    new_password: String,
+) -> Result<bool, AppError> {
+    let user = db::with_conn(pool, move |conn| {
+        Ok(staff_users::table
+            .find(id)
+            .select(StaffUser::as_select())
+            .first(conn)
+            .optional()?)
+    })
+    .await?;
+    let new_hash = hashing::run(move || {
+        if !verify_password(user.as_ref(), &old_password) {
+            return Ok(None);
+        }
+        hash_password(&new_password).map(Some)
+    })
+    .await?
+    .map_err(AppError::Unexpected)?;
+    let Some(new_hash) = new_hash else {
+        return Ok(false);
+    };
+    db::with_conn(pool, move |conn| {
+        Ok(StaffUser::set_password(conn, id, &new_hash)?)
+    })
+    .await?;
+    Ok(true)
 }
 
 /// Seconds since the Unix epoch.
@@ -230,6 +314,7 @@ mod tests {
             id: 1,
             username: "ada".into(),
             password_hash: hash,
+            is_active: true,
         };
         assert!(verify_password(Some(&user), "correct horse"));
         assert!(!verify_password(Some(&user), "wrong"));

@@ -43,24 +43,31 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/admin")
-                .wrap(from_fn(admin::auth::require_staff))
-                .route("", web::get().to(admin::students::home))
-                .route("/", web::get().to(admin::students::home))
+                .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
                 .route("/login", web::get().to(admin::auth::login_form))
                 .route("/login", web::post().to(admin::auth::login))
-                .route("/logout", web::post().to(admin::auth::logout))
-                .route("/students", web::get().to(admin::students::index))
-                .route("/students", web::post().to(admin::students::create))
-                .route("/students/new", web::get().to(admin::students::new))
-                .route("/students/{id}/edit", web::get().to(admin::students::edit))
-                .route("/students/{id}", web::post().to(admin::students::update))
-                .route(
-                    "/students/{id}/delete",
-                    web::get().to(admin::students::confirm_delete),
-                )
-                .route(
-                    "/students/{id}/delete",
-                    web::post().to(admin::students::delete),
+                // Every other staff route, behind the guard.
+                .service(
+                    web::scope("")
+                        .wrap(from_fn(admin::auth::require_staff))
+                        .route("", web::get().to(admin::students::home))
+                        .route("/", web::get().to(admin::students::home))
+                        .route("/logout", web::post().to(admin::auth::logout))
+                        .route("/password", web::get().to(admin::password::form))
+                        .route("/password", web::post().to(admin::password::change))
+                        .route("/students", web::get().to(admin::students::index))
+                        .route("/students", web::post().to(admin::students::create))
+                        .route("/students/new", web::get().to(admin::students::new))
+                        .route("/students/{id}/edit", web::get().to(admin::students::edit))
+                        .route("/students/{id}", web::post().to(admin::students::update))
+                        .route(
+                            "/students/{id}/delete",
+                            web::get().to(admin::students::confirm_delete),
+                        )
+                        .route(
+                            "/students/{id}/delete",
+                            web::post().to(admin::students::delete),
+                        ),
                 ),
         )
         .service(

@@ -14,3 +14,4 @@ mod observability;
 mod public_pages;
 mod resilience;
 mod sign_in_throttle;
+mod staff_sessions;

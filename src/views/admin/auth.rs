@@ -11,9 +11,10 @@ use askama_web::WebTemplate;
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv6Addr};
 
+use crate::db;
 use crate::error::AppError;
 use crate::forms::{CsrfOnlyForm, LoginForm};
-use crate::models::staff;
+use crate::models::staff::{self, StaffUser};
 use crate::session;
 use crate::views::{AppState, Nav};
 
@@ -24,15 +25,32 @@ const DEFAULT_NEXT: &str = "/admin/students";
 const LOGIN_FAILED: &str =
     "Please enter a correct username and password. Note that both fields may be case-sensitive.";
 
-/// Lets only signed-in staff past, except to the login page. A GET is sent to sign in first
-/// (303, coming back afterwards); anything else is refused with 403.
+/// Lets only a signed-in staff user who still exists and is active past (the login page is
+/// outside the scope this guards). A GET is sent to sign in first (303, coming back
+/// afterwards); anything else is refused with 403. The user is looked up on every request, so
+/// deleting or deactivating them takes effect at once even on a session that is still stored.
 pub async fn require_staff(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let signed_in = session::signed_in(&req.get_session()).is_some();
-    if signed_in || req.path() == "/admin/login" {
+    let session = req.get_session();
+    let active = match (
+        session::signed_in(&session),
+        req.app_data::<web::Data<AppState>>(),
+    ) {
+        (Some(user), Some(state)) => {
+            db::with_conn(&state.db, move |conn| {
+                Ok(StaffUser::is_active(conn, user.id)?)
+            })
+            .await?
+        }
+        _ => false,
+    };
+    if active {
         return Ok(next.call(req).await?.map_into_left_body());
+    }
+    if session::signed_in(&session).is_some() {
+        session::sign_out(&session);
     }
     let response = if req.method() == Method::GET || req.method() == Method::HEAD {
         let wanted = match req.query_string() {

@@ -1,4 +1,5 @@
 //! The staff area under `/admin`.
 
 pub mod auth;
+pub mod password;
 pub mod students;
