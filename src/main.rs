@@ -19,6 +19,10 @@ fn main() -> ExitCode {
     };
     match cli::run(cli, settings) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<cli::UsageError>() => {
+            eprintln!("cachewithredis: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("cachewithredis: {e:#}");
             ExitCode::FAILURE
