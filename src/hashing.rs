@@ -1,29 +1,35 @@
-//! The gate every password hash of a web request passes: at most one hash per core at a time,
-//! and a bounded queue in front.
+//! Where every password hash of a web request runs: on threads of its own, one per core, with a
+//! bounded queue in front.
 //!
 //! An Argon2id hash takes 19 MiB and a core for its whole run. Run on the blocking pool as
-//! requests arrive, a burst of 64 sign-ins ran 64 at once (1.2 GiB resident) and took the
-//! threads that pages and `/readyz` need. Here a request first waits, asynchronously, for one
-//! of `cores` permits, and only then takes a blocking thread, so hashing never holds more than
-//! `cores` threads and `cores` × 19 MiB. The wait itself is bounded: once `cores` ×
-//! (1 + [`QUEUE_PER_PERMIT`]) requests are in, the next is refused with 503 and `Retry-After`
-//! rather than queued for longer than a client would wait.
+//! requests arrived, a burst of 64 sign-ins ran 64 hashes at once (1.2 GiB resident) on the
+//! threads that pages and `/readyz` also need. Here `cores` dedicated threads do all the
+//! hashing: at most `cores` hashes run at once, and no thread a page needs is ever taken. Each
+//! keeps its Argon2 working memory for the next hash (`models::staff::verify_password`), so the
+//! memory for hashing is `cores` × 19 MiB however many sign-ins arrive; on the blocking pool's
+//! hundreds of threads that reuse would have been a leak.
+//!
+//! The wait is bounded too: once `cores` × (1 + [`QUEUE_PER_CORE`]) requests are in, the next
+//! is refused with 503 and `Retry-After` rather than queued for longer than a client waits.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
-use crate::db;
 use crate::error::AppError;
 
-/// Requests allowed to wait per hash running.
-const QUEUE_PER_PERMIT: usize = 8;
+/// Requests allowed to wait per hashing thread.
+const QUEUE_PER_CORE: usize = 16;
 /// What a refused request is told to wait: about one queue's worth of hashes.
 const RETRY_AFTER_SECS: u64 = 2;
 
+type Job = Box<dyn FnOnce() + Send>;
+
 struct Gate {
-    permits: Semaphore,
+    jobs: Mutex<Sender<Job>>,
     /// Requests inside the gate, hashing or waiting to.
     inside: AtomicUsize,
     capacity: usize,
@@ -33,12 +39,38 @@ fn gate() -> &'static Gate {
     static GATE: OnceLock<Gate> = OnceLock::new();
     GATE.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..cores {
+            let queue = Arc::clone(&queue);
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-hash-{n}"))
+                .spawn(move || work(&queue));
+            if let Err(e) = spawned {
+                log::error!("cannot start a password hashing thread: {e}");
+            }
+        }
         Gate {
-            permits: Semaphore::new(cores),
+            jobs: Mutex::new(jobs),
             inside: AtomicUsize::new(0),
-            capacity: cores * (1 + QUEUE_PER_PERMIT),
+            capacity: cores * (1 + QUEUE_PER_CORE),
         }
     })
+}
+
+fn work(queue: &Mutex<Receiver<Job>>) {
+    loop {
+        // The lock is held only while taking a job, not while running it.
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        match job {
+            // A panicking job loses its answer (the caller sees an error), not the thread.
+            Ok(job) => drop(catch_unwind(AssertUnwindSafe(job))),
+            Err(_) => return,
+        }
+    }
 }
 
 /// Leaves the gate when the request is done or dropped (a client that hung up while waiting).
@@ -50,21 +82,30 @@ impl Drop for Inside {
     }
 }
 
-/// Runs `hash` (Argon2 work) once a permit is free, on a blocking thread.
+/// Runs `hash` (Argon2 work) on a hashing thread and waits for it without blocking.
 pub async fn run<T: Send + 'static>(
     hash: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AppError> {
     let gate = gate();
     // Counting in before checking makes the check and the entry one atomic step, so a burst
     // cannot all see room.
-    let inside = Inside(gate);
+    let _inside = Inside(gate);
     if gate.inside.fetch_add(1, Ordering::SeqCst) >= gate.capacity {
         return Err(AppError::Busy {
             retry_after_secs: RETRY_AFTER_SECS,
         });
     }
-    let _permit = gate.permits.acquire().await.map_err(AppError::unexpected)?;
-    let out = db::blocking(move || Ok::<_, AppError>(hash())).await;
-    drop(inside);
-    out
+    let (answer, answered) = oneshot::channel();
+    let job: Job = Box::new(move || {
+        // The caller may have gone; its answer is then not needed.
+        let _ = answer.send(hash());
+    });
+    gate.jobs
+        .lock()
+        .map_err(|_| AppError::unexpected(anyhow::anyhow!("hashing queue poisoned")))?
+        .send(job)
+        .map_err(|_| AppError::unexpected(anyhow::anyhow!("no hashing thread is running")))?;
+    answered
+        .await
+        .map_err(|_| AppError::unexpected(anyhow::anyhow!("a password hash failed")))
 }
