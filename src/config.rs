@@ -15,16 +15,6 @@ pub enum DatabaseUrl {
     Sqlite(String),
 }
 
-impl DatabaseUrl {
-    /// The backend's name, for logs and errors.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            DatabaseUrl::Postgres(_) => "PostgreSQL",
-            DatabaseUrl::Sqlite(_) => "SQLite",
-        }
-    }
-}
-
 /// The validated configuration of one process.
 #[derive(Clone)]
 pub struct Settings {

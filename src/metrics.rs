@@ -37,6 +37,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    // The series are fixed in this function: a bad name or a duplicate is a programming error
+    // that every test run would find, and start-up must abort on it.
+    #[allow(clippy::expect_used)]
     pub fn new() -> Self {
         let registry = Registry::new();
         let cache_requests = IntCounterVec::new(

@@ -78,7 +78,7 @@ fn staff_id_of(state: &State) -> Option<i32> {
 }
 
 /// The live session's state, its idle expiry moved forward.
-pub fn load(
+fn load(
     conn: &mut DbConn,
     key: &str,
     lifetimes: Lifetimes,
@@ -107,7 +107,7 @@ pub fn load(
 }
 
 /// Stores a new session and returns its key; purges expired ones on the way.
-pub fn insert(
+fn insert(
     conn: &mut DbConn,
     state: &State,
     lifetimes: Lifetimes,
@@ -130,7 +130,7 @@ pub fn insert(
 
 /// Saves the state of a live session; a session that has ended is saved as a new one without
 /// its user (see the module's race note). Returns the key the state is now under.
-pub fn update(
+fn update(
     conn: &mut DbConn,
     key: &str,
     mut state: State,
@@ -155,13 +155,13 @@ pub fn update(
     insert(conn, &state, lifetimes, now)
 }
 
-pub fn delete(conn: &mut DbConn, key: &str) -> QueryResult<()> {
+fn delete(conn: &mut DbConn, key: &str) -> QueryResult<()> {
     diesel::delete(staff_sessions::table.find(key)).execute(conn)?;
     Ok(())
 }
 
 /// Ends every session of one staff user; returns how many there were.
-pub fn end_sessions_of(conn: &mut DbConn, staff_id: i32) -> QueryResult<usize> {
+pub(crate) fn end_sessions_of(conn: &mut DbConn, staff_id: i32) -> QueryResult<usize> {
     diesel::delete(staff_sessions::table.filter(staff_sessions::staff_id.eq(staff_id)))
         .execute(conn)
 }

@@ -168,7 +168,7 @@ fn matches_hash(phc: &str, password: &str) -> Option<bool> {
 
 /// The outcome of asking to try a password.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// A slot was reserved (a failure recorded in advance, cleared on success): its row id.
     Reserved(i32),
     /// The username or the client address is locked out for this many more seconds.
@@ -183,7 +183,7 @@ pub enum Attempt {
 /// the reservation are one transaction that excludes every other reservation (a table lock on
 /// PostgreSQL, `BEGIN IMMEDIATE` on SQLite), so the sixth of any number of concurrent attempts
 /// sees the first five rows and is refused. The slow part, hashing, runs after the lock is gone.
-pub fn reserve_attempt(
+pub(crate) fn reserve_attempt(
     conn: &mut DbConn,
     username: &str,
     client_addr: &str,
@@ -246,7 +246,7 @@ fn lockout(recent: &[Vec<i64>], now: i64) -> Option<u64> {
 }
 
 /// Gives back a reserved attempt: the password was right.
-pub fn release_attempt(conn: &mut DbConn, reservation: i32) -> QueryResult<()> {
+pub(crate) fn release_attempt(conn: &mut DbConn, reservation: i32) -> QueryResult<()> {
     diesel::delete(login_failures::table.find(reservation)).execute(conn)?;
     Ok(())
 }

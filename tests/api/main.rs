@@ -1,6 +1,9 @@
 //! One integration-test binary: each test starts its own application, SQLite file and
 //! redis-server, and talks to it over HTTP.
 
+// A test that cannot set itself up should fail loudly: unwrap and expect are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod admin_auth;
 mod admin_students;
 mod average_age_cache;

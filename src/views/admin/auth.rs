@@ -149,7 +149,7 @@ pub async fn logout(
 }
 
 /// The client that failed sign-ins are counted against (see [`client_bucket`]).
-pub fn client_addr(req: &HttpRequest) -> String {
+pub(crate) fn client_addr(req: &HttpRequest) -> String {
     let forwarded: Vec<Option<&str>> = req
         .headers()
         .get_all("x-forwarded-for")
@@ -165,7 +165,7 @@ pub fn client_addr(req: &HttpRequest) -> String {
 /// favour of one further left (which the client controls): the peer is used instead, so such
 /// requests share one bucket (fail closed). IPv6 clients are keyed by their /64, the smallest
 /// block one subscriber usually gets, so rotating through its addresses gains nothing.
-pub fn client_bucket(peer: Option<IpAddr>, forwarded: &[Option<&str>]) -> String {
+pub(crate) fn client_bucket(peer: Option<IpAddr>, forwarded: &[Option<&str>]) -> String {
     let Some(peer) = peer.map(|ip| ip.to_canonical()) else {
         return String::new();
     };
