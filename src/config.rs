@@ -4,6 +4,7 @@
 //! before it binds a port, with a message that names the variable and what it accepts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the students live.
@@ -31,6 +32,8 @@ pub struct Settings {
     pub session_idle: Duration,
     /// ... and this long after sign-in, however active (`SESSION_MAX_SECS`).
     pub session_max: Duration,
+    /// Where `/static/` is served from (`STATIC_DIR`): an existing directory.
+    pub static_dir: PathBuf,
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for Settings {
             .field("debug", &self.debug)
             .field("session_idle", &self.session_idle)
             .field("session_max", &self.session_max)
+            .field("static_dir", &self.static_dir)
             .finish_non_exhaustive()
     }
 }
@@ -78,10 +82,12 @@ const MAX_SESSION_SECS: u64 = 365 * 24 * 3600;
 const MIN_SECRET_KEY_LEN: usize = 32;
 
 impl Settings {
-    /// Reads `.env` when present, then the process environment.
+    /// Reads `.env` when present (once: later calls find it loaded), then the process
+    /// environment.
     pub fn from_env() -> Result<Self, ConfigError> {
+        static DOTENV: std::sync::Once = std::sync::Once::new();
         // A missing .env is normal; a malformed one is reported by the parse of each variable.
-        let _ = dotenvy::dotenv();
+        DOTENV.call_once(|| drop(dotenvy::dotenv()));
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
@@ -105,6 +111,7 @@ impl Settings {
                 "SESSION_MAX_SECS",
                 &var("SESSION_MAX_SECS", "1209600"),
             )?,
+            static_dir: parse_static_dir(&var("STATIC_DIR", DEFAULT_STATIC_DIR))?,
         })
     }
 }
@@ -233,6 +240,22 @@ fn parse_session_secs(variable: &'static str, value: &str) -> Result<Duration, C
     }
 }
 
+/// The `static/` folder of the source tree, for a binary run where it was built.
+const DEFAULT_STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+
+fn parse_static_dir(value: &str) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(value);
+    if path.is_dir() {
+        Ok(path)
+    } else {
+        Err(invalid(
+            "STATIC_DIR",
+            value,
+            "an existing directory holding the site's css/ (the source tree's static/)",
+        ))
+    }
+}
+
 fn parse_flag(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -296,6 +319,7 @@ mod tests {
             ("SESSION_IDLE_SECS", "an hour"),
             ("SESSION_MAX_SECS", "-1"),
             ("SESSION_MAX_SECS", "99999999999"),
+            ("STATIC_DIR", "/no/such/directory"),
             ("DATABASE_URL", ""),
             ("DATABASE_URL", "mysql://root@localhost/db"),
         ];

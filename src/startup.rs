@@ -111,6 +111,7 @@ impl Application {
             }
         };
         let cookie_secure = settings.cookie_secure;
+        let static_dir = settings.static_dir.clone();
         let sessions = DbSessionStore::new(
             resources.db.clone(),
             Lifetimes {
@@ -145,6 +146,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .configure(views::routes)
+                .service(views::static_files(&static_dir))
                 .default_service(web::to(not_found))
                 .wrap(
                     SessionMiddleware::builder(sessions.clone(), key.clone())

@@ -69,18 +69,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                             web::post().to(admin::students::delete),
                         ),
                 ),
-        )
-        .service(
-            web::scope("/static")
-                .wrap(DefaultHeaders::new().add(("Cache-Control", "public, max-age=3600")))
-                .service(actix_files::Files::new("", static_dir())),
         );
 }
 
-/// The static assets shipped with the source tree.
-fn static_dir() -> String {
-    std::env::var("STATIC_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/static").into())
+/// The stylesheet and other assets, from `STATIC_DIR`.
+pub fn static_files(
+    dir: &std::path::Path,
+) -> actix_web::Scope<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::scope("/static")
+        .wrap(DefaultHeaders::new().add(("Cache-Control", "public, max-age=3600")))
+        .service(actix_files::Files::new("", dir))
 }
 
 /// What the site header, the flash area and the debug panel need.

@@ -49,6 +49,7 @@ fn a_bad_configuration_value_exits_non_zero_naming_the_variable() {
         ("CACHE_KEY_PREFIX", "has space"),
         ("SECRET_KEY", "short"),
         ("COOKIE_SECURE", "perhaps"),
+        ("STATIC_DIR", "/no/such/directory"),
     ];
     for (variable, value) in cases {
         let out = cachewithredis(

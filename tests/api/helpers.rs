@@ -344,6 +344,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         debug: options.debug,
         session_idle: Duration::from_secs(options.session_idle_secs.unwrap_or(3600)),
         session_max: Duration::from_secs(options.session_max_secs.unwrap_or(1_209_600)),
+        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");
