@@ -39,9 +39,16 @@ fn gate() -> &'static Gate {
     static GATE: OnceLock<Gate> = OnceLock::new();
     GATE.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Gate::start(cores, cores * (1 + QUEUE_PER_CORE))
+    })
+}
+
+impl Gate {
+    /// Starts `threads` hashing threads, admitting at most `capacity` requests at a time.
+    fn start(threads: usize, capacity: usize) -> Gate {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        for n in 0..cores {
+        for n in 0..threads {
             let queue = Arc::clone(&queue);
             let spawned = std::thread::Builder::new()
                 .name(format!("password-hash-{n}"))
@@ -53,9 +60,9 @@ fn gate() -> &'static Gate {
         Gate {
             jobs: Mutex::new(jobs),
             inside: AtomicUsize::new(0),
-            capacity: cores * (1 + QUEUE_PER_CORE),
+            capacity,
         }
-    })
+    }
 }
 
 fn work(queue: &Mutex<Receiver<Job>>) {
@@ -86,7 +93,13 @@ impl Drop for Inside {
 pub async fn run<T: Send + 'static>(
     hash: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AppError> {
-    let gate = gate();
+    run_at(gate(), hash).await
+}
+
+async fn run_at<T: Send + 'static>(
+    gate: &'static Gate,
+    hash: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
     // Counting in before checking makes the check and the entry one atomic step, so a burst
     // cannot all see room.
     let _inside = Inside(gate);
@@ -108,4 +121,54 @@ pub async fn run<T: Send + 'static>(
     answered
         .await
         .map_err(|_| AppError::unexpected(anyhow::anyhow!("a password hash failed")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn requests_beyond_the_queue_are_refused_busy_and_the_rest_run_in_turn() {
+        let gate: &'static Gate = Box::leak(Box::new(Gate::start(1, 3)));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most_running = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (released, running, most) =
+                (released.clone(), running.clone(), most_running.clone());
+            tasks.push(tokio::spawn(run_at(gate, move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                let _ = released.lock().map(|r| r.recv());
+                running.fetch_sub(1, Ordering::SeqCst);
+            })));
+        }
+        while gate.inside.load(Ordering::SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        let refused = run_at(gate, || ()).await;
+        assert!(matches!(
+            refused,
+            Err(AppError::Busy {
+                retry_after_secs: 2
+            })
+        ));
+        for _ in 0..3 {
+            release.send(()).unwrap();
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            most_running.load(Ordering::SeqCst),
+            1,
+            "one thread, one hash at a time"
+        );
+        assert!(
+            run_at(gate, || ()).await.is_ok(),
+            "room again once they are done"
+        );
+    }
 }
