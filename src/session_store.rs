@@ -173,9 +173,12 @@ impl DbSessionStore {
     ) -> anyhow::Result<T> {
         let lifetimes = self.lifetimes;
         db::with_conn(&self.pool, move |conn| {
-            f(conn, lifetimes, unix_now()).map_err(|e| match e.downcast::<AppError>() {
-                Ok(app_error) => app_error,
-                Err(other) => AppError::Unexpected(other),
+            // A database error keeps its meaning (a closed connection is "unavailable").
+            f(conn, lifetimes, unix_now()).map_err(|e| {
+                match e.downcast::<diesel::result::Error>() {
+                    Ok(db_error) => AppError::from(db_error),
+                    Err(other) => AppError::Unexpected(other),
+                }
             })
         })
         .await

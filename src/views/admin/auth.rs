@@ -1,5 +1,7 @@
 //! Signing in and out, and the guard in front of every other staff route.
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use actix_session::{Session, SessionExt};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -9,7 +11,6 @@ use actix_web::{web, Either, HttpRequest, HttpResponse, ResponseError};
 use askama::Template;
 use askama_web::WebTemplate;
 use serde::Deserialize;
-use std::net::{IpAddr, Ipv6Addr};
 
 use crate::db;
 use crate::error::AppError;
