@@ -316,3 +316,25 @@ async fn staff_pages_are_never_cached() {
     let public = app.get("/students").await;
     assert_ne!(header(&public, "cache-control"), "no-store");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_guard_checks_the_user_on_every_request_even_if_their_session_row_remains() {
+    use cachewithredis::schema::staff_users;
+    let app = spawn_app().await;
+    app.sign_in().await;
+    assert_eq!(app.get("/admin/students").await.status(), 200);
+    // Deactivated by hand in SQL, so nothing deleted the session row.
+    diesel::update(staff_users::table)
+        .set(staff_users::is_active.eq(false))
+        .execute(&mut *app.conn())
+        .unwrap();
+    let response = app.get("/admin/students").await;
+    assert_eq!(response.status(), 303);
+    assert!(header(&response, "location").starts_with("/admin/login"));
+    let rows: i64 = staff_sessions::table
+        .filter(staff_sessions::staff_id.is_not_null())
+        .count()
+        .get_result(&mut *app.conn())
+        .unwrap();
+    assert_eq!(rows, 0, "the guard ended the session");
+}
