@@ -272,9 +272,17 @@ pub async fn authenticate(
     })
     .await?;
     // Hashing takes the same time whether or not the user exists.
-    let user = hashing::run(move || verify_password(user.as_ref(), &password).then_some(user))
-        .await?
-        .flatten();
+    let checked =
+        hashing::run(move || verify_password(user.as_ref(), &password).then_some(user)).await;
+    // A right password, or one never checked (the hashing queue was full: 503), gives its
+    // reserved attempt back; only a wrong one keeps it.
+    let user = match checked {
+        Ok(user) => user.flatten(),
+        Err(e) => {
+            db::with_conn(pool, move |conn| Ok(release_attempt(conn, reservation)?)).await?;
+            return Err(e);
+        }
+    };
     if user.is_some() {
         db::with_conn(pool, move |conn| Ok(release_attempt(conn, reservation)?)).await?;
     }
