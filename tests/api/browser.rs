@@ -298,5 +298,18 @@ async fn staff_sign_in_with_a_wrong_password_then_change_it_on_the_password_page
     b.type_into("#password", new_password).await;
     b.click("form.form button[type=submit]").await;
     b.wait_for_path("/admin/students").await;
+
+    // The signed-in header, with its extra link, still fits a phone.
+    b.client.set_window_size(375, 812).await.unwrap();
+    b.client.goto(&app.url("/admin/password")).await.unwrap();
+    let overflow = b
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        )
+        .await;
+    assert_eq!(
+        overflow, 0,
+        "/admin/password scrolls sideways at phone width"
+    );
     browser.client.clone().close().await.unwrap();
 }
