@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use diesel::Connection;
 
 use crate::config::Settings;
+use crate::forms::MIN_PASSWORD_CHARS;
 use crate::models::staff::{hash_password, StaffUser};
 use crate::models::{NewStudent, Student};
 use crate::startup::{Application, Resources};
@@ -44,8 +45,32 @@ pub enum Command {
     CreateStaff { username: String },
     /// Invalidate the cached average.
     CacheClear,
+    /// Manage staff accounts, as Django's admin and `manage.py changepassword` do.
+    Staff {
+        #[command(subcommand)]
+        action: StaffCommand,
+    },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum StaffCommand {
+    /// List staff users and whether each may sign in.
+    List,
+    /// Set a user's password (from STAFF_PASSWORD or standard input); ends their sessions.
+    SetPassword { username: String },
+    /// Stop a user signing in; ends their sessions.
+    Deactivate { username: String },
+    /// Let a deactivated user sign in again.
+    Activate { username: String },
+    /// Delete a user; ends their sessions.
+    Delete { username: String },
+}
+
+/// A command given something it cannot act on (no such user, a password too short): the
+/// process exits with status 2 and this message, as for a bad configuration value.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 /// Who the staff cache page says made a write from the command line.
 const COMMAND_LINE: &str = "command line";
 
@@ -74,7 +99,68 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             println!("Cache cleared: {}", resources.cache.keys().value);
             Ok(())
         }
+        Command::Staff { action } => manage_staff(&settings, action),
     }
+}
+
+/// The user named `username`, or a [`UsageError`] saying there is none.
+fn find_staff(conn: &mut crate::db::DbConn, username: &str) -> anyhow::Result<StaffUser> {
+    StaffUser::find_by_username(conn, username)?.ok_or_else(|| {
+        UsageError(format!(
+            "no staff user named {username:?} (see `cachewithredis staff list`)"
+        ))
+        .into()
+    })
+}
+
+fn manage_staff(settings: &Settings, action: StaffCommand) -> anyhow::Result<()> {
+    let resources = Resources::open(settings)?;
+    let mut conn = resources.db.get()?;
+    match action {
+        StaffCommand::List => {
+            let users = StaffUser::all(&mut conn)?;
+            if users.is_empty() {
+                println!("No staff users yet (create one with `cachewithredis create-staff`).");
+            }
+            for user in users {
+                let state = if user.is_active {
+                    "active"
+                } else {
+                    "deactivated"
+                };
+                println!("{}\t{state}", user.username);
+            }
+        }
+        StaffCommand::SetPassword { username } => {
+            let user = find_staff(&mut conn, &username)?;
+            let password = read_password()?;
+            if password.chars().count() < MIN_PASSWORD_CHARS {
+                return Err(UsageError(format!(
+                    "the password must have at least {MIN_PASSWORD_CHARS} characters"
+                ))
+                .into());
+            }
+            let hash = hash_password(&password)?;
+            StaffUser::set_password(&mut conn, user.id, &hash)?;
+            println!("Password of {username:?} changed; their sessions have ended.");
+        }
+        StaffCommand::Deactivate { username } => {
+            let user = find_staff(&mut conn, &username)?;
+            StaffUser::set_active(&mut conn, user.id, false)?;
+            println!("Staff user {username:?} deactivated; their sessions have ended.");
+        }
+        StaffCommand::Activate { username } => {
+            let user = find_staff(&mut conn, &username)?;
+            StaffUser::set_active(&mut conn, user.id, true)?;
+            println!("Staff user {username:?} may sign in again.");
+        }
+        StaffCommand::Delete { username } => {
+            let user = find_staff(&mut conn, &username)?;
+            StaffUser::delete(&mut conn, user.id)?;
+            println!("Staff user {username:?} deleted; their sessions have ended.");
+        }
+    }
+    Ok(())
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {

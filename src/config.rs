@@ -4,6 +4,7 @@
 //! before it binds a port, with a message that names the variable and what it accepts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cache::redis_target::SentinelUrl;
@@ -15,16 +16,6 @@ pub enum DatabaseUrl {
     Postgres(String),
     /// A path to an SQLite file (created when missing).
     Sqlite(String),
-}
-
-impl DatabaseUrl {
-    /// The backend's name, for logs and errors.
-    pub fn backend(&self) -> &'static str {
-        match self {
-            DatabaseUrl::Postgres(_) => "PostgreSQL",
-            DatabaseUrl::Sqlite(_) => "SQLite",
-        }
-    }
 }
 
 /// The validated configuration of one process.
@@ -43,6 +34,12 @@ pub struct Settings {
     pub secret_key: Option<String>,
     pub cookie_secure: bool,
     pub debug: bool,
+    /// A staff session ends after this long without a request (`SESSION_IDLE_SECS`).
+    pub session_idle: Duration,
+    /// ... and this long after sign-in, however active (`SESSION_MAX_SECS`).
+    pub session_max: Duration,
+    /// Where `/static/` is served from (`STATIC_DIR`): an existing directory.
+    pub static_dir: PathBuf,
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -68,6 +65,9 @@ impl std::fmt::Debug for Settings {
             .field("secret_key", &self.secret_key.as_ref().map(|_| "<set>"))
             .field("cookie_secure", &self.cookie_secure)
             .field("debug", &self.debug)
+            .field("session_idle", &self.session_idle)
+            .field("session_max", &self.session_max)
+            .field("static_dir", &self.static_dir)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +83,9 @@ pub struct ConfigError {
 
 /// The longest TTL accepted: a cached aggregate older than a month is a configuration mistake.
 const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+/// The longest session lifetime accepted, idle or absolute: a year.
+const MAX_SESSION_SECS: u64 = 365 * 24 * 3600;
+
 /// actix-web's cookie key derivation needs at least this many bytes of secret.
 const MIN_SECRET_KEY_LEN: usize = 32;
 /// More connections than this per process would only queue inside Redis.
@@ -91,10 +94,12 @@ const MAX_REDIS_POOL_SIZE: u32 = 1024;
 const MAX_REDIS_TIMEOUT_MS: u64 = 60_000;
 
 impl Settings {
-    /// Reads `.env` when present, then the process environment.
+    /// Reads `.env` when present (once: later calls find it loaded), then the process
+    /// environment.
     pub fn from_env() -> Result<Self, ConfigError> {
+        static DOTENV: std::sync::Once = std::sync::Once::new();
         // A missing .env is normal; a malformed one is reported by the parse of each variable.
-        let _ = dotenvy::dotenv();
+        DOTENV.call_once(|| drop(dotenvy::dotenv()));
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
@@ -112,6 +117,15 @@ impl Settings {
             secret_key: get("SECRET_KEY").map(parse_secret_key).transpose()?,
             cookie_secure: parse_flag("COOKIE_SECURE", &var("COOKIE_SECURE", "0"))?,
             debug: parse_flag("DEBUG", &var("DEBUG", "0"))?,
+            session_idle: parse_session_secs(
+                "SESSION_IDLE_SECS",
+                &var("SESSION_IDLE_SECS", "3600"),
+            )?,
+            session_max: parse_session_secs(
+                "SESSION_MAX_SECS",
+                &var("SESSION_MAX_SECS", "1209600"),
+            )?,
+            static_dir: parse_static_dir(&var("STATIC_DIR", DEFAULT_STATIC_DIR))?,
         })
     }
 }
@@ -263,6 +277,33 @@ fn parse_secret_key(value: String) -> Result<String, ConfigError> {
     Ok(value)
 }
 
+fn parse_session_secs(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(secs) if (1..=MAX_SESSION_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(invalid(
+            variable,
+            value,
+            format!("a whole number of seconds from 1 to {MAX_SESSION_SECS}"),
+        )),
+    }
+}
+
+/// The `static/` folder of the source tree, for a binary run where it was built.
+const DEFAULT_STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
+
+fn parse_static_dir(value: &str) -> Result<PathBuf, ConfigError> {
+    let path = PathBuf::from(value);
+    if path.is_dir() {
+        Ok(path)
+    } else {
+        Err(invalid(
+            "STATIC_DIR",
+            value,
+            "an existing directory holding the site's css/ (the source tree's static/)",
+        ))
+    }
+}
+
 fn parse_flag(variable: &'static str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
@@ -304,6 +345,8 @@ mod tests {
         assert!(s.secret_key.is_none());
         assert!(!s.cookie_secure);
         assert!(!s.debug);
+        assert_eq!(s.session_idle, Duration::from_secs(3600));
+        assert_eq!(s.session_max, Duration::from_secs(14 * 24 * 3600));
     }
 
     #[test]
@@ -331,6 +374,11 @@ mod tests {
             ("SECRET_KEY", "short"),
             ("COOKIE_SECURE", "maybe"),
             ("DEBUG", "2"),
+            ("SESSION_IDLE_SECS", "0"),
+            ("SESSION_IDLE_SECS", "an hour"),
+            ("SESSION_MAX_SECS", "-1"),
+            ("SESSION_MAX_SECS", "99999999999"),
+            ("STATIC_DIR", "/no/such/directory"),
             ("DATABASE_URL", ""),
             ("DATABASE_URL", "mysql://root@localhost/db"),
         ];

@@ -19,6 +19,9 @@ pub enum AppError {
     PayloadTooLarge,
     #[error("too many requests, retry in {retry_after_secs}s")]
     TooManyRequests { retry_after_secs: u64 },
+    /// Too many sign-ins are already waiting to have their password checked.
+    #[error("busy, retry in {retry_after_secs}s")]
+    Busy { retry_after_secs: u64 },
     /// The database could not be reached in time: a 503 that says so, not a 500.
     #[error("database unavailable")]
     DatabaseUnavailable(#[source] anyhow::Error),
@@ -32,10 +35,24 @@ impl AppError {
     }
 }
 
+/// How long a client is asked to wait when the database is unavailable.
+const DATABASE_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<diesel::result::Error> for AppError {
     fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
         match e {
-            diesel::result::Error::NotFound => AppError::NotFound,
+            Error::NotFound => AppError::NotFound,
+            // A connection that died under the request (server restarted, connection killed)
+            // or an SQLite file locked past busy_timeout: the database is unavailable for now,
+            // which the client can retry, not a fault of this request.
+            Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            ) => AppError::DatabaseUnavailable(e.into()),
+            Error::DatabaseError(_, ref info) if info.message().contains("database is locked") => {
+                AppError::DatabaseUnavailable(e.into())
+            }
             other => AppError::Unexpected(other.into()),
         }
     }
@@ -69,7 +86,9 @@ impl ResponseError for AppError {
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            AppError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Busy { .. } | AppError::DatabaseUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -94,6 +113,10 @@ impl ResponseError for AppError {
                     retry_after_secs.div_ceil(60).max(1)
                 ),
             ),
+            AppError::Busy { .. } => (
+                "Service busy",
+                "Too many sign-ins are being checked right now. Please try again shortly.".into(),
+            ),
             AppError::DatabaseUnavailable(_) => (
                 "Service unavailable",
                 "The database is not answering right now. Please try again shortly.".into(),
@@ -113,8 +136,14 @@ impl ResponseError for AppError {
             .unwrap_or_else(|_| format!("{} {}", status.as_u16(), title));
         let mut response = HttpResponse::build(status);
         response.content_type("text/html; charset=utf-8");
-        if let AppError::TooManyRequests { retry_after_secs } = self {
-            response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        let retry_after = match self {
+            AppError::TooManyRequests { retry_after_secs }
+            | AppError::Busy { retry_after_secs } => Some(*retry_after_secs),
+            AppError::DatabaseUnavailable(_) => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
         response.body(body)
     }

@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 
+use crate::error::AppError;
 use crate::models::NewStudent;
 
 /// A student's name: 1–100 characters (Unicode scalar values) after trimming.
@@ -101,6 +102,111 @@ pub struct LoginForm {
     pub csrf_token: String,
     #[serde(default)]
     pub next: String,
+}
+
+/// The longest password accepted (Django's old limit): Argon2 takes any length, but a
+/// megabyte-long "password" is an attack on the hashing, not a password.
+pub const MAX_PASSWORD_BYTES: usize = 4096;
+
+/// What a sign-in form submitted, checked to be something a staff account could hold.
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl LoginForm {
+    /// The trimmed username and the password. A username no account can have (over 150
+    /// characters, control characters such as NUL, which PostgreSQL refuses to store) or an
+    /// over-long password is a 400 that records nothing.
+    pub fn credentials(&self) -> Result<Credentials, AppError> {
+        let username = self.username.trim();
+        if username.chars().count() > 150 || username.chars().any(char::is_control) {
+            return Err(AppError::BadRequest(
+                "A username has at most 150 letters, digits and @ . + - _.".into(),
+            ));
+        }
+        check_password_input(&self.password)?;
+        Ok(Credentials {
+            username: username.to_owned(),
+            password: self.password.clone(),
+        })
+    }
+}
+
+/// Refuses a password field no password can fill: NUL bytes or more than
+/// [`MAX_PASSWORD_BYTES`].
+pub fn check_password_input(password: &str) -> Result<(), AppError> {
+    if password.len() > MAX_PASSWORD_BYTES || password.contains('\0') {
+        return Err(AppError::BadRequest(format!(
+            "A password has at most {MAX_PASSWORD_BYTES} bytes and no NUL characters."
+        )));
+    }
+    Ok(())
+}
+
+/// The staff search's `q`: trimmed, `None` when empty. A name has at most 100 characters and no
+/// control characters, so a longer or NUL-carrying search is a 400 rather than a query.
+pub fn search_needle(q: &str) -> Result<Option<String>, AppError> {
+    let q = q.trim();
+    if q.chars().count() > StudentName::MAX_CHARS || q.chars().any(char::is_control) {
+        return Err(AppError::BadRequest(
+            "Search for at most 100 characters of a name, without control characters.".into(),
+        ));
+    }
+    Ok((!q.is_empty()).then(|| q.to_owned()))
+}
+
+/// The shortest new password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 12;
+
+/// The change-password form, as typed.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PasswordChangeForm {
+    #[serde(default)]
+    pub old_password: String,
+    #[serde(default)]
+    pub new_password1: String,
+    #[serde(default)]
+    pub new_password2: String,
+    #[serde(default)]
+    pub csrf_token: String,
+}
+
+/// A message for each field of the change-password form that failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PasswordChangeErrors {
+    pub old_password: Option<&'static str>,
+    pub new_password1: Option<&'static str>,
+    pub new_password2: Option<&'static str>,
+}
+
+impl PasswordChangeErrors {
+    pub fn any(&self) -> bool {
+        self.old_password.is_some() || self.new_password1.is_some() || self.new_password2.is_some()
+    }
+}
+
+impl PasswordChangeForm {
+    /// Checks what can be checked without the old hash: the new password's rules (Django's:
+    /// at least 12 characters, both copies equal).
+    pub fn validate(&self) -> PasswordChangeErrors {
+        let mut errors = PasswordChangeErrors::default();
+        if self.old_password.is_empty() {
+            errors.old_password = Some("Enter your current password.");
+        }
+        let new = &self.new_password1;
+        if new.chars().count() < MIN_PASSWORD_CHARS {
+            errors.new_password1 = Some("Use at least 12 characters.");
+        } else if check_password_input(new).is_err() {
+            errors.new_password1 = Some("Use at most 4096 bytes and no NUL characters.");
+        } else if *new == self.old_password {
+            errors.new_password1 = Some("Choose a password different from the current one.");
+        }
+        if self.new_password2 != *new {
+            errors.new_password2 = Some("The two new passwords differ.");
+        }
+        errors
+    }
 }
 
 /// A form whose only field is the CSRF token (sign-out, delete).

@@ -7,10 +7,10 @@ use cachewithredis::config::Settings;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // .env first, so that RUST_LOG from it reaches the logger.
-    let _ = dotenvy::dotenv();
+    // Settings first: reading them loads .env, whose RUST_LOG the logger then sees.
+    let settings = Settings::from_env();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let settings = match Settings::from_env() {
+    let settings = match settings {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("cachewithredis: configuration error: {e}");
@@ -19,6 +19,10 @@ fn main() -> ExitCode {
     };
     match cli::run(cli, settings) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<cli::UsageError>() => {
+            eprintln!("cachewithredis: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("cachewithredis: {e:#}");
             ExitCode::FAILURE

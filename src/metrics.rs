@@ -39,6 +39,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    // The series are fixed in this function: a bad name or a duplicate is a programming error
+    // that every test run would find, and start-up must abort on it.
+    #[allow(clippy::expect_used)]
     pub fn new() -> Self {
         let registry = Registry::new();
         let cache_requests = IntCounterVec::new(
@@ -144,6 +147,23 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The `method` label of a request: the standard methods by name, anything else `OTHER`, so that
+/// a client sending made-up methods cannot add series without bound.
+pub fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
     }
 }
 

@@ -40,6 +40,17 @@ diesel::table! {
         username -> Text,
         password_hash -> Text,
         created_at -> Timestamp,
+        is_active -> Bool,
+    }
+}
+
+diesel::table! {
+    staff_sessions (session_key) {
+        session_key -> Text,
+        staff_id -> Nullable<Integer>,
+        state -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
     }
 }
 
@@ -60,11 +71,14 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(staff_sessions -> staff_users (staff_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     cache_generation,
     cache_invalidations,
     cache_write_log,
     login_failures,
+    staff_sessions,
     staff_users,
     student_stats,
     students,

@@ -1,5 +1,5 @@
-//! What the signed, encrypted session cookie holds: the signed-in staff user, the CSRF token of
-//! the synchronizer-token pattern, and one-shot flash messages.
+//! What a session holds (on the server, see `session_store`): the signed-in staff user, the
+//! CSRF token of the synchronizer-token pattern, and one-shot flash messages.
 
 use actix_session::Session;
 use base64::Engine;
@@ -8,8 +8,8 @@ use subtle::ConstantTimeEq;
 
 use crate::error::AppError;
 
-const STAFF_ID: &str = "staff_id";
-const STAFF_USERNAME: &str = "staff_username";
+pub(crate) const STAFF_ID: &str = "staff_id";
+pub(crate) const STAFF_USERNAME: &str = "staff_username";
 const CSRF_TOKEN: &str = "csrf_token";
 const FLASH: &str = "flash";
 
@@ -39,6 +39,7 @@ pub fn sign_in(session: &Session, id: i32, username: &str) -> Result<(), AppErro
     Ok(())
 }
 
+/// Ends the session: its row is deleted, so a copy of the cookie is worthless.
 pub fn sign_out(session: &Session) {
     session.purge();
 }

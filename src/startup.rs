@@ -4,7 +4,6 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actix_session::storage::CookieSessionStore;
 use actix_session::SessionMiddleware;
 use actix_web::body::MessageBody;
 use actix_web::cookie::{Key, SameSite};
@@ -23,6 +22,7 @@ use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
+use crate::session_store::{DbSessionStore, Lifetimes};
 use crate::views::{self, AppState};
 
 /// The largest request body accepted (SPEC §3).
@@ -144,6 +144,14 @@ impl Application {
             }
         };
         let cookie_secure = settings.cookie_secure;
+        let static_dir = settings.static_dir.clone();
+        let sessions = DbSessionStore::new(
+            resources.db.clone(),
+            Lifetimes {
+                idle: settings.session_idle,
+                max: settings.session_max,
+            },
+        );
         let state = web::Data::new(AppState {
             db: resources.db.clone(),
             cache: Arc::clone(&resources.cache),
@@ -172,15 +180,17 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .configure(views::routes)
+                .service(views::static_files(&static_dir))
                 .default_service(web::to(not_found))
                 .wrap(
-                    SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+                    SessionMiddleware::builder(sessions.clone(), key.clone())
                         .cookie_name("cachewithredis_session".into())
                         .cookie_http_only(true)
                         .cookie_same_site(SameSite::Lax)
                         .cookie_secure(cookie_secure)
                         .build(),
                 )
+                .wrap(from_fn(session_store_unavailable))
                 .wrap(from_fn(observe))
                 .wrap(security_headers())
                 // The access log formats each request line up front; skip it entirely when
@@ -248,7 +258,7 @@ async fn observe(
         ..RequestTimings::default()
     }));
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
-    let method = req.method().to_string();
+    let method = metrics::method_label(req.method());
     let mut res = metrics::REQUEST_TIMINGS
         .scope(Arc::clone(&timings), next.call(req))
         .await?;
@@ -275,10 +285,26 @@ async fn observe(
             .unwrap_or_else(|| "unmatched".into());
         metrics
             .http_request_duration
-            .with_label_values(&[&route, &method, res.status().as_str()])
+            .with_label_values(&[&route, method, res.status().as_str()])
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(res)
+}
+
+/// The session middleware answers a failure of its store with a bare 500; the store is the
+/// database, so it is the 503 (with `Retry-After`) that any other page gives when the database
+/// is unavailable.
+async fn session_store_unavailable(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next.call(req).await.map_err(|e| {
+        if e.as_response_error().status_code().as_u16() == 500 {
+            AppError::DatabaseUnavailable(anyhow::anyhow!("session store: {e}")).into()
+        } else {
+            e
+        }
+    })
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {

@@ -5,6 +5,9 @@
 //! Its last line is `nemesis: R reads, W writes, F faults (seed N): S stale, E errors, L lost`,
 //! and it exits 0 only when S, E and L are all 0.
 
+// A test harness that cannot set itself up should fail loudly, as the tests do.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod checker;
 mod clients;
 mod cluster;

@@ -47,40 +47,53 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/admin")
-                .wrap(from_fn(admin::auth::require_staff))
-                .route("", web::get().to(admin::students::home))
-                .route("/", web::get().to(admin::students::home))
+                .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
                 .route("/login", web::get().to(admin::auth::login_form))
                 .route("/login", web::post().to(admin::auth::login))
-                .route("/logout", web::post().to(admin::auth::logout))
-                .route("/cache", web::get().to(admin::cache::page))
-                .route("/cache/clear", web::post().to(admin::cache::clear))
-                .route("/cache/recompute", web::post().to(admin::cache::recompute))
-                .route("/students", web::get().to(admin::students::index))
-                .route("/students", web::post().to(admin::students::create))
-                .route("/students/new", web::get().to(admin::students::new))
-                .route("/students/{id}/edit", web::get().to(admin::students::edit))
-                .route("/students/{id}", web::post().to(admin::students::update))
-                .route(
-                    "/students/{id}/delete",
-                    web::get().to(admin::students::confirm_delete),
-                )
-                .route(
-                    "/students/{id}/delete",
-                    web::post().to(admin::students::delete),
+                // Every other staff route, behind the guard.
+                .service(
+                    web::scope("")
+                        .wrap(from_fn(admin::auth::require_staff))
+                        .route("", web::get().to(admin::students::home))
+                        .route("/", web::get().to(admin::students::home))
+                        .route("/logout", web::post().to(admin::auth::logout))
+                        .route("/password", web::get().to(admin::password::form))
+                        .route("/password", web::post().to(admin::password::change))
+                        .route("/cache", web::get().to(admin::cache::page))
+                        .route("/cache/clear", web::post().to(admin::cache::clear))
+                        .route("/cache/recompute", web::post().to(admin::cache::recompute))
+                        .route("/students", web::get().to(admin::students::index))
+                        .route("/students", web::post().to(admin::students::create))
+                        .route("/students/new", web::get().to(admin::students::new))
+                        .route("/students/{id}/edit", web::get().to(admin::students::edit))
+                        .route("/students/{id}", web::post().to(admin::students::update))
+                        .route(
+                            "/students/{id}/delete",
+                            web::get().to(admin::students::confirm_delete),
+                        )
+                        .route(
+                            "/students/{id}/delete",
+                            web::post().to(admin::students::delete),
+                        ),
                 ),
-        )
-        .service(
-            web::scope("/static")
-                .wrap(DefaultHeaders::new().add(("Cache-Control", "public, max-age=3600")))
-                .service(actix_files::Files::new("", static_dir())),
         );
 }
 
-/// The static assets shipped with the source tree.
-fn static_dir() -> String {
-    std::env::var("STATIC_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/static").into())
+/// The stylesheet and other assets, from `STATIC_DIR`.
+pub fn static_files(
+    dir: &std::path::Path,
+) -> actix_web::Scope<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    web::scope("/static")
+        .wrap(DefaultHeaders::new().add(("Cache-Control", "public, max-age=3600")))
+        .service(actix_files::Files::new("", dir))
 }
 
 /// What the site header, the flash area and the debug panel need.

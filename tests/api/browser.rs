@@ -302,3 +302,77 @@ async fn the_average_page_draws_the_age_chart_and_staff_watch_the_cache_page() {
     b.screenshot("admin-cache").await;
     browser.client.clone().close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn staff_sign_in_with_a_wrong_password_then_change_it_on_the_password_page() {
+    let app = app_with_students().await;
+    let browser = Browser::start(1200, 900).await;
+    let b = &browser;
+
+    b.client.goto(&app.url("/admin/login")).await.unwrap();
+    b.type_into("#username", STAFF_USER).await;
+    b.type_into("#password", "not the password").await;
+    b.click("form.form button[type=submit]").await;
+    assert!(b
+        .text("#login-error")
+        .await
+        .starts_with("Please enter a correct username and password."));
+    assert_eq!(
+        b.script("return document.getElementById('username').value")
+            .await,
+        STAFF_USER,
+        "the username is kept"
+    );
+    b.type_into("#password", STAFF_PASSWORD).await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/students").await;
+
+    let new_password = "a longer password for the browser";
+    b.click_link("Change password").await;
+    b.wait_for_path("/admin/password").await;
+    b.type_into("#old_password", STAFF_PASSWORD).await;
+    b.type_into("#new_password1", new_password).await;
+    b.type_into("#new_password2", "a different second copy")
+        .await;
+    b.click("form.form button[type=submit]").await;
+    assert_eq!(
+        b.text("#new_password2-error").await,
+        "The two new passwords differ."
+    );
+    assert_eq!(
+        b.script(
+            "return document.getElementById('new_password2').getAttribute('aria-describedby')"
+        )
+        .await,
+        "new_password2-error"
+    );
+    b.screenshot("password-form").await;
+
+    b.type_into("#old_password", STAFF_PASSWORD).await;
+    b.type_into("#new_password1", new_password).await;
+    b.type_into("#new_password2", new_password).await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/students").await;
+    assert_eq!(b.text(".flash").await, "Your password was changed.");
+
+    b.click("button.link").await;
+    b.wait_for_path("/admin/login").await;
+    b.type_into("#username", STAFF_USER).await;
+    b.type_into("#password", new_password).await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/students").await;
+
+    // The signed-in header, with its extra link, still fits a phone.
+    b.client.set_window_size(375, 812).await.unwrap();
+    b.client.goto(&app.url("/admin/password")).await.unwrap();
+    let overflow = b
+        .script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        )
+        .await;
+    assert_eq!(
+        overflow, 0,
+        "/admin/password scrolls sideways at phone width"
+    );
+    browser.client.clone().close().await.unwrap();
+}

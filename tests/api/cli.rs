@@ -49,6 +49,7 @@ fn a_bad_configuration_value_exits_non_zero_naming_the_variable() {
         ("CACHE_KEY_PREFIX", "has space"),
         ("SECRET_KEY", "short"),
         ("COOKIE_SECURE", "perhaps"),
+        ("STATIC_DIR", "/no/such/directory"),
     ];
     for (variable, value) in cases {
         let out = cachewithredis(
@@ -223,4 +224,102 @@ async fn a_staff_user_made_on_the_command_line_can_sign_in() {
             .status(),
         303
     );
+}
+
+#[test]
+fn staff_commands_list_deactivate_activate_reset_and_delete_accounts() {
+    let dir = TempDir::new().unwrap();
+    let redis = "redis://127.0.0.1:1/0";
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = cachewithredis(&dir, redis, args, env);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        stdout
+    };
+    run(
+        &["create-staff", "grace"],
+        &[("STAFF_PASSWORD", "first password")],
+    );
+    run(
+        &["create-staff", "alan"],
+        &[("STAFF_PASSWORD", "first password")],
+    );
+    assert_eq!(
+        run(&["staff", "list"], &[]),
+        "alan\tactive\ngrace\tactive\n"
+    );
+    assert!(run(&["staff", "deactivate", "grace"], &[]).contains("deactivated"));
+    assert!(run(&["staff", "list"], &[]).contains("grace\tdeactivated"));
+    assert!(run(&["staff", "activate", "grace"], &[]).contains("may sign in again"));
+    assert!(run(&["staff", "list"], &[]).contains("grace\tactive"));
+    let new_password = "a second, longer password";
+    assert!(run(
+        &["staff", "set-password", "grace"],
+        &[("STAFF_PASSWORD", new_password)]
+    )
+    .contains("changed"));
+    let user =
+        cachewithredis::models::StaffUser::find_by_username(&mut cli_database(&dir), "grace")
+            .unwrap()
+            .unwrap();
+    assert!(cachewithredis::models::staff::verify_password(
+        Some(&user),
+        new_password
+    ));
+    assert!(run(&["staff", "delete", "alan"], &[]).contains("deleted"));
+    assert_eq!(run(&["staff", "list"], &[]), "grace\tactive\n");
+}
+
+#[test]
+fn a_staff_command_on_a_name_that_does_not_exist_exits_2_saying_so() {
+    let dir = TempDir::new().unwrap();
+    for action in ["set-password", "deactivate", "activate", "delete"] {
+        let out = cachewithredis(
+            &dir,
+            "redis://127.0.0.1:1/0",
+            &["staff", action, "nobody"],
+            &[("STAFF_PASSWORD", "a long enough password")],
+        );
+        assert_eq!(out.status.code(), Some(2), "{action}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no staff user named \"nobody\""),
+            "{action}: {stderr}"
+        );
+    }
+    let out = cachewithredis(
+        &dir,
+        "redis://127.0.0.1:1/0",
+        &["create-staff", "grace"],
+        &[("STAFF_PASSWORD", "first password")],
+    );
+    assert!(out.status.success());
+    let out = cachewithredis(
+        &dir,
+        "redis://127.0.0.1:1/0",
+        &["staff", "set-password", "grace"],
+        &[("STAFF_PASSWORD", "short")],
+    );
+    assert_eq!(out.status.code(), Some(2), "a password under 12 characters");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deactivating_a_signed_in_user_on_the_command_line_ends_their_session() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    assert_eq!(app.get("/admin/students").await.status(), 200);
+    let out = Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
+        .args(["staff", "deactivate", crate::helpers::STAFF_USER])
+        .env("DATABASE_URL", app.database.url_string())
+        .env("REDIS_URL", app.redis_url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.get("/admin/students").await.status(), 303);
 }

@@ -306,6 +306,9 @@ pub struct AppOptions {
     pub debug: bool,
     /// `COOKIE_SECURE=1`.
     pub cookie_secure: bool,
+    /// `SESSION_IDLE_SECS` and `SESSION_MAX_SECS`, when not the defaults.
+    pub session_idle_secs: Option<u64>,
+    pub session_max_secs: Option<u64>,
     /// Another app whose database and Redis this one shares (a second instance).
     pub share_with: Option<SharedBackends>,
 }
@@ -367,6 +370,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         secret_key: Some(secret_key.clone()),
         cookie_secure: options.cookie_secure,
         debug: options.debug,
+        session_idle: Duration::from_secs(options.session_idle_secs.unwrap_or(3600)),
+        session_max: Duration::from_secs(options.session_max_secs.unwrap_or(1_209_600)),
+        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");

@@ -1,6 +1,9 @@
 //! One integration-test binary: each test starts its own application, SQLite file and
 //! redis-server, and talks to it over HTTP.
 
+// A test that cannot set itself up should fail loudly: unwrap and expect are the point here.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod admin_auth;
 mod admin_cache;
 mod admin_students;
@@ -14,8 +17,11 @@ mod cache_writes;
 mod cli;
 mod consistency_monitor;
 mod helpers;
+mod hostile_input;
 mod load_balancer;
 mod observability;
 mod public_pages;
 mod resilience;
 mod sentinel;
+mod sign_in_throttle;
+mod staff_sessions;

@@ -134,3 +134,30 @@ async fn a_pending_invalidation_shows_in_metrics_until_applied() {
     let response = app.get("/api/students/average-age").await;
     assert_eq!(header(&response, "x-cache"), "MISS");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_methods_and_paths_add_no_series_to_metrics() {
+    let app = spawn_app().await;
+    let send = |method: String, path: String| {
+        let request = app.client.request(
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+            app.url(&path),
+        );
+        async move { request.send().await.unwrap() }
+    };
+    // Every series this test can produce exists once, /metrics' own included.
+    send("BREW".into(), "/students".into()).await;
+    send("BREW".into(), "/no/such/page".into()).await;
+    send("GET".into(), "/no/such/page".into()).await;
+    app.get("/metrics").await;
+    let (_, before) = app.get_text("/metrics").await;
+    for i in 0..150 {
+        send(format!("M{i}X"), "/students".into()).await;
+        send(format!("Q{i}"), format!("/made-up/{i}")).await;
+    }
+    let (_, after) = app.get_text("/metrics").await;
+    assert_eq!(before.lines().count(), after.lines().count());
+    assert!(after.contains(r#"method="OTHER""#), "{after}");
+    assert!(after.contains(r#"route="unmatched""#), "{after}");
+    assert!(!after.contains("M1X"));
+}

@@ -1,5 +1,7 @@
 //! Signing in and out, and the guard in front of every other staff route.
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use actix_session::{Session, SessionExt};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -24,15 +26,32 @@ const DEFAULT_NEXT: &str = "/admin/students";
 const LOGIN_FAILED: &str =
     "Please enter a correct username and password. Note that both fields may be case-sensitive.";
 
-/// Lets only signed-in staff past, except to the login page. A GET is sent to sign in first
-/// (303, coming back afterwards); anything else is refused with 403.
+/// Lets only a signed-in staff user who still exists and is active past (the login page is
+/// outside the scope this guards). A GET is sent to sign in first (303, coming back
+/// afterwards); anything else is refused with 403. The user is looked up on every request, so
+/// deleting or deactivating them takes effect at once even on a session that is still stored.
 pub async fn require_staff(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let signed_in = session::signed_in(&req.get_session()).is_some();
-    if signed_in || req.path() == "/admin/login" {
+    let session = req.get_session();
+    let active = match (
+        session::signed_in(&session),
+        req.app_data::<web::Data<AppState>>(),
+    ) {
+        (Some(user), Some(state)) => {
+            db::with_conn(&state.db, move |conn| {
+                Ok(StaffUser::is_active(conn, user.id)?)
+            })
+            .await?
+        }
+        _ => false,
+    };
+    if active {
         return Ok(next.call(req).await?.map_into_left_body());
+    }
+    if session::signed_in(&session).is_some() {
+        session::sign_out(&session);
     }
     let response = if req.method() == Method::GET || req.method() == Method::HEAD {
         let wanted = match req.query_string() {
@@ -103,28 +122,9 @@ pub async fn login(
     form: web::Form<LoginForm>,
 ) -> Result<Either<web::Redirect, LoginPage>, AppError> {
     session::verify_csrf(&session, &form.csrf_token)?;
-    let form = form.into_inner();
-    let username = form.username.trim().to_owned();
-    let client = client_addr(&req);
-    let pool = state.db.clone();
-    let (name, password) = (username.clone(), form.password);
-    let user = db::blocking(move || {
-        let now = unix_now();
-        let mut conn = pool.get()?;
-        if let Some(retry_after_secs) = staff::login_retry_after(&mut conn, &name, &client, now)? {
-            return Err(AppError::TooManyRequests { retry_after_secs });
-        }
-        let user = StaffUser::find_by_username(&mut conn, &name)?;
-        drop(conn);
-        // Hashing takes the same time whether or not the user exists.
-        if staff::verify_password(user.as_ref(), &password) {
-            return Ok(user);
-        }
-        staff::record_login_failure(&mut *pool.get()?, &name, &client, now)?;
-        Ok(None)
-    })
-    .await?;
-    match user {
+    let credentials = form.credentials()?;
+    let username = credentials.username.clone();
+    match staff::authenticate(&state.db, credentials, client_addr(&req)).await? {
         Some(user) => {
             session::sign_in(&session, user.id, &user.username)?;
             let to = safe_next(&form.next).to_owned();
@@ -134,7 +134,7 @@ pub async fn login(
             nav: Nav::new(&session)?,
             error: Some(LOGIN_FAILED),
             username,
-            next: form.next,
+            next: form.into_inner().next,
             csrf_token: session::csrf_token(&session)?,
         })),
     }
@@ -149,38 +149,89 @@ pub async fn logout(
     Ok(web::Redirect::to("/admin/login").see_other())
 }
 
-/// The address failed sign-ins are counted against. `X-Forwarded-For` is trusted only from a
-/// loopback peer, i.e. a proxy on this machine (deploy/nginx.conf), and only its last entry,
-/// the one that proxy appended; from anyone else it is ignored, as any client can write it.
-pub fn client_addr(req: &HttpRequest) -> String {
-    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
-        return String::new();
-    };
-    if peer.is_loopback() {
-        let forwarded = req
-            .headers()
-            .get_all("x-forwarded-for")
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
-            .last();
-        if let Some(client) = forwarded {
-            return client.to_string();
-        }
-    }
-    peer.to_string()
+/// The client that failed sign-ins are counted against (see [`client_bucket`]).
+pub(crate) fn client_addr(req: &HttpRequest) -> String {
+    let forwarded: Vec<Option<&str>> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .map(|v| v.to_str().ok())
+        .collect();
+    client_bucket(req.peer_addr().map(|a| a.ip()), &forwarded)
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// The throttle's key for a client. `X-Forwarded-For` is trusted only from a loopback peer
+/// (IPv4-mapped `::ffff:127.0.0.1` included), i.e. the proxy on this machine
+/// (deploy/nginx.conf), and only its rightmost entry, the one that proxy appended: entries to
+/// its left are whatever the client wrote. An entry that does not parse is not skipped in
+/// favour of one further left (which the client controls): the peer is used instead, so such
+/// requests share one bucket (fail closed). IPv6 clients are keyed by their /64, the smallest
+/// block one subscriber usually gets, so rotating through its addresses gains nothing.
+pub(crate) fn client_bucket(peer: Option<IpAddr>, forwarded: &[Option<&str>]) -> String {
+    let Some(peer) = peer.map(|ip| ip.to_canonical()) else {
+        return String::new();
+    };
+    let rightmost = forwarded
+        .last()
+        .map(|header| header.and_then(|v| v.rsplit(',').next()).map(str::trim));
+    let client = match rightmost {
+        Some(Some(entry)) if peer.is_loopback() => {
+            entry.parse::<IpAddr>().map_or(peer, |ip| ip.to_canonical())
+        }
+        _ => peer,
+    };
+    match client {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bucket(peer: &str, forwarded: &[&str]) -> String {
+        let forwarded: Vec<Option<&str>> = forwarded.iter().map(|v| Some(*v)).collect();
+        client_bucket(Some(peer.parse().unwrap()), &forwarded)
+    }
+
+    #[test]
+    fn forwarded_for_is_read_from_the_right_and_only_from_a_loopback_peer() {
+        assert_eq!(
+            bucket("127.0.0.1", &["1.1.1.1, 203.0.113.9"]),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            bucket("127.0.0.1", &["1.1.1.1", "203.0.113.9"]),
+            "203.0.113.9"
+        );
+        assert_eq!(bucket("::ffff:127.0.0.1", &["203.0.113.9"]), "203.0.113.9");
+        assert_eq!(bucket("::1", &["203.0.113.9"]), "203.0.113.9");
+        assert_eq!(bucket("198.51.100.7", &["203.0.113.9"]), "198.51.100.7");
+        assert_eq!(bucket("127.0.0.1", &[]), "127.0.0.1");
+    }
+
+    #[test]
+    fn an_entry_that_does_not_parse_falls_back_to_the_peer_not_further_left() {
+        assert_eq!(bucket("127.0.0.1", &["203.0.113.9, nonsense"]), "127.0.0.1");
+        assert_eq!(bucket("127.0.0.1", &["203.0.113.9", ""]), "127.0.0.1");
+    }
+
+    #[test]
+    fn ipv6_clients_are_bucketed_by_their_64() {
+        assert_eq!(
+            bucket("127.0.0.1", &["2001:db8:1:2:aaaa::1"]),
+            bucket("127.0.0.1", &["2001:db8:1:2:bbbb::9"])
+        );
+        assert_eq!(bucket("2001:db8:1:2::5", &[]), "2001:db8:1:2::/64");
+        assert_ne!(
+            bucket("127.0.0.1", &["2001:db8:1:2::1"]),
+            bucket("127.0.0.1", &["2001:db8:1:3::1"])
+        );
+        assert_eq!(bucket("127.0.0.1", &["::ffff:203.0.113.9"]), "203.0.113.9");
+    }
 
     #[test]
     fn next_accepts_only_paths_on_this_site() {

@@ -3,4 +3,5 @@
 pub mod auth;
 pub mod cache;
 pub mod cache_state;
+pub mod password;
 pub mod students;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::db;
 use crate::error::AppError;
-use crate::forms::{CsrfOnlyForm, StudentForm, StudentFormErrors};
+use crate::forms::{search_needle, CsrfOnlyForm, StudentForm, StudentFormErrors};
 use crate::models::{write_log, NewStudent, Student};
 use crate::session;
 use crate::views::{parse_page, AppState, Nav, Pager, PER_PAGE};
@@ -46,8 +46,8 @@ pub async fn index(
     query: web::Query<IndexQuery>,
 ) -> Result<StudentIndexPage, AppError> {
     let page = parse_page(query.page.as_deref())?;
-    let q = query.q.trim().to_owned();
-    let needle = (!q.is_empty()).then(|| q.clone());
+    let needle = search_needle(&query.q)?;
+    let q = needle.clone().unwrap_or_default();
     let found = db::with_conn(&state.db, move |conn| {
         Ok(Student::page(conn, page, PER_PAGE, needle.as_deref())?)
     })

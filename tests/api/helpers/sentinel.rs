@@ -305,6 +305,9 @@ pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> 
         secret_key: Some(secret_key.clone()),
         cookie_secure: false,
         debug: false,
+        session_idle: Duration::from_secs(3600),
+        session_max: Duration::from_secs(1_209_600),
+        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");
