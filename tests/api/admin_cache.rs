@@ -199,7 +199,7 @@ async fn with_redis_down_the_page_shows_the_pending_invalidation_and_the_closed_
         pending.contains("<code>students:average_age</code>"),
         "{body}"
     );
-    assert!(by_id(&body, "redis-gate").contains("unreachable"), "{body}");
+    assert!(by_id(&body, "redis-gate").contains("distrusted"), "{body}");
     assert!(by_id(&body, "cached-value").starts_with("Redis did not answer"));
     assert!(body.contains("added “Ada” (age 40)"), "the write is logged");
 }

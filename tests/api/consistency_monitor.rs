@@ -59,6 +59,7 @@ async fn a_cached_value_that_disagrees_with_the_database_is_counted_as_an_incons
         "student_count": 1,
         "generation": generation.unwrap_or(0),
         "compute_us": 100,
+        "ages": {"20": 1},
     });
     let _: () = redis::cmd("SET")
         .arg(app.value_key())
