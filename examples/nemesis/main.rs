@@ -68,7 +68,10 @@ fn options() -> anyhow::Result<Options> {
     let bin = std::env::var("NEMESIS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(&target).join("debug/cachewithredis"));
-    let dir = PathBuf::from(&target).join("nemesis");
+    // One folder per run, so that runs side by side (SQLite and PostgreSQL) keep apart.
+    let dir = PathBuf::from(&target)
+        .join("nemesis")
+        .join(format!("run-{}", std::process::id()));
     Ok(Options {
         seconds,
         seed,
@@ -96,6 +99,7 @@ fn main() {
         }
     };
     let seed = options.seed;
+    let dir = options.dir.clone();
     // Everything the run started is dropped (killed) inside `run`, before the last line.
     let summary = match run(options) {
         Ok(summary) => summary,
@@ -116,6 +120,10 @@ fn main() {
         summary.reads, summary.writes, summary.faults, summary.stale, summary.errors, summary.lost
     );
     let passed = summary.stale == 0 && summary.errors == 0 && summary.lost == 0;
+    // A failed run keeps its logs for whoever reads the failure.
+    if passed {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::process::exit(if passed { 0 } else { 1 });
 }
 
@@ -148,7 +156,6 @@ fn run(options: Options) -> anyhow::Result<Summary> {
         .worker_threads(4)
         .enable_all()
         .build()?;
-    let _ = std::fs::remove_dir_all(&options.dir);
     std::fs::create_dir_all(&options.dir)?;
     let dir = std::fs::canonicalize(&options.dir)?;
     let run_for = Duration::from_secs(options.seconds);
