@@ -194,26 +194,42 @@ fn parse_redis_url(value: &str) -> Result<String, ConfigError> {
         })
 }
 
-fn parse_redis_pool_size(value: &str) -> Result<u32, ConfigError> {
-    match value.trim().parse::<u32>() {
-        Ok(size) if (1..=MAX_REDIS_POOL_SIZE).contains(&size) => Ok(size),
+/// A whole number from 1 to `max` in `unit`, or an error naming `variable` and the range.
+fn parse_count(
+    variable: &'static str,
+    value: &str,
+    max: u64,
+    unit: &str,
+) -> Result<u64, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(invalid(
-            "REDIS_POOL_SIZE",
+            variable,
             value,
-            format!("a whole number of connections from 1 to {MAX_REDIS_POOL_SIZE}"),
+            format!("a whole number of {unit} from 1 to {max}"),
         )),
     }
 }
 
+fn parse_redis_pool_size(value: &str) -> Result<u32, ConfigError> {
+    let size = parse_count(
+        "REDIS_POOL_SIZE",
+        value,
+        MAX_REDIS_POOL_SIZE.into(),
+        "connections",
+    )?;
+    // Within MAX_REDIS_POOL_SIZE, so within u32.
+    Ok(u32::try_from(size).unwrap_or(MAX_REDIS_POOL_SIZE))
+}
+
 fn parse_redis_timeout(value: &str) -> Result<Duration, ConfigError> {
-    match value.trim().parse::<u64>() {
-        Ok(ms) if (1..=MAX_REDIS_TIMEOUT_MS).contains(&ms) => Ok(Duration::from_millis(ms)),
-        _ => Err(invalid(
-            "REDIS_TIMEOUT_MS",
-            value,
-            format!("a whole number of milliseconds from 1 to {MAX_REDIS_TIMEOUT_MS}"),
-        )),
-    }
+    let ms = parse_count(
+        "REDIS_TIMEOUT_MS",
+        value,
+        MAX_REDIS_TIMEOUT_MS,
+        "milliseconds",
+    )?;
+    Ok(Duration::from_millis(ms))
 }
 
 /// Hides the password of a URL that is about to be printed.
@@ -237,14 +253,8 @@ fn parse_bind_addr(value: &str) -> Result<SocketAddr, ConfigError> {
 }
 
 fn parse_ttl(value: &str) -> Result<Duration, ConfigError> {
-    match value.trim().parse::<u64>() {
-        Ok(secs) if (1..=MAX_TTL_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
-        _ => Err(invalid(
-            "CACHE_TTL_SECS",
-            value,
-            format!("a whole number of seconds from 1 to {MAX_TTL_SECS}"),
-        )),
-    }
+    let secs = parse_count("CACHE_TTL_SECS", value, MAX_TTL_SECS, "seconds")?;
+    Ok(Duration::from_secs(secs))
 }
 
 fn parse_key_prefix(value: &str) -> Result<String, ConfigError> {
@@ -278,14 +288,8 @@ fn parse_secret_key(value: String) -> Result<String, ConfigError> {
 }
 
 fn parse_session_secs(variable: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    match value.trim().parse::<u64>() {
-        Ok(secs) if (1..=MAX_SESSION_SECS).contains(&secs) => Ok(Duration::from_secs(secs)),
-        _ => Err(invalid(
-            variable,
-            value,
-            format!("a whole number of seconds from 1 to {MAX_SESSION_SECS}"),
-        )),
-    }
+    let secs = parse_count(variable, value, MAX_SESSION_SECS, "seconds")?;
+    Ok(Duration::from_secs(secs))
 }
 
 /// The `static/` folder of the source tree, for a binary run where it was built.
