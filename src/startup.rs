@@ -16,7 +16,7 @@ use actix_web::{web, App, HttpRequest, HttpServer};
 use crate::cache::history::{self, History};
 use crate::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
 use crate::cache::redis_target::RedisTarget;
-use crate::cache::resync::Resync;
+use crate::cache::resync::{Resync, ServerMet};
 use crate::cache::{monitor, outbox, Cache};
 use crate::config::Settings;
 use crate::db::{self, DbPool};
@@ -56,7 +56,12 @@ impl Resources {
             timeouts.command,
         )?);
         // Every new connection is checked for a Redis that lost data before it is used.
-        let resync = Arc::new(Resync::new(db.clone(), &settings.cache_key_prefix));
+        let server_met = Arc::new(ServerMet::default());
+        let resync = Arc::new(Resync::new(
+            db.clone(),
+            &settings.cache_key_prefix,
+            Arc::clone(&server_met),
+        ));
         let redis = build_checked_redis_pool(
             Arc::clone(&target),
             timeouts,
@@ -70,6 +75,7 @@ impl Resources {
             settings.cache_ttl,
             Arc::clone(&metrics),
             db.clone(),
+            server_met,
         ));
         Ok(Resources { db, cache, metrics })
     }

@@ -21,7 +21,8 @@
 //! at least the generation in Redis (see [`super::lease`]); after a reconnection it starts
 //! empty, with its floor set to the generation then current in Redis. A subscription that
 //! stops answering without closing (a NAT or load balancer that forgot it) is found by a PING
-//! every [`SUBSCRIPTION_TIMEOUT`] without a message, and reconnected.
+//! after `REDIS_TIMEOUT_MS` without a message, which must answer within as long, and
+//! reconnected.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
@@ -35,10 +36,6 @@ use super::Cache;
 use crate::models::AverageAge;
 
 pub use super::lease::{LEASE, RENEW_EVERY};
-
-/// How long the subscription may be silent before it is PINGed, and how long the PING may take
-/// before the connection is taken for dead.
-pub const SUBSCRIPTION_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// Served from memory no later than this before the lease's end, as a guard against small
 /// differences in clock rates.
@@ -220,9 +217,9 @@ pub fn run_subscriber(cache: Weak<Cache>, client: Arc<RedisTarget>) {
 
 /// One subscription: returns Ok when the cache is gone, Err when the connection failed.
 fn subscribe_once(cache: &Weak<Cache>, client: &RedisTarget, channel: &str) -> RedisResult<()> {
+    // With the command timeout (`REDIS_TIMEOUT_MS`) as its read timeout: how long the
+    // subscription may be silent before it is PINGed, and how long the PING may take.
     let mut conn = client.connect()?;
-    conn.set_read_timeout(Some(SUBSCRIPTION_TIMEOUT))?;
-    conn.set_write_timeout(Some(SUBSCRIPTION_TIMEOUT))?;
     let mut pubsub = conn.as_pubsub();
     pubsub.subscribe(channel)?;
     {

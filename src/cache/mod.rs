@@ -242,6 +242,8 @@ pub struct Cache {
     outbox_sightings: outbox::Sightings,
     /// The aggregates run without Redis' lease, one at a time (see [`single_flight`]).
     database_flight: single_flight::SingleFlight<AverageAge>,
+    /// When this process met the Redis server in use (see [`resync::ServerMet`]).
+    server_met: Arc<resync::ServerMet>,
     /// The last value served from the cache, for the consistency [`monitor`].
     served: monitor::LastServed,
 }
@@ -254,8 +256,10 @@ impl Cache {
         ttl: Duration,
         metrics: Arc<Metrics>,
         db: DbPool,
+        server_met: Arc<resync::ServerMet>,
     ) -> Self {
         Cache {
+            server_met,
             local: LocalTier::new(format!("{:016x}", rand::rng().random::<u64>())),
             last_renewed_ms: AtomicU64::new(0),
             client,

@@ -13,11 +13,13 @@
 //! A process that starts meets its first server this way too, so its floor of 0 does not
 //! matter: the server it reads has been raised by it, not only by the instances that ran before.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use redis::{ConnectionLike, RedisError, RedisResult};
 
 use super::generation::{self, Generation};
+use super::lease::LEASE;
 use super::redis_pool::OnConnect;
 use super::scripts::Scripts;
 use super::Keys;
@@ -30,11 +32,37 @@ pub struct Resync {
     /// The `run_id` of the last server raised; held while raising, so connections opened
     /// together wait for one raise instead of each running its own.
     server: Mutex<Option<String>>,
+    met: Arc<ServerMet>,
+}
+
+/// When this process first met the Redis server it uses now.
+///
+/// A new server (restarted, restored, promoted) has lost, or never had, the memory leases the
+/// old one granted: an instance that renewed its lease there just before it went (and cannot
+/// reach the new one yet) still serves from memory, trusting it, for up to [`LEASE`], while
+/// the new server's table of lease holders does not name it. So for [`LEASE`] after meeting a
+/// server a writer waits out those leases instead of trusting that table.
+#[derive(Default)]
+pub struct ServerMet(Mutex<Option<Instant>>);
+
+impl ServerMet {
+    fn now(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    /// Whether every lease an earlier server granted has ended.
+    pub fn earlier_leases_ended(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(true, |met| met.elapsed() >= LEASE)
+    }
 }
 
 impl Resync {
-    pub fn new(db: DbPool, prefix: &str) -> Self {
+    pub fn new(db: DbPool, prefix: &str, met: Arc<ServerMet>) -> Self {
         Resync {
+            met,
             db,
             keys: Keys::new(prefix),
             scripts: Scripts::default(),
@@ -74,6 +102,7 @@ impl OnConnect for Resync {
             return Ok(());
         }
         let raised = self.raise(conn)?;
+        self.met.now();
         if let Some(previous) = server.as_deref() {
             log::warn!(
                 "redis server changed ({previous} -> {run_id}): generation raised to {raised} \

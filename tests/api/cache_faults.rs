@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::helpers::{spawn_app, spawn_second_instance, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_second_instance, AppOptions, TestApp};
 
 async fn count_and_cache(app: &TestApp) -> (i64, String) {
     let (json, x_cache) = app.average().await;
@@ -327,4 +327,50 @@ async fn a_write_from_an_instance_cut_off_from_redis_answers_only_once_the_other
         .await;
     assert_eq!(response.status(), 303);
     every_read_shows(&reader, 2, 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_to_a_redis_just_restarted_waits_out_the_memory_leases_the_old_one_granted() {
+    // The reader's calls to a frozen Redis, and the PING of its silent subscription, take long to
+    // fail, so only its lease's end stops it serving from memory.
+    let reader = spawn_app_with(AppOptions {
+        redis_timeout_ms: Some(3_000),
+        ..Default::default()
+    })
+    .await;
+    let writer = spawn_second_instance(&reader).await;
+    reader.insert_students(&[20]);
+    writer.sign_in().await;
+    let token = writer.csrf_token("/admin/students/new").await;
+    reader
+        .eventually(Duration::from_secs(10), "a hit from memory", || async {
+            let response = reader.get("/api/students/average-age").await;
+            crate::helpers::header(&response, "x-cache-tier") == "memory"
+        })
+        .await;
+    // The reader's lease was granted by this Redis; the restarted one has no record of it.
+    reader.proxy.stall();
+    reader.stop_redis();
+    reader.restart_redis();
+    // The writer finds the new server (its first call fails on a dead connection) and trusts it
+    // once its outbox is applied: its write then reaches Redis at the first try.
+    writer
+        .eventually(
+            Duration::from_secs(5),
+            "the writer on the new Redis",
+            || async { writer.average().await.1 != "BYPASS" },
+        )
+        .await;
+    let response = writer
+        .post_form(
+            "/admin/students",
+            &[
+                ("name", "After restart"),
+                ("age", "40"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    every_read_shows(&reader, 2, 5).await;
 }

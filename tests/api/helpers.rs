@@ -309,6 +309,8 @@ pub struct AppOptions {
     /// `SESSION_IDLE_SECS` and `SESSION_MAX_SECS`, when not the defaults.
     pub session_idle_secs: Option<u64>,
     pub session_max_secs: Option<u64>,
+    /// `REDIS_TIMEOUT_MS`, when not 250.
+    pub redis_timeout_ms: Option<u64>,
     /// Another app whose database and Redis this one shares (a second instance).
     pub share_with: Option<SharedBackends>,
 }
@@ -363,7 +365,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         database_url: database.url.clone(),
         redis_url: proxy.url(),
         redis_pool_size: 16,
-        redis_timeout: Duration::from_millis(250),
+        redis_timeout: Duration::from_millis(options.redis_timeout_ms.unwrap_or(250)),
         bind_addr: "127.0.0.1:0".parse().expect("addr"),
         cache_ttl: Duration::from_secs(options.ttl_secs.unwrap_or(300)),
         cache_key_prefix: prefix.clone(),
