@@ -89,12 +89,14 @@
 //! instance does not read Redis at all ([`trust`]): the page is computed from the database
 //! (`X-Cache: BYPASS`). Trust comes back only after the pending rows are applied with no failure
 //! in between, so a Redis that comes back still holding the old value is cleaned before anyone
-//! reads it. An instance learns of another instance's failed invalidation from the outbox table
-//! within 2 × [`outbox::POLL_EVERY`] + [`outbox::GRACE`] of its commit, counted on its own
-//! monotonic clock from when it first saw the row ([`outbox::Sightings`]): no two hosts' clocks
-//! are ever compared. That is the one window left, and it needs Redis to be unreachable from the
-//! writer yet reachable from the reader. `seed` records a row in every batch's transaction, so a
-//! row applied early by a worker leaves no later batch uncovered.
+//! reads it. A writer that could not invalidate hands its row over, so that every instance
+//! applies it at once, and answers only once one has (or none can still be reading Redis:
+//! [`Cache::await_handover`]); this closes the partial partition, where Redis is unreachable
+//! from the writer yet reachable from a reader. A row that was not handed over (its writer died
+//! mid-write) is applied once an instance has seen it for [`outbox::GRACE`], counted on its own
+//! monotonic clock ([`outbox::Sightings`]): no two hosts' clocks are ever compared. `seed`
+//! records a row in every batch's transaction, so a row applied early by a worker leaves no
+//! later batch uncovered.
 //!
 //! # Why a rolling restart costs writes nothing
 //!

@@ -26,9 +26,12 @@ pub const HANDOVER_WAIT: Duration = Duration::from_millis(
     2 * POLL_EVERY.as_millis() as u64 + lease::LEASE.as_millis() as u64 + 1_000,
 );
 const HANDOVER_POLL: Duration = Duration::from_millis(20);
-/// A row this instance has seen for less than this belongs to a write that is probably still
-/// invalidating by itself.
-pub const GRACE: Duration = Duration::from_millis(750);
+/// A row this instance has seen for less than this, and that was not handed over, belongs to a
+/// write that may still be invalidating by itself: its wait for acknowledgements lasts up to a
+/// lease and a half second (longer than that and a worker would apply it again, distrusting
+/// Redis meanwhile, for nothing). A row outlives it only when its writer died mid-write, and no
+/// reader is owed a write that never answered.
+pub const GRACE: Duration = Duration::from_millis(lease::LEASE.as_millis() as u64 + 1_000);
 
 /// When this instance first saw each row of the outbox, on its own monotonic clock. A row is due
 /// once it has been seen for [`GRACE`]: its age is never read from the writer's clock, which may
