@@ -71,6 +71,7 @@ pub enum StaffCommand {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
 /// Who the staff cache page says made a write from the command line.
 const COMMAND_LINE: &str = "command line";
 

@@ -318,7 +318,9 @@ async fn deactivating_a_signed_in_user_on_the_command_line_ends_their_session() 
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{:?}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(app.get("/admin/students").await.status(), 303);
