@@ -79,7 +79,15 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css}: {e}"))
     }
 
+    /// The element's text. The staff cache page swaps its figures in place every 5 s, so an
+    /// element found just before a swap is stale when read: find it again.
     async fn text(&self, css: &str) -> String {
+        for _ in 0..20 {
+            if let Ok(text) = self.element(css).await.text().await {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.element(css).await.text().await.unwrap()
     }
 
