@@ -14,7 +14,6 @@
 //! - A graceful stop withdraws the lease and the acknowledgement entry, so writers do not wait
 //!   out the lease of an instance that has left.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use redis::{RedisError, RedisResult};
@@ -95,7 +94,6 @@ impl Cache {
             // A subscription lost during the call must not be covered by this renewal.
             Ok(1) if self.local.is_subscribed() && !self.local.is_withdrawn() => {
                 self.local.renewed(started);
-                self.last_renewed_ms.fetch_max(started, Ordering::AcqRel);
             }
             // Refused: an announcement this instance has not heard (lost, or its subscription
             // is silent). Stop serving from memory, then start empty above the generation, as
@@ -129,17 +127,5 @@ impl Cache {
             .arg(&self.local.instance_id)
             .invoke::<i64>(&mut *conn)
             .map(drop)
-    }
-
-    /// After an invalidation could not be sent: how long until every instance that lost Redis
-    /// together with this one has stopped serving from memory.
-    pub fn time_until_peer_leases_lapse(&self) -> Duration {
-        let last = self.last_renewed_ms.load(Ordering::Acquire);
-        if last == 0 {
-            return Duration::ZERO;
-        }
-        let lapse = last + LEASE.as_millis() as u64;
-        let now = self.local.renewal_started();
-        Duration::from_millis(lapse.saturating_sub(now))
     }
 }

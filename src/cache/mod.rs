@@ -120,7 +120,7 @@ pub mod tier;
 pub mod trust;
 pub mod xfetch;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,10 +232,6 @@ pub struct Cache {
     trust: RedisTrust,
     metrics: Arc<Metrics>,
     local: LocalTier,
-    /// When the last lease renewal that Redis answered was sent (the local tier's clock, ms):
-    /// after that plus [`lease::LEASE`], no instance that lost Redis with this one serves from
-    /// memory.
-    last_renewed_ms: AtomicU64,
     client: Arc<redis_target::RedisTarget>,
     scripts: Scripts,
     /// True while this process runs an early refresh.
@@ -263,7 +259,6 @@ impl Cache {
         Cache {
             server_met,
             local: LocalTier::new(format!("{:016x}", rand::rng().random::<u64>())),
-            last_renewed_ms: AtomicU64::new(0),
             client,
             pool,
             keys: Keys::new(prefix),

@@ -157,7 +157,7 @@ impl Cache {
     /// lease by then.
     fn await_handover(&self, db: &DbPool, outbox_ids: &[i32]) {
         let started = Instant::now();
-        let deadline = started + HANDOVER_WAIT.max(self.time_until_peer_leases_lapse());
+        let deadline = started + HANDOVER_WAIT;
         let handed = db
             .get()
             .map_err(anyhow::Error::from)
