@@ -164,16 +164,17 @@ fn parse_database_url(value: &str) -> Result<DatabaseUrl, ConfigError> {
 fn parse_redis_url(value: &str) -> Result<String, ConfigError> {
     let accepts = "a redis://, rediss:// or unix:// URL, e.g. redis://:password@127.0.0.1:6379/0, \
                    or redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB]";
+    let refuse = |why: String| {
+        invalid(
+            "REDIS_URL",
+            &redact_password(value),
+            format!("{accepts} ({why})"),
+        )
+    };
     if SentinelUrl::is_sentinel(value) {
         return SentinelUrl::parse(value)
             .map(|_| value.to_owned())
-            .map_err(|e| {
-                invalid(
-                    "REDIS_URL",
-                    &redact_password(value),
-                    format!("{accepts} ({e})"),
-                )
-            });
+            .map_err(refuse);
     }
     if !(value.starts_with("redis://")
         || value.starts_with("rediss://")
@@ -185,13 +186,7 @@ fn parse_redis_url(value: &str) -> Result<String, ConfigError> {
     // Parsing here, not at the first request, is what makes a typo fail at start-up.
     redis::Client::open(value)
         .map(|_| value.to_owned())
-        .map_err(|e| {
-            invalid(
-                "REDIS_URL",
-                &redact_password(value),
-                format!("{accepts} ({e})"),
-            )
-        })
+        .map_err(|e| refuse(e.to_string()))
 }
 
 /// A whole number from 1 to `max` in `unit`, or an error naming `variable` and the range.
