@@ -129,7 +129,10 @@ impl Write {
         }
         let id = *ids[rng.random_range(0..ids.len())];
         if roll == 2 {
-            let name = rows[&id].0.clone();
+            let (name, old_age) = rows[&id].clone();
+            // An edit that kept the age would leave the state as it was: no read could tell
+            // a stale value from a fresh one.
+            let age = if age == old_age { age % 60 + 18 } else { age };
             Write::Edit { id, name, age }
         } else {
             Write::Delete { id }
