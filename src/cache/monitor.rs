@@ -13,6 +13,7 @@
 //! generation g1, must include it. A write committed after the snapshot is in neither. Any
 //! difference left is a stale value.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,21 +42,39 @@ pub struct Served {
     pub generation: Generation,
 }
 
-/// The last value served from the cache since the last check.
-#[derive(Default)]
-pub struct LastServed(Mutex<Option<Served>>);
+/// One value served from the cache since the last check: the first hit after the monitor asks
+/// for one. A hit costs one atomic load while no sample is wanted (all but one hit a second),
+/// instead of every worker writing the same slot.
+pub struct LastServed {
+    wanted: AtomicBool,
+    slot: Mutex<Option<Served>>,
+}
+
+impl Default for LastServed {
+    fn default() -> Self {
+        LastServed {
+            wanted: AtomicBool::new(true),
+            slot: Mutex::new(None),
+        }
+    }
+}
 
 impl LastServed {
-    /// Never waits: when another request is recording at the same moment, its hit is as good
-    /// a sample as this one.
     fn record(&self, served: Served) {
-        if let Ok(mut slot) = self.0.try_lock() {
-            *slot = Some(served);
+        if self.wanted.load(Ordering::Relaxed) && self.wanted.swap(false, Ordering::AcqRel) {
+            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(served);
         }
     }
 
+    /// The sample, if any, and a request for the next one.
     fn take(&self) -> Option<Served> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+        let served = self
+            .slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        self.wanted.store(true, Ordering::Release);
+        served
     }
 }
 
