@@ -238,16 +238,18 @@ async fn invalidate(
     what: &'static str,
 ) -> Result<Result<Generation, String>, AppError> {
     let cache = Arc::clone(&state.cache);
-    db::with_conn(&state.db, move |conn| {
-        // As `cache-clear`: the generation's mark moves first, so copies in memory go too.
-        let invalidated = cache.clear().map_err(|e| e.to_string());
-        if invalidated.is_ok() {
-            cache.metrics().cache_invalidations.inc();
-            write_log::record(conn, &who, what)?;
-        }
-        Ok(invalidated)
-    })
-    .await
+    // As `cache-clear`: the generation's mark moves first, so copies in memory go too. No
+    // connection is held meanwhile: the wait for acknowledgements can take seconds.
+    let invalidated =
+        db::blocking(move || Ok::<_, AppError>(cache.clear().map_err(|e| e.to_string()))).await?;
+    if invalidated.is_ok() {
+        state.cache.metrics().cache_invalidations.inc();
+        db::with_conn(&state.db, move |conn| {
+            Ok(write_log::record(conn, &who, what)?)
+        })
+        .await?;
+    }
+    Ok(invalidated)
 }
 
 fn back() -> web::Redirect {
