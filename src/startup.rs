@@ -165,6 +165,7 @@ impl Application {
             debug: settings.debug,
             page_index: Default::default(),
             history,
+            chart: Default::default(),
         });
         if settings.debug {
             log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");

@@ -3,6 +3,10 @@
 //! Every bar carries its age below and its count above, so the chart reads without colour;
 //! the page repeats the numbers in a table for screen readers.
 
+use std::sync::{Arc, PoisonError, RwLock};
+
+use askama::Template;
+
 use crate::models::AgeCounts;
 
 /// The SVG's coordinate space; CSS scales it to the page's width.
@@ -17,6 +21,39 @@ const BOTTOM: f64 = 44.0;
 /// Beyond this many bars, only every n-th age and no counts are printed, so labels never
 /// overlap; the table still has every number.
 const MAX_LABELS: usize = 32;
+
+/// The chart's HTML, rendered once per distribution: every view of the average page between
+/// two writes shows the same one, and laying it out and rendering it cost as much as the rest
+/// of a cache hit.
+#[derive(Default)]
+pub struct RenderedChart(RwLock<Option<(AgeCounts, Arc<str>)>>);
+
+impl RenderedChart {
+    /// The chart of `ages`, as HTML; `None` when there are no students.
+    pub fn html(&self, ages: &AgeCounts) -> Option<Arc<str>> {
+        if let Some((drawn, html)) = &*self.0.read().unwrap_or_else(PoisonError::into_inner) {
+            if drawn == ages {
+                return Some(Arc::clone(html));
+            }
+        }
+        let chart = AgeChart::new(ages)?;
+        let html: Arc<str> = match (ChartFragment { chart: &chart }).render() {
+            Ok(html) => html.into(),
+            Err(e) => {
+                log::error!("the age chart did not render: {e}");
+                return None;
+            }
+        };
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some((*ages, Arc::clone(&html)));
+        Some(html)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "students/_chart.html")]
+struct ChartFragment<'a> {
+    chart: &'a AgeChart,
+}
 
 /// One bar: its age, its count, and where to draw it.
 pub struct Bar {

@@ -1,5 +1,6 @@
 //! The average-age page, with its cache badge.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_session::Session;
@@ -7,7 +8,6 @@ use actix_web::{web, CustomizeResponder, Responder};
 use askama::Template;
 use askama_web::WebTemplate;
 
-use super::age_chart::AgeChart;
 use super::{AppState, Nav};
 use crate::cache::{average, CacheOutcome, Tier};
 use crate::error::AppError;
@@ -23,7 +23,8 @@ pub struct AveragePage {
     badge_text: &'static str,
     explanation: &'static str,
     elapsed: String,
-    chart: Option<AgeChart>,
+    /// Rendered by [`super::age_chart::RenderedChart`], whose template escapes what it shows.
+    chart: Option<Arc<str>>,
 }
 
 pub async fn page(
@@ -69,7 +70,7 @@ pub async fn page(
         badge_text,
         explanation,
         elapsed: human_duration(lookup.elapsed),
-        chart: AgeChart::new(&lookup.stats.ages),
+        chart: state.chart.html(&lookup.stats.ages),
     };
     let mut page = page
         .customize()

@@ -34,6 +34,8 @@ pub struct AppState {
     pub page_index: std::sync::Mutex<crate::models::student::PageIndex>,
     /// The last hour of cache activity, for the staff cache page.
     pub history: Arc<crate::cache::history::History>,
+    /// The average page's chart, rendered once per distribution.
+    pub chart: age_chart::RenderedChart,
 }
 
 /// The route table, shared by `main` and the tests.
