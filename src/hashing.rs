@@ -110,7 +110,11 @@ async fn run_at<T: Send + 'static>(
     }
     let (answer, answered) = oneshot::channel();
     let job: Job = Box::new(move || {
-        // The caller may have gone; its answer is then not needed.
+        // A caller that hung up while queued needs no hash: its place is already free, and
+        // hashing anyway would keep the queue's bound from bounding the work.
+        if answer.is_closed() {
+            return;
+        }
         let _ = answer.send(hash());
     });
     gate.jobs
@@ -169,6 +173,43 @@ mod tests {
         assert!(
             run_at(gate, || ()).await.is_ok(),
             "room again once they are done"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queued_hash_whose_caller_hung_up_is_not_run() {
+        let gate: &'static Gate = Box::leak(Box::new(Gate::start(1, 3)));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        // The one thread is busy with a first hash until released.
+        let first = tokio::spawn(run_at(gate, move || {
+            let _ = released.recv();
+        }));
+        while gate.inside.load(Ordering::SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = ran.clone();
+        let queued = tokio::spawn(run_at(gate, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        while gate.inside.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        queued.abort();
+        let _ = queued.await;
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        // A hash queued after it runs, so the hung-up one had its turn before.
+        let after = ran.clone();
+        run_at(gate, move || {
+            after.fetch_add(10, Ordering::SeqCst);
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            10,
+            "the abandoned hash did not run"
         );
     }
 }
