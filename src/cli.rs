@@ -365,17 +365,23 @@ fn create_staff(settings: &Settings, username: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `STAFF_PASSWORD`, else a line of standard input (without echo on a terminal).
+/// `STAFF_PASSWORD`, else a line of standard input (without echo on a terminal); refused, as
+/// the sign-in form would refuse it, when no one could ever sign in with it.
 fn read_password() -> anyhow::Result<String> {
-    if let Ok(password) = std::env::var("STAFF_PASSWORD") {
-        return Ok(password);
-    }
-    if std::io::stdin().is_terminal() {
-        return Ok(rpassword::prompt_password("Password: ")?);
-    }
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    let password = if let Ok(password) = std::env::var("STAFF_PASSWORD") {
+        password
+    } else if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Password: ")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    crate::forms::check_password_input(&password).map_err(|e| match e {
+        crate::error::AppError::BadRequest(why) => UsageError(why),
+        other => UsageError(other.to_string()),
+    })?;
+    Ok(password)
 }
 
 #[cfg(test)]

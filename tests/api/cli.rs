@@ -302,6 +302,25 @@ fn a_staff_command_on_a_name_that_does_not_exist_exits_2_saying_so() {
         &[("STAFF_PASSWORD", "short")],
     );
     assert_eq!(out.status.code(), Some(2), "a password under 12 characters");
+    // One no sign-in form would take (over 4096 bytes) is refused before it is stored.
+    let long = "p".repeat(5_000);
+    for command in [
+        &["staff", "set-password", "grace"][..],
+        &["create-staff", "alan"],
+    ] {
+        let out = cachewithredis(
+            &dir,
+            "redis://127.0.0.1:1/0",
+            command,
+            &[("STAFF_PASSWORD", &long)],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{command:?} with a 5,000-byte password"
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("at most 4096 bytes"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
