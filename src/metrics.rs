@@ -64,7 +64,7 @@ impl Metrics {
         .expect("valid metric");
         let db_aggregate_queries_running = IntGauge::new(
             "cachewithredis_db_aggregate_queries_running",
-            "SELECT AVG(age), COUNT(*) queries running now.",
+            "Average-age aggregates running against the database now.",
         )
         .expect("valid metric");
         let cache_invalidations = IntCounter::new(
