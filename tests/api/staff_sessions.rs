@@ -155,7 +155,17 @@ async fn deleting_deactivating_or_re_passwording_a_user_ends_all_their_sessions(
             .unwrap()
             .unwrap()
             .id;
+        let sessions_of = |app: &TestApp| -> i64 {
+            staff_sessions::table
+                .filter(staff_sessions::staff_id.eq(id))
+                .count()
+                .get_result(&mut *app.conn())
+                .unwrap()
+        };
+        assert_eq!(sessions_of(&app), 2, "{what}: two browsers signed in");
         action(&mut app.conn(), id);
+        // Ended on the server, not only refused by the guard's look at the user.
+        assert_eq!(sessions_of(&app), 0, "{what}");
         assert_eq!(staff_list_status(&app, &app.client).await, 303, "{what}");
         assert_eq!(staff_list_status(&app, &other).await, 303, "{what}");
     }
