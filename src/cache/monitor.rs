@@ -31,6 +31,9 @@ use crate::schema::cache_invalidations;
 /// database one small transaction per second per instance.
 pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// How long before a check the monitor takes the first hit served as its sample.
+const SAMPLE_WINDOW: Duration = Duration::from_millis(50);
+
 /// Averages closer than this are equal: both come from the same SQL, but may be rounded
 /// differently on the way through JSON.
 const TOLERANCE: f64 = 1e-9;
@@ -42,9 +45,10 @@ pub struct Served {
     pub generation: Generation,
 }
 
-/// One value served from the cache since the last check: the first hit after the monitor asks
-/// for one. A hit costs one atomic load while no sample is wanted (all but one hit a second),
-/// instead of every worker writing the same slot.
+/// The last value served from the cache just before a check: hits record themselves only in
+/// the moment before each check, so the rest of the second a hit costs one atomic load instead
+/// of every worker writing the same slot, and the sample is as fresh as the check, so a write
+/// since it rarely makes the check skip.
 pub struct LastServed {
     wanted: AtomicBool,
     slot: Mutex<Option<Served>>,
@@ -53,28 +57,38 @@ pub struct LastServed {
 impl Default for LastServed {
     fn default() -> Self {
         LastServed {
-            wanted: AtomicBool::new(true),
+            wanted: AtomicBool::new(false),
             slot: Mutex::new(None),
         }
     }
 }
 
 impl LastServed {
+    /// Never waits: when another request is recording at the same moment, its hit is as good
+    /// a sample as this one.
     fn record(&self, served: Served) {
-        if self.wanted.load(Ordering::Relaxed) && self.wanted.swap(false, Ordering::AcqRel) {
-            *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(served);
+        if self.wanted.load(Ordering::Relaxed) {
+            if let Ok(mut slot) = self.slot.try_lock() {
+                *slot = Some(served);
+            }
         }
     }
 
-    /// The sample, if any, and a request for the next one.
-    fn take(&self) -> Option<Served> {
-        let served = self
-            .slot
+    /// Asks the hits from now on for a sample, dropping any older one.
+    fn want(&self) {
+        self.slot
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         self.wanted.store(true, Ordering::Release);
-        served
+    }
+
+    fn take(&self) -> Option<Served> {
+        self.wanted.store(false, Ordering::Release);
+        self.slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -180,6 +194,8 @@ pub async fn run(cache: Arc<Cache>, db: DbPool) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        cache.served.want();
+        tokio::time::sleep(SAMPLE_WINDOW).await;
         let (cache, db) = (Arc::clone(&cache), db.clone());
         let checked = db::blocking(move || {
             let verdict = cache.check_consistency(&mut *db.get()?);
