@@ -59,7 +59,7 @@ impl Metrics {
         .expect("valid metric");
         let db_aggregate_queries = IntCounter::new(
             "cachewithredis_db_aggregate_queries_total",
-            "Average-age aggregates (SELECT age, COUNT(*) ... GROUP BY age) run against the database.",
+            "Average-age aggregates (a read of student_age_counts) run against the database.",
         )
         .expect("valid metric");
         let db_aggregate_queries_running = IntGauge::new(

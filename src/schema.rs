@@ -55,6 +55,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    student_age_counts (age) {
+        age -> Integer,
+        students -> BigInt,
+    }
+}
+
+diesel::table! {
     student_stats (id) {
         id -> Integer,
         student_count -> BigInt,
@@ -80,6 +87,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     login_failures,
     staff_sessions,
     staff_users,
+    student_age_counts,
     student_stats,
     students,
 );

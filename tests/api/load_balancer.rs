@@ -115,12 +115,12 @@ async fn through_nginx_a_session_holds_and_every_write_shows_at_once_on_both_ins
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cold_burst_through_nginx_runs_one_aggregate_in_all() {
     let c = cluster().await;
-    let ages: Vec<i32> = (0..200_000).map(|i| 18 + i % 8).collect();
+    let ages: Vec<i32> = (0..2_000).map(|i| 18 + i % 8).collect();
     c.a.insert_students(&ages);
     let answers = join_all((0..64).map(|_| c.average())).await;
     assert!(answers
         .iter()
-        .all(|(json, _, _)| json["student_count"] == 200_000));
+        .all(|(json, _, _)| json["student_count"] == 2_000));
     let queries =
         c.a.metric("cachewithredis_db_aggregate_queries_total")
             .await
