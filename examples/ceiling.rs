@@ -6,7 +6,7 @@
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpResponse, HttpServer};
 
-const PAGE_BYTES: usize = 1300;
+const PAGE_BYTES: usize = 4900;
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
