@@ -87,7 +87,11 @@ pub fn build_pool(url: &DatabaseUrl) -> anyhow::Result<DbPool> {
     };
     let pool = Pool::builder()
         .max_size(max_size)
-        .min_idle(Some(1))
+        // No connection opened in the background to keep one idle: r2d2 would start one on each
+        // checkout, and a command that exits while it is connecting crashes in OpenSSL's exit
+        // handler (libpq over TLS), for `staff list` in about one run of six. Connections are
+        // made only for a caller waiting on one.
+        .min_idle(Some(0))
         // A check per checkout would cost one query per request; a broken connection fails
         // its query instead, and r2d2 drops it (`is_broken`).
         .test_on_check_out(false)
