@@ -210,9 +210,29 @@ impl Student {
 
     /// Inserts many rows in one statement; the caller chooses the transaction.
     pub fn insert_batch(conn: &mut DbConn, batch: &[NewStudent]) -> QueryResult<usize> {
-        let inserted = on_backend!(conn, c => diesel::insert_into(students::table)
-            .values(batch)
-            .execute(c))?;
+        let inserted = match conn {
+            // PostgreSQL's counting triggers run once per statement.
+            DbConn::Pg(c) => diesel::insert_into(students::table)
+                .values(batch)
+                .execute(c)?,
+            DbConn::Sqlite(c) => c.transaction(|c| {
+                without_sqlite_age_triggers(c, |c| {
+                    let inserted = diesel::insert_into(students::table)
+                        .values(batch)
+                        .execute(c)?;
+                    let mut ages = std::collections::BTreeMap::<i32, i64>::new();
+                    for student in batch {
+                        *ages.entry(student.age).or_default() += 1;
+                    }
+                    for (age, n) in ages {
+                        diesel::update(student_age_counts::table.find(age))
+                            .set(student_age_counts::students.eq(student_age_counts::students + n))
+                            .execute(c)?;
+                    }
+                    Ok(inserted)
+                })
+            })?,
+        };
         adjust_count(conn, inserted as i64)?;
         Ok(inserted)
     }
@@ -261,6 +281,39 @@ pub fn recount(conn: &mut DbConn) -> QueryResult<()> {
             "BEGIN; LOCK TABLE students IN SHARE MODE; {RECOUNT}; COMMIT;"
         )),
     }
+}
+
+#[derive(QueryableByName)]
+struct TriggerSql {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    sql: String,
+}
+
+/// Runs `work` with the per-age counting triggers dropped, then creates them again as they were,
+/// all inside the caller's transaction: SQLite's DDL is transactional and a writer holds the
+/// only write lock, so no other connection ever sees `students` without them. SQLite runs
+/// triggers once per row, which doubled the time of a million-row `seed` (5.6 s to 11.7 s);
+/// `work` adds the counts of what it inserted itself.
+fn without_sqlite_age_triggers<T>(
+    conn: &mut diesel::SqliteConnection,
+    work: impl FnOnce(&mut diesel::SqliteConnection) -> QueryResult<T>,
+) -> QueryResult<T> {
+    use diesel::connection::SimpleConnection;
+    let triggers: Vec<TriggerSql> = diesel::sql_query(
+        "SELECT name, sql FROM sqlite_master \
+         WHERE type = 'trigger' AND tbl_name = 'students' AND name LIKE 'student_age_counts_%'",
+    )
+    .load(conn)?;
+    for trigger in &triggers {
+        conn.batch_execute(&format!("DROP TRIGGER \"{}\"", trigger.name))?;
+    }
+    let result = work(conn)?;
+    for trigger in &triggers {
+        conn.batch_execute(&trigger.sql)?;
+    }
+    Ok(result)
 }
 
 fn adjust_count(conn: &mut DbConn, delta: i64) -> QueryResult<()> {
