@@ -1,7 +1,7 @@
 //! actix-web's ceiling on this machine, for the benchmarks: the same server set-up (workers,
 //! security headers) answering a constant page the size of the average-age page, with no I/O.
 //!
-//!     cargo run --release --example ceiling -- 127.0.0.1:8201
+//!     cargo run --release --example ceiling -- 127.0.0.1:8201 [PAGE_BYTES]
 
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -13,8 +13,13 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8201".into());
+    let page_bytes = std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(PAGE_BYTES)
+        .max(15);
     let body: &'static str =
-        Box::leak(format!("<!doctype html>{}", "x".repeat(PAGE_BYTES - 15)).into_boxed_str());
+        Box::leak(format!("<!doctype html>{}", "x".repeat(page_bytes - 15)).into_boxed_str());
     HttpServer::new(move || {
         App::new()
             .wrap(
