@@ -270,16 +270,12 @@ async fn observe(
         .scope(Arc::clone(&timings), next.call(req))
         .await?;
     if let Ok(timings) = timings.lock() {
-        let mut server_timing = timings.server_timing();
         // A hit names its tier, so the developer tools tell memory from Redis at a glance.
-        if let Some(tier) = res
+        let tier = res
             .headers()
-            .get("x-cache-tier")
-            .and_then(|t| t.to_str().ok())
-        {
-            server_timing.push_str(&format!(", cache-tier;desc=\"{tier}\""));
-        }
-        if let Ok(value) = HeaderValue::from_str(&server_timing) {
+            .get(&views::X_CACHE_TIER)
+            .and_then(|t| t.to_str().ok());
+        if let Ok(value) = HeaderValue::from_str(&timings.server_timing(tier)) {
             res.headers_mut()
                 .insert(HeaderName::from_static("server-timing"), value);
         }

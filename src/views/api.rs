@@ -20,9 +20,8 @@ pub async fn average_age(state: web::Data<AppState>) -> Result<HttpResponse, App
     let lookup = average::lookup(&state.cache, &state.db).await?;
     state.history.note_hit(lookup.tier);
     let mut response = HttpResponse::Ok();
-    response.insert_header(("X-Cache", lookup.outcome.header()));
-    if let Some(tier) = lookup.tier {
-        response.insert_header(("X-Cache-Tier", tier.label()));
+    for header in super::cache_headers(&lookup) {
+        response.insert_header(header);
     }
     Ok(response.json(AverageAgeBody {
         average_age: lookup.stats.average_age,

@@ -72,24 +72,21 @@ pub async fn page(
         elapsed: human_duration(lookup.elapsed),
         chart: state.chart.html(&lookup.stats.ages),
     };
-    let mut page = page
-        .customize()
-        .insert_header(("X-Cache", lookup.outcome.header()));
-    if let Some(tier) = lookup.tier {
-        page = page.insert_header(("X-Cache-Tier", tier.label()));
-    }
-    Ok(page)
+    Ok(super::cache_headers(&lookup)
+        .fold(page.customize(), |page, header| page.insert_header(header)))
 }
 
-/// `850 µs`, `12.3 ms`, `1.20 s`.
+/// `850 µs`, `12.3 ms`, `1.20 s`; in integers, for the same reason as `Server-Timing`.
 pub fn human_duration(d: Duration) -> String {
-    let micros = d.as_secs_f64() * 1e6;
-    if micros < 1000.0 {
-        format!("{micros:.0} µs")
-    } else if micros < 1e6 {
-        format!("{:.1} ms", micros / 1000.0)
+    let nanos = d.as_nanos();
+    if nanos < 999_500 {
+        format!("{} µs", (nanos + 500) / 1_000)
+    } else if nanos < 999_950_000 {
+        let tenths_of_ms = (nanos + 50_000) / 100_000;
+        format!("{}.{} ms", tenths_of_ms / 10, tenths_of_ms % 10)
     } else {
-        format!("{:.2} s", micros / 1e6)
+        let hundredths_of_s = (nanos + 5_000_000) / 10_000_000;
+        format!("{}.{:02} s", hundredths_of_s / 100, hundredths_of_s % 100)
     }
 }
 
@@ -102,5 +99,13 @@ mod tests {
         assert_eq!(human_duration(Duration::from_micros(850)), "850 µs");
         assert_eq!(human_duration(Duration::from_micros(12_340)), "12.3 ms");
         assert_eq!(human_duration(Duration::from_millis(1200)), "1.20 s");
+        // Each unit starts where rounding would print a thousand of the one before.
+        assert_eq!(human_duration(Duration::from_nanos(999_499)), "999 µs");
+        assert_eq!(human_duration(Duration::from_nanos(999_500)), "1.0 ms");
+        assert_eq!(
+            human_duration(Duration::from_nanos(999_949_999)),
+            "999.9 ms"
+        );
+        assert_eq!(human_duration(Duration::from_nanos(999_950_000)), "1.00 s");
     }
 }

@@ -11,9 +11,11 @@ pub mod students;
 use std::sync::Arc;
 
 use actix_session::Session;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::web;
 
+use crate::cache::average::AverageLookup;
 use crate::cache::Cache;
 use crate::db::DbPool;
 use crate::error::AppError;
@@ -22,6 +24,19 @@ use crate::session;
 
 /// Students per page, on the public list and in the staff list.
 pub const PER_PAGE: i64 = 50;
+
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
+
+/// `X-Cache`, and on a hit `X-Cache-Tier`. Built from static names and values: they go on every
+/// cache hit, where parsing a header name and copying its value per response shows in profiles.
+pub fn cache_headers(lookup: &AverageLookup) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+    let outcome = (X_CACHE, HeaderValue::from_static(lookup.outcome.header()));
+    let tier = lookup
+        .tier
+        .map(|tier| (X_CACHE_TIER, HeaderValue::from_static(tier.label())));
+    std::iter::once(outcome).chain(tier)
+}
 
 /// What every handler can reach.
 pub struct AppState {
