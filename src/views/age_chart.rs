@@ -16,6 +16,8 @@ const LEFT: f64 = 8.0;
 const RIGHT: f64 = 8.0;
 /// Room above the tallest bar for its count.
 const TOP: f64 = 22.0;
+/// Between the top of a bar and the baseline of its count.
+const COUNT_GAP: f64 = 6.0;
 /// Room below the bars for the ages and the axis title.
 const BOTTOM: f64 = 44.0;
 /// Beyond this many bars, only every n-th age and no counts are printed, so labels never
@@ -65,6 +67,8 @@ pub struct Bar {
     pub height: String,
     /// Where the labels are centred.
     pub middle: String,
+    /// The baseline of the count printed above the bar.
+    pub count_y: String,
     pub show_age: bool,
     pub show_count: bool,
 }
@@ -107,6 +111,7 @@ impl AgeChart {
                     width: coordinate(bar_width),
                     height: coordinate(height),
                     middle: coordinate(x + bar_width / 2.0),
+                    count_y: coordinate(baseline - height - COUNT_GAP),
                     show_age: (age - youngest) % label_every == 0,
                     show_count: label_every == 1,
                 }

@@ -49,7 +49,8 @@ async fn the_average_page_shows_a_bar_per_age_and_a_table_with_the_counts() {
         "every age in the range, an empty one included"
     );
     // Each bar is labelled with its age and its count, so the chart reads without colour.
-    assert!(body.contains(r#"text-anchor="middle">20</text>"#), "{body}");
+    assert!(body.contains(r#"<text class="age""#), "{body}");
+    assert!(body.contains(r#"">20</text>"#), "{body}");
     assert!(
         body.contains("the most common age is 18 (2 students)"),
         "{body}"
