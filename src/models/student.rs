@@ -220,13 +220,16 @@ impl Student {
                     let inserted = diesel::insert_into(students::table)
                         .values(batch)
                         .execute(c)?;
-                    let mut ages = std::collections::BTreeMap::<i32, i64>::new();
+                    let mut ages = AgeCounts::default();
                     for student in batch {
-                        *ages.entry(student.age).or_default() += 1;
+                        ages.add(student.age, 1);
                     }
-                    for (age, n) in ages {
-                        diesel::update(student_age_counts::table.find(age))
-                            .set(student_age_counts::students.eq(student_age_counts::students + n))
+                    for (age, n) in ages.present() {
+                        diesel::update(student_age_counts::table.find(age as i32))
+                            .set(
+                                student_age_counts::students
+                                    .eq(student_age_counts::students + i64::from(n)),
+                            )
                             .execute(c)?;
                     }
                     Ok(inserted)
