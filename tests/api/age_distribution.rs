@@ -36,6 +36,21 @@ fn bars(body: &str) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// The texts of the chart's labels of one class (`age` or `count`), left to right.
+fn labels(body: &str, class: &str) -> Vec<u32> {
+    body.split(&format!(r#"<text class="{class}""#))
+        .skip(1)
+        .map(|label| {
+            let text = label.split_once('>').expect("a label").1;
+            text.split_once("</text>")
+                .expect("its end")
+                .0
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_average_page_shows_a_bar_per_age_and_a_table_with_the_counts() {
     let app = spawn_app().await;
@@ -49,8 +64,8 @@ async fn the_average_page_shows_a_bar_per_age_and_a_table_with_the_counts() {
         "every age in the range, an empty one included"
     );
     // Each bar is labelled with its age and its count, so the chart reads without colour.
-    assert!(body.contains(r#"<text class="age""#), "{body}");
-    assert!(body.contains(r#"">20</text>"#), "{body}");
+    assert_eq!(labels(&body, "age"), [18, 19, 20, 21], "{body}");
+    assert_eq!(labels(&body, "count"), [2, 1, 0, 1], "{body}");
     assert!(
         body.contains("the most common age is 18 (2 students)"),
         "{body}"
