@@ -11,6 +11,8 @@
 //!   the value on a miss, with a random token so only its holder releases it.
 //! - `{prefix}:invalidations` (pub/sub), `{prefix}:instances` and `{prefix}:acks`: the memory
 //!   tier's announcements, leases and acknowledgements (see [`local`] and [`lease`]).
+//! - `{prefix}:server_met:{run_id}:{replication id}`: when a server was first met in its role,
+//!   in its own clock (Unix ms), kept a day (see [`resync::ServerMet`]).
 //!
 //! The Lua scripts are in `src/cache/scripts/`, each with its KEYS and ARGV documented.
 //!
@@ -162,6 +164,8 @@ pub struct Keys {
     pub instances: String,
     /// Hash of instance id → the last generation it acknowledged.
     pub acks: String,
+    /// Prefix of the records of when each server was first met (see [`resync::ServerMet`]).
+    server_met_prefix: String,
 }
 
 impl Keys {
@@ -173,8 +177,14 @@ impl Keys {
             channel: format!("{prefix}:invalidations"),
             instances: format!("{prefix}:instances"),
             acks: format!("{prefix}:acks"),
+            server_met_prefix: format!("{prefix}:server_met"),
             value,
         }
+    }
+
+    /// The record of when the server with this `run_id` and replication id was first met.
+    pub fn server_met(&self, run_id: &str, replication_id: &str) -> String {
+        format!("{}:{run_id}:{replication_id}", self.server_met_prefix)
     }
 }
 
@@ -240,7 +250,7 @@ pub struct Cache {
     outbox_sightings: outbox::Sightings,
     /// The aggregates run without Redis' lease, one at a time (see [`single_flight`]).
     database_flight: single_flight::SingleFlight<AverageAge>,
-    /// When this process met the Redis server in use (see [`resync::ServerMet`]).
+    /// When the previous Redis server's leases end (see [`resync::ServerMet`]).
     server_met: Arc<resync::ServerMet>,
     /// The last value served from the cache, for the consistency [`monitor`].
     served: monitor::LastServed,

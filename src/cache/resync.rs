@@ -12,9 +12,13 @@
 //!
 //! A process that starts meets its first server this way too, so its floor of 0 does not
 //! matter: the server it reads has been raised by it, not only by the instances that ran before.
+//!
+//! The raise also records, in the server, when it was first met in its current role (see
+//! [`ServerMet`]), so that only the processes meeting it within a lease of that wait for the
+//! leases its predecessor granted.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redis::{ConnectionLike, RedisError, RedisResult};
 
@@ -35,19 +39,30 @@ pub struct Resync {
     met: Arc<ServerMet>,
 }
 
-/// When this process first met the Redis server it uses now.
+/// When the leases granted by the server before the one in use have all ended.
 ///
 /// A new server (restarted, restored, promoted) has lost, or never had, the memory leases the
 /// old one granted: an instance that renewed its lease there just before it went (and cannot
 /// reach the new one yet) still serves from memory, trusting it, for up to [`LEASE`], while
-/// the new server's table of lease holders does not name it. So for [`LEASE`] after meeting a
-/// server a writer waits out those leases instead of trusting that table.
+/// the new server's table of lease holders does not name it. So for [`LEASE`] after a server
+/// was first met, a writer waits out those leases instead of trusting that table.
+///
+/// "First met" is by any process, not this one: the first meeting is recorded in the server
+/// (`{prefix}:server_met:{run_id}:{replication id}`, in the server's clock), and a process
+/// meeting it later waits only for what is left of that lease. Without the record every new
+/// process (each command-line write, each instance for its first seconds) waited a whole lease
+/// for a server that had served for hours. The name carries the replication id as well as the
+/// `run_id`: a master that is demoted and later promoted again keeps its `run_id`, and would
+/// find its old record in the data replicated back to it; a promotion gives it a new
+/// replication id.
 #[derive(Default)]
 pub struct ServerMet(Mutex<Option<Instant>>);
 
 impl ServerMet {
-    fn now(&self) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+    /// The earlier server's leases have `left` to run, as measured by the server just now; the
+    /// local clock, read after its answer, can only place their end later than it is.
+    fn leases_left(&self, left: Duration) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + left);
     }
 
     /// Whether every lease an earlier server granted has ended.
@@ -55,9 +70,13 @@ impl ServerMet {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .map_or(true, |met| met.elapsed() >= LEASE)
+            .map_or(true, |end| Instant::now() >= end)
     }
 }
+
+/// How long a server's first meeting is remembered in it. Past this, the next process to meet
+/// it records a new meeting and waits a lease it need not have: harmless, and once a day.
+const MET_RECORD_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Resync {
     pub fn new(db: DbPool, prefix: &str, met: Arc<ServerMet>) -> Self {
@@ -70,7 +89,13 @@ impl Resync {
         }
     }
 
-    fn raise(&self, conn: &mut dyn ConnectionLike) -> RedisResult<Generation> {
+    /// Raises the server's generation to the mark; returns it, and how long the leases of the
+    /// server before may still run.
+    fn raise(
+        &self,
+        conn: &mut dyn ConnectionLike,
+        run_id: &str,
+    ) -> RedisResult<(Generation, Duration)> {
         let found: Option<String> = redis::cmd("GET").arg(&self.keys.generation).query(conn)?;
         // A counter that is not a number was not written by this application: the mark wins.
         let found = found
@@ -83,26 +108,30 @@ impl Resync {
             .and_then(|mut db| {
                 generation::raise_to(&mut db, found).map_err(|e| database_error(&e))
             })?;
-        let raised: u64 = self
+        let replication_id = info_field(conn, "replication", "master_replid")?;
+        let (raised, left_ms): (u64, u64) = self
             .scripts
             .resync
             .key(&self.keys.generation)
             .key(&self.keys.channel)
+            .key(self.keys.server_met(run_id, &replication_id))
             .arg(mark)
+            .arg(LEASE.as_millis() as u64)
+            .arg(MET_RECORD_TTL.as_millis() as u64)
             .invoke(conn)?;
-        Ok(Generation::new(raised))
+        Ok((Generation::new(raised), Duration::from_millis(left_ms)))
     }
 }
 
 impl OnConnect for Resync {
     fn on_connect(&self, conn: &mut dyn ConnectionLike) -> RedisResult<()> {
-        let run_id = run_id(conn)?;
+        let run_id = info_field(conn, "server", "run_id")?;
         let mut server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
         if server.as_deref() == Some(run_id.as_str()) {
             return Ok(());
         }
-        let raised = self.raise(conn)?;
-        self.met.now();
+        let (raised, leases_left) = self.raise(conn, &run_id)?;
+        self.met.leases_left(leases_left);
         if let Some(previous) = server.as_deref() {
             log::warn!(
                 "redis server changed ({previous} -> {run_id}): generation raised to {raised} \
@@ -114,16 +143,18 @@ impl OnConnect for Resync {
     }
 }
 
-/// The server's `run_id`, new at every start of a Redis process.
-fn run_id(conn: &mut dyn ConnectionLike) -> RedisResult<String> {
-    let info: String = redis::cmd("INFO").arg("server").query(conn)?;
+/// A field of `INFO section`: the server's `run_id`, new at every start of a Redis process, or
+/// its replication id, new at every promotion.
+fn info_field(conn: &mut dyn ConnectionLike, section: &str, field: &str) -> RedisResult<String> {
+    let info: String = redis::cmd("INFO").arg(section).query(conn)?;
     info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .map(|id| id.trim().to_owned())
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(|value| value.trim().to_owned())
         .ok_or_else(|| {
             RedisError::from((
                 redis::ErrorKind::UnexpectedReturnType,
-                "INFO server has no run_id",
+                "INFO has no such field",
+                format!("INFO {section} has no {field}"),
             ))
         })
 }

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::helpers::{spawn_app, RedisServer};
 use tempfile::TempDir;
@@ -368,4 +369,123 @@ async fn a_command_run_thirty_times_exits_cleanly_every_time() {
         );
         assert!(String::from_utf8_lossy(&out.stdout).contains("listed"));
     }
+}
+
+/// How many scripts the server has run: a write that waits out leases polls one every
+/// millisecond or so (about 1,500 for a lease of 2 s), a write that need not wait runs three.
+fn scripts_run(redis: &RedisServer) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.connection())
+        .unwrap();
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+/// Runs `cache-clear` and returns how many scripts it ran.
+fn clear_counting_scripts(dir: &TempDir, redis: &RedisServer) -> u64 {
+    let before = scripts_run(redis);
+    let out = cachewithredis(dir, &redis.url(), &["cache-clear"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    scripts_run(redis) - before
+}
+
+#[test]
+fn a_command_line_write_waits_out_earlier_leases_only_on_a_server_met_less_than_a_lease_ago() {
+    let dir = TempDir::new().unwrap();
+    let redis = RedisServer::start();
+    // Nobody has met this server: a server before it may have granted leases it does not know.
+    let first = clear_counting_scripts(&dir, &redis);
+    assert!(
+        first > 200,
+        "the first write waited a lease: {first} scripts"
+    );
+    // A lease has passed since that first meeting (the first write waited it out), so a new
+    // process has nothing to wait for.
+    let second = clear_counting_scripts(&dir, &redis);
+    assert!(
+        second < 20,
+        "the second write did not wait: {second} scripts"
+    );
+}
+
+/// `REPLICAOF host port` on `replica` (or `NO ONE` with `None`); then waits until the replica
+/// has synchronised, and has `key` if one is named.
+fn replicate(replica: &RedisServer, master: Option<&RedisServer>, key: Option<&str>) {
+    let mut conn = replica.connection();
+    let mut command = redis::cmd("REPLICAOF");
+    match master {
+        Some(master) => command.arg("127.0.0.1").arg(master.port),
+        None => command.arg("NO").arg("ONE"),
+    };
+    command.query::<()>(&mut conn).unwrap();
+    let in_sync = |conn: &mut redis::Connection| {
+        let info: String = redis::cmd("INFO").arg("replication").query(conn).unwrap();
+        info.contains("master_link_status:up")
+            && key.map_or(true, |key| {
+                redis::cmd("EXISTS").arg(key).query(conn).unwrap()
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while master.is_some() && !in_sync(&mut conn) {
+        assert!(Instant::now() < deadline, "never in sync ({key:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn met_records(redis: &RedisServer) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg("clitest:server_met:*")
+        .query(&mut redis.connection())
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_master_failed_over_and_back_is_met_anew_though_it_keeps_its_run_id() {
+    let dir = TempDir::new().unwrap();
+    let (x, y) = (RedisServer::start(), RedisServer::start());
+    replicate(&y, Some(&x), None);
+    clear_counting_scripts(&dir, &x);
+    let [record] = &met_records(&x)[..] else {
+        panic!("one record of the first meeting: {:?}", met_records(&x));
+    };
+    // Over to y and back to x: x keeps its run_id, and gets its old record back from y.
+    replicate(&y, Some(&x), Some(record));
+    replicate(&y, None, Some(record));
+    replicate(&x, Some(&y), Some(record));
+    replicate(&x, None, Some(record));
+    replicate(&y, Some(&x), Some(record));
+    assert_eq!(
+        met_records(&x),
+        std::slice::from_ref(record),
+        "only the old record so far"
+    );
+    // Leases granted by y while it was master are unknown to x: a write must wait them out,
+    // though x's old record is older than a lease.
+    let after = clear_counting_scripts(&dir, &x);
+    assert!(
+        after > 200,
+        "the write after the failback waited a lease: {after} scripts"
+    );
+    let records = met_records(&x);
+    assert_eq!(
+        records.len(),
+        2,
+        "a new record for x as master again: {records:?}"
+    );
+    let run_id = |record: &str| record.split(':').nth(2).map(str::to_owned);
+    assert_eq!(
+        run_id(&records[0]),
+        run_id(&records[1]),
+        "same run_id: {records:?}"
+    );
 }
