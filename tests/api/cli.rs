@@ -373,6 +373,7 @@ async fn a_command_run_thirty_times_exits_cleanly_every_time() {
 
 /// How many scripts the server has run: a write that waits out leases polls one every
 /// millisecond or so (about 1,500 for a lease of 2 s), a write that need not wait runs three.
+/// The tests' bounds (over 50, under 15) hold on a machine loaded enough to poll every 40 ms.
 fn scripts_run(redis: &RedisServer) -> u64 {
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -404,14 +405,14 @@ fn a_command_line_write_waits_out_earlier_leases_only_on_a_server_met_less_than_
     // Nobody has met this server: a server before it may have granted leases it does not know.
     let first = clear_counting_scripts(&dir, &redis);
     assert!(
-        first > 200,
+        first > 50,
         "the first write waited a lease: {first} scripts"
     );
     // A lease has passed since that first meeting (the first write waited it out), so a new
     // process has nothing to wait for.
     let second = clear_counting_scripts(&dir, &redis);
     assert!(
-        second < 20,
+        second < 15,
         "the second write did not wait: {second} scripts"
     );
 }
@@ -473,7 +474,7 @@ fn a_master_failed_over_and_back_is_met_anew_though_it_keeps_its_run_id() {
     // though x's old record is older than a lease.
     let after = clear_counting_scripts(&dir, &x);
     assert!(
-        after > 200,
+        after > 50,
         "the write after the failback waited a lease: {after} scripts"
     );
     let records = met_records(&x);
