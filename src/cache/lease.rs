@@ -28,6 +28,12 @@ pub const LEASE: Duration = Duration::from_secs(2);
 pub const RENEW_EVERY: Duration = Duration::from_millis(250);
 /// How long past [`LEASE`] a writer waits for acknowledgements before it reports a failure.
 const ACK_SLACK: Duration = Duration::from_millis(500);
+/// A writer looks for acknowledgements again after this, then twice as long each time up to
+/// [`ACK_POLL_MAX`]: acknowledgements normally come within a millisecond, but a wait for a lease
+/// to lapse lasts up to two seconds, and polled every millisecond that was about 1,500 scripts
+/// per waiting write, at the moment Redis or a peer is in trouble.
+const ACK_POLL_FIRST: Duration = Duration::from_millis(1);
+const ACK_POLL_MAX: Duration = Duration::from_millis(20);
 
 impl Cache {
     /// Polls until no live lease holder lacks `generation`; bounded by the lease length, since
@@ -35,6 +41,7 @@ impl Cache {
     pub(super) fn wait_for_acknowledgements(&self, generation: Generation) -> RedisResult<()> {
         let deadline = Instant::now() + LEASE + ACK_SLACK;
         let mut conn = self.connection()?;
+        let mut pause = ACK_POLL_FIRST;
         loop {
             let waiting: i64 = metrics::time_cache_call("EVALSHA unacknowledged", || {
                 self.scripts
@@ -55,7 +62,8 @@ impl Cache {
                     format!("{waiting} instance(s) did not acknowledge generation {generation}"),
                 )));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(ACK_POLL_MAX);
         }
     }
 
