@@ -1,6 +1,13 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    cache_database (id) {
+        id -> Integer,
+        identity -> Text,
+    }
+}
+
+diesel::table! {
     cache_generation (id) {
         id -> Integer,
         generation -> BigInt,
@@ -81,6 +88,7 @@ diesel::table! {
 diesel::joinable!(staff_sessions -> staff_users (staff_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    cache_database,
     cache_generation,
     cache_invalidations,
     cache_write_log,

@@ -46,7 +46,6 @@ impl Resources {
         let db = db::build_pool(&settings.database_url)?;
         let mut conn = db.get()?;
         db::run_migrations(&mut conn)?;
-        crate::models::student::recount(&mut conn)?;
         drop(conn);
         let metrics = Arc::new(Metrics::new());
         let timeouts = RedisTimeouts::from_setting(settings.redis_timeout);

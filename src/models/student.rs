@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::AgeCounts;
 use crate::db::DbConn;
 use crate::on_backend;
-use crate::schema::{student_age_counts, student_stats, students};
+use crate::schema::{cache_generation, student_age_counts, student_stats, students};
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
@@ -181,15 +181,14 @@ impl Student {
     // RETURNING and multi-row INSERT do not type-check through the multi-backend connection,
     // so these are compiled once per backend (`on_backend!`), still one statement each.
 
-    // Inserts and deletes also adjust `student_stats`; callers run them in a transaction.
+    // Triggers keep `student_stats`, the per-age counts and the cache's generation mark in the
+    // writing statement's transaction, for these and for every other writer.
 
     pub fn insert(conn: &mut DbConn, new: &NewStudent) -> QueryResult<Student> {
-        let student = on_backend!(conn, c => diesel::insert_into(students::table)
+        on_backend!(conn, c => diesel::insert_into(students::table)
             .values(new)
             .returning(Student::as_returning())
-            .get_result(c))?;
-        adjust_count(conn, 1)?;
-        Ok(student)
+            .get_result(c))
     }
 
     pub fn update(conn: &mut DbConn, id: i32, changes: &NewStudent) -> QueryResult<Student> {
@@ -201,22 +200,20 @@ impl Student {
 
     /// Deletes the row; `NotFound` when there was none.
     pub fn delete(conn: &mut DbConn, id: i32) -> QueryResult<Student> {
-        let student = on_backend!(conn, c => diesel::delete(students::table.find(id))
+        on_backend!(conn, c => diesel::delete(students::table.find(id))
             .returning(Student::as_returning())
-            .get_result(c))?;
-        adjust_count(conn, -1)?;
-        Ok(student)
+            .get_result(c))
     }
 
     /// Inserts many rows in one statement; the caller chooses the transaction.
     pub fn insert_batch(conn: &mut DbConn, batch: &[NewStudent]) -> QueryResult<usize> {
-        let inserted = match conn {
-            // PostgreSQL's counting triggers run once per statement.
+        match conn {
+            // PostgreSQL's triggers run once per statement.
             DbConn::Pg(c) => diesel::insert_into(students::table)
                 .values(batch)
-                .execute(c)?,
+                .execute(c),
             DbConn::Sqlite(c) => c.transaction(|c| {
-                without_sqlite_age_triggers(c, |c| {
+                without_sqlite_row_triggers(c, |c| {
                     let inserted = diesel::insert_into(students::table)
                         .values(batch)
                         .execute(c)?;
@@ -232,12 +229,20 @@ impl Student {
                             )
                             .execute(c)?;
                     }
+                    diesel::update(student_stats::table.find(1))
+                        .set((
+                            student_stats::student_count
+                                .eq(student_stats::student_count + inserted as i64),
+                            student_stats::version.eq(student_stats::version + 1),
+                        ))
+                        .execute(c)?;
+                    diesel::update(cache_generation::table)
+                        .set(cache_generation::generation.eq(cache_generation::generation + 1))
+                        .execute(c)?;
                     Ok(inserted)
                 })
-            })?,
-        };
-        adjust_count(conn, inserted as i64)?;
-        Ok(inserted)
+            }),
+        }
     }
 
     /// The number of students and the version of the set of ids, from `student_stats`: O(1).
@@ -270,22 +275,6 @@ impl Student {
     }
 }
 
-/// Recounts `student_stats` from the table, correcting any drift from rows written by other
-/// programs; run at start-up. Writers wait for the count, so it is exact.
-pub fn recount(conn: &mut DbConn) -> QueryResult<()> {
-    use diesel::connection::SimpleConnection;
-    const RECOUNT: &str = "UPDATE student_stats SET \
-         student_count = (SELECT COUNT(*) FROM students), version = version + 1 WHERE id = 1";
-    match conn {
-        // One statement holds SQLite's write lock from the count to the update.
-        crate::db::DbConn::Sqlite(c) => c.batch_execute(RECOUNT),
-        // SHARE mode lets readers in and keeps inserts and deletes out until the commit.
-        crate::db::DbConn::Pg(c) => c.batch_execute(&format!(
-            "BEGIN; LOCK TABLE students IN SHARE MODE; {RECOUNT}; COMMIT;"
-        )),
-    }
-}
-
 #[derive(QueryableByName)]
 struct TriggerSql {
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -294,19 +283,20 @@ struct TriggerSql {
     sql: String,
 }
 
-/// Runs `work` with the per-age counting triggers dropped, then creates them again as they were,
+/// Runs `work` with the triggers on `students` dropped, then creates them again as they were,
 /// all inside the caller's transaction: SQLite's DDL is transactional and a writer holds the
 /// only write lock, so no other connection ever sees `students` without them. SQLite runs
 /// triggers once per row, which doubled the time of a million-row `seed` (5.6 s to 11.7 s);
-/// `work` adds the counts of what it inserted itself.
-fn without_sqlite_age_triggers<T>(
+/// `work` does once what they would have done per row (the per-age counts, the student count,
+/// the generation mark).
+fn without_sqlite_row_triggers<T>(
     conn: &mut diesel::SqliteConnection,
     work: impl FnOnce(&mut diesel::SqliteConnection) -> QueryResult<T>,
 ) -> QueryResult<T> {
     use diesel::connection::SimpleConnection;
     let triggers: Vec<TriggerSql> = diesel::sql_query(
         "SELECT name, sql FROM sqlite_master \
-         WHERE type = 'trigger' AND tbl_name = 'students' AND name LIKE 'student_age_counts_%'",
+         WHERE type = 'trigger' AND tbl_name = 'students'",
     )
     .load(conn)?;
     for trigger in &triggers {
@@ -317,16 +307,6 @@ fn without_sqlite_age_triggers<T>(
         conn.batch_execute(&trigger.sql)?;
     }
     Ok(result)
-}
-
-fn adjust_count(conn: &mut DbConn, delta: i64) -> QueryResult<()> {
-    diesel::update(student_stats::table.find(1))
-        .set((
-            student_stats::student_count.eq(student_stats::student_count + delta),
-            student_stats::version.eq(student_stats::version + 1),
-        ))
-        .execute(conn)?;
-    Ok(())
 }
 
 /// `%needle%` with LIKE's wildcards in the needle taken literally.
