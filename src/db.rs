@@ -30,8 +30,11 @@ pub type PooledConn = PooledConnection<ConnectionManager<DbConn>>;
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// How long a request waits for a free database connection before it answers 503.
-const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a free database connection before it answers 503. Also how
+/// soon a page that needs the database, or a write, answers 503 when the database is down
+/// (r2d2 waits this long for a connection it cannot open): a visitor or a load balancer is
+/// better told at once than after five seconds.
+const POOL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs `$body` with `$conn` bound to the concrete connection of either backend. For the few
 /// statements that do not type-check through the multi-backend connection (RETURNING, multi-row

@@ -118,6 +118,9 @@ impl Application {
         })
         .await?;
         resources.cache.start_subscriber();
+        tokio::spawn(crate::cache::lease::run_renewal(Arc::clone(
+            &resources.cache,
+        )));
         tokio::spawn(outbox::run_worker(
             Arc::clone(&resources.cache),
             resources.db.clone(),

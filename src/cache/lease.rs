@@ -24,7 +24,10 @@ use crate::metrics;
 
 /// How long a lease lasts in Redis.
 pub const LEASE: Duration = Duration::from_secs(2);
-/// How often it is renewed (from the outbox worker's tick).
+/// How often it is renewed, on its own schedule ([`run_renewal`]): not from the outbox
+/// worker, which needs the database, so that a database outage does not switch the memory
+/// tier off (with the database down nothing can be written, so the memory copy is as current
+/// as Redis').
 pub const RENEW_EVERY: Duration = Duration::from_millis(250);
 /// How long past [`LEASE`] a writer waits for acknowledgements before it reports a failure.
 const ACK_SLACK: Duration = Duration::from_millis(500);
@@ -135,5 +138,26 @@ impl Cache {
             .arg(&self.local.instance_id)
             .invoke::<i64>(&mut *conn)
             .map(drop)
+    }
+}
+
+/// Renews this instance's memory lease every [`RENEW_EVERY`] until the process ends.
+pub async fn run_renewal(cache: std::sync::Arc<Cache>) {
+    let mut interval = tokio::time::interval(RENEW_EVERY);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if !cache.is_usable() {
+            continue;
+        }
+        let renewer = std::sync::Arc::clone(&cache);
+        let renewed = crate::db::blocking(move || {
+            renewer.renew_lease();
+            Ok::<_, crate::error::AppError>(())
+        })
+        .await;
+        if let Err(e) = renewed {
+            log::warn!("memory lease renewal: {e}");
+        }
     }
 }

@@ -240,9 +240,6 @@ impl Cache {
             log::info!("applied {} pending cache invalidation(s)", ids.len());
         }
         self.resume_if_no_failure_since(failures_seen);
-        if self.is_usable() {
-            self.renew_lease();
-        }
     }
 }
 
