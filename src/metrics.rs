@@ -36,6 +36,10 @@ pub struct Metrics {
     pub cache_consistency_checks: IntCounter,
     /// Checks that found the served value differing from the database.
     pub cache_inconsistencies: IntCounter,
+    /// Values found in Redis that another database's application wrote (see `cache::owner`).
+    pub cache_foreign_values: IntCounter,
+    /// Changes to `students` made outside this application, followed by an invalidation.
+    pub cache_outside_changes: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +103,16 @@ impl Metrics {
             "Consistency checks that found a served value differing from the database.",
         )
         .expect("valid metric");
+        let cache_foreign_values = IntCounter::new(
+            "cachewithredis_cache_foreign_values_total",
+            "Values in Redis computed from another database, treated as misses.",
+        )
+        .expect("valid metric");
+        let cache_outside_changes = IntCounter::new(
+            "cachewithredis_cache_mark_ahead_total",
+            "Rounds in which the worker found the database's mark ahead of Redis with no outbox row due (a change made outside the application) and invalidated.",
+        )
+        .expect("valid metric");
         // Resolved at start, which also makes each series present from the start, so that a
         // dashboard's rate() has a baseline.
         let cache_hits = cache_requests.with_label_values(&["hit"]);
@@ -114,6 +128,8 @@ impl Metrics {
             Box::new(http_request_duration.clone()),
             Box::new(cache_consistency_checks.clone()),
             Box::new(cache_inconsistencies.clone()),
+            Box::new(cache_foreign_values.clone()),
+            Box::new(cache_outside_changes.clone()),
         ] {
             registry.register(collector).expect("unique metric names");
         }
@@ -131,6 +147,8 @@ impl Metrics {
             http_request_duration,
             cache_consistency_checks,
             cache_inconsistencies,
+            cache_foreign_values,
+            cache_outside_changes,
         }
     }
 

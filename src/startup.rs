@@ -59,13 +59,13 @@ impl Resources {
         let resync = Arc::new(Resync::new(
             db.clone(),
             &settings.cache_key_prefix,
-            Arc::clone(&server_met),
+            server_met,
         ));
         let redis = build_checked_redis_pool(
             Arc::clone(&target),
             timeouts,
             settings.redis_pool_size,
-            Some(resync),
+            Some(Arc::clone(&resync) as Arc<dyn crate::cache::redis_pool::OnConnect>),
         )?;
         let cache = Arc::new(Cache::new(
             redis,
@@ -74,8 +74,8 @@ impl Resources {
             settings.cache_ttl,
             Arc::clone(&metrics),
             db.clone(),
-            server_met,
-        ));
+            resync,
+        )?);
         Ok(Resources { db, cache, metrics })
     }
 }
@@ -111,6 +111,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         // Apply the outbox once before serving: invalidations left by a crash or an outage
         // must land before this process reads Redis.
+        resources.cache.claim_unowned_keys();
         let (cache, pool) = (Arc::clone(&resources.cache), resources.db.clone());
         db::blocking(move || {
             cache.apply_outbox(&pool);

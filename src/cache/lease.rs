@@ -46,17 +46,20 @@ impl Cache {
         let mut conn = self.connection()?;
         let mut pause = ACK_POLL_FIRST;
         loop {
-            let waiting: i64 = metrics::time_cache_call("EVALSHA unacknowledged", || {
-                self.scripts
-                    .unacknowledged
-                    .key(&self.keys.instances)
-                    .key(&self.keys.acks)
-                    .arg(generation)
-                    .invoke(&mut *conn)
-            })?;
-            // A server met less than a lease ago may not name every holder (see
-            // `resync::ServerMet`).
-            if waiting == 0 && self.server_met.earlier_leases_ended() {
+            let (waiting, lost_table_left_ms): (i64, u64) =
+                metrics::time_cache_call("EVALSHA unacknowledged", || {
+                    self.scripts
+                        .unacknowledged
+                        .key(&self.keys.instances)
+                        .key(&self.keys.acks)
+                        .arg(generation)
+                        .arg(LEASE.as_millis() as u64)
+                        .invoke(&mut *conn)
+                })?;
+            // A table created less than a lease ago (a flush or an eviction took the one
+            // before), or a server met less than a lease ago (see `resync::ServerMet`), may not
+            // name every holder.
+            if waiting == 0 && lost_table_left_ms == 0 && self.resync.met().earlier_leases_ended() {
                 return Ok(());
             }
             if Instant::now() >= deadline {

@@ -10,7 +10,10 @@
 //! - `{prefix}:students:average_age:lock`: a short lease held by the one request that computes
 //!   the value on a miss, with a random token so only its holder releases it.
 //! - `{prefix}:invalidations` (pub/sub), `{prefix}:instances` and `{prefix}:acks`: the memory
-//!   tier's announcements, leases and acknowledgements (see [`local`] and [`lease`]).
+//!   tier's announcements, leases and acknowledgements (see [`local`] and [`lease`]); the
+//!   lease table carries a marker member `since:<ms>` scored `+inf`, when it was created.
+//! - `{prefix}:database`: the identity of the database whose cache the keys are (see
+//!   [`owner`]); the value carries it too, as `"database"`.
 //! - `{prefix}:server_met:{run_id}:{replication id}`: when a server was first met in its role,
 //!   in its own clock (Unix ms), kept a day (see [`resync::ServerMet`]).
 //!
@@ -67,11 +70,37 @@
 //! current generation (a miss), and an old fill is refused. A new process, whose floor is 0,
 //! meets its first server the same way, so it does not depend on what other instances know.
 //!
+//! # Why losing any key is a loss, never a value (a flush, an eviction, a `DEL`)
+//!
+//! Redis may drop any key at any moment without restarting: `FLUSHALL`, Django's
+//! `cache.clear()` (a `FLUSHDB`), eviction under `maxmemory` with an `allkeys-` policy. Each key's
+//! loss is met by the script that reads it:
+//!
+//! - The generation missing, or below this instance's floor: the read script answers `resync`,
+//!   and the reader raises it to the database's mark (and the mark to at least the floor)
+//!   exactly as for a new server, under one lock, then reads again ([`resync::Resync::repair`]);
+//!   the worker does the same within a round ([`outbox`]). Without this, every fill would be
+//!   refused below the floor and every read run its own aggregate until the next write.
+//! - The lease table missing: it may have named leases that still run. A table is created with
+//!   a marker saying when (`renew_lease.lua`, `unacknowledged.lua`), and a writer waits until a
+//!   lease has passed since then, as after meeting a new server ([`lease`]).
+//! - The value, the computing lease or an acknowledgement missing: a miss, a second aggregate,
+//!   or a writer waiting for a holder to acknowledge again; slower, never older.
+//! - The owner missing: the next server to look claims it ([`owner`]).
+//!
+//! # Why a change made outside the application shows within a second
+//!
+//! The mark is raised by triggers on `students` in the writing transaction, whoever writes
+//! (`psql`, an ETL job): the application's writes and everyone else's alike. Every instance's
+//! worker compares the mark with the generation in Redis every [`outbox::POLL_EVERY`] and
+//! invalidates when the mark is ahead ([`Cache::follow_mark`]); no outbox row is needed.
+//!
 //! # Why a value the application did not write is replaced at once
 //!
-//! The read script treats anything that is not this application's JSON at the current
-//! generation as absent, under the computing lease: one request replaces it, the others wait
-//! for that value as in any miss.
+//! The read script treats anything that is not this application's JSON, computed from this
+//! database, at the current generation as absent, under the computing lease: one request
+//! replaces it, the others wait for that value as in any miss. A value from another database
+//! (two deployments sharing one Redis and prefix) is counted and logged ([`owner`]).
 //!
 //! # Why one aggregate runs per stampede, across instances
 //!
@@ -113,6 +142,7 @@ pub mod lease;
 pub mod local;
 pub mod monitor;
 pub mod outbox;
+pub mod owner;
 pub mod redis_pool;
 pub mod redis_target;
 pub mod resync;
@@ -166,6 +196,8 @@ pub struct Keys {
     pub acks: String,
     /// Prefix of the records of when each server was first met (see [`resync::ServerMet`]).
     server_met_prefix: String,
+    /// The identity of the database whose cache these keys are (see [`owner`]).
+    pub owner: String,
 }
 
 impl Keys {
@@ -178,6 +210,7 @@ impl Keys {
             instances: format!("{prefix}:instances"),
             acks: format!("{prefix}:acks"),
             server_met_prefix: format!("{prefix}:server_met"),
+            owner: format!("{prefix}:database"),
             value,
         }
     }
@@ -203,6 +236,8 @@ struct StoredValue {
     /// When the aggregate was computed (Unix ms), for the staff cache page's "age".
     #[serde(default)]
     computed_at_ms: u64,
+    /// The identity of the database it was computed from (see [`owner`]).
+    database: String,
 }
 
 /// A value found in Redis.
@@ -250,8 +285,11 @@ pub struct Cache {
     outbox_sightings: outbox::Sightings,
     /// The aggregates run without Redis' lease, one at a time (see [`single_flight`]).
     database_flight: single_flight::SingleFlight<AverageAge>,
-    /// When the previous Redis server's leases end (see [`resync::ServerMet`]).
-    server_met: Arc<resync::ServerMet>,
+    /// Puts back a generation Redis lost, and knows when the previous server's leases end
+    /// (see [`resync`]).
+    resync: Arc<resync::Resync>,
+    /// This process' database identity (see [`owner`]).
+    owner: owner::Owner,
     /// The last value served from the cache, for the consistency [`monitor`].
     served: monitor::LastServed,
 }
@@ -264,10 +302,12 @@ impl Cache {
         ttl: Duration,
         metrics: Arc<Metrics>,
         db: DbPool,
-        server_met: Arc<resync::ServerMet>,
-    ) -> Self {
-        Cache {
-            server_met,
+        resync: Arc<resync::Resync>,
+    ) -> anyhow::Result<Self> {
+        let identity = owner::database_identity(&mut *db.get()?)?;
+        Ok(Cache {
+            resync,
+            owner: owner::Owner::new(identity),
             local: LocalTier::new(format!("{:016x}", rand::rng().random::<u64>())),
             client,
             pool,
@@ -281,7 +321,13 @@ impl Cache {
             outbox_sightings: outbox::Sightings::default(),
             database_flight: single_flight::SingleFlight::default(),
             served: monitor::LastServed::default(),
-        }
+        })
+    }
+
+    /// Lets this process claim Redis keys that no database owns: servers do, commands never
+    /// (see [`owner`]).
+    pub fn claim_unowned_keys(&self) {
+        self.owner.claim_unowned();
     }
 
     /// The in-process tier.
@@ -360,20 +406,30 @@ impl Cache {
     }
 
     /// One round trip: the current value, or the lease, or the news that someone else holds it.
+    /// Two when Redis lost the generation, which is put back first (see
+    /// [`resync::Resync::repair`]).
     pub fn read_or_lease(&self) -> RedisResult<ReadOutcome> {
         let mut conn = self.connection()?;
         let token = format!("{:032x}", rand::rng().random::<u128>());
-        let reply: Vec<String> = metrics::time_cache_call("EVALSHA read_or_lease", || {
-            self.scripts
-                .read_or_lease
-                .key(&self.keys.value)
-                .key(&self.keys.generation)
-                .key(&self.keys.lock)
-                .arg(&token)
-                .arg(LOCK_TTL.as_millis() as u64)
-                .arg(self.local.floor())
-                .invoke(&mut *conn)
-        })?;
+        let read = |conn: &mut redis_target::RedisConnection| -> RedisResult<Vec<String>> {
+            metrics::time_cache_call("EVALSHA read_or_lease", || {
+                self.scripts
+                    .read_or_lease
+                    .key(&self.keys.value)
+                    .key(&self.keys.generation)
+                    .key(&self.keys.lock)
+                    .arg(&token)
+                    .arg(LOCK_TTL.as_millis() as u64)
+                    .arg(self.local.floor())
+                    .arg(self.owner.identity())
+                    .invoke(conn)
+            })
+        };
+        let mut reply = read(&mut conn)?;
+        if reply.first().is_some_and(|kind| kind == "resync") {
+            self.resync.repair(&mut *conn, self.local.floor())?;
+            reply = read(&mut conn)?;
+        }
         drop(conn);
         match reply.as_slice() {
             [kind, value, ttl_ms] if kind == "hit" => {
@@ -397,10 +453,24 @@ impl Cache {
                     }),
                 }
             }
-            [kind, generation] if kind == "lead" => Ok(ReadOutcome::Lead {
-                generation: Generation::parse(generation)?,
-                token,
-            }),
+            [kind, generation, foreign] if kind == "lead" => {
+                if foreign == "1" {
+                    self.metrics.cache_foreign_values.inc();
+                    log::warn!(
+                        "the cached average in redis was computed from another database; \
+                         recomputing it from this one"
+                    );
+                }
+                Ok(ReadOutcome::Lead {
+                    generation: Generation::parse(generation)?,
+                    token,
+                })
+            }
+            // Still lost after the repair: something deletes it as fast as it is put back.
+            [kind] if kind == "resync" => Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "the generation is lost again at once",
+            ))),
             _ => Ok(ReadOutcome::Wait),
         }
     }
@@ -422,6 +492,7 @@ impl Cache {
             compute_us: compute.as_micros() as u64,
             ages: stats.ages,
             computed_at_ms: trust::now_ms(),
+            database: self.owner.identity().to_owned(),
         })
         .unwrap_or_default();
         let ttl = self.ttl_with_jitter();
@@ -490,25 +561,71 @@ impl Cache {
     /// announces the generation, in one atomic script; then waits until every instance serving
     /// from memory has dropped the old value (see [`local`]). Returns the generation.
     pub fn invalidate(&self) -> RedisResult<Generation> {
-        // Read after the change committed, so the mark covers it (see [`generation`]).
-        let mark = self.with_database(generation::committed)?;
-        let generation = {
-            let mut conn = self.connection()?;
-            metrics::time_cache_call("EVALSHA invalidate", || {
-                self.scripts
-                    .invalidate
-                    .key(&self.keys.value)
-                    .key(&self.keys.generation)
-                    .key(&self.keys.lock)
-                    .key(&self.keys.channel)
-                    .arg(mark)
-                    .invoke::<u64>(&mut *conn)
-            })?
-        };
-        let generation = Generation::new(generation);
-        self.local.invalidated(generation);
+        let generation = self.move_generation()?;
         self.wait_for_acknowledgements(generation)?;
         Ok(generation)
+    }
+
+    /// [`Cache::invalidate`] without the wait: for a change whose writer is not waiting for an
+    /// answer (one made outside the application), the announcement and each instance's own
+    /// worker ([`Cache::follow_mark`]) are what drop the copies in memory.
+    ///
+    /// The generation must move: a lease or a fill read before the change carries the
+    /// generation then current, and only a new one refuses it. It always does while the mark is
+    /// the high-water mark of every generation Redis held; after a database failover or restore
+    /// that lost the last commits, with Redis kept, the mark can be behind, and raising Redis to
+    /// it moves nothing. Then the mark is raised above Redis' generation (in the database, so it
+    /// stays the high-water mark), and the script runs again with it. (A generation already at
+    /// the mark is raised too: another instance may have applied this very mark first, but a
+    /// mark behind can also have caught up with Redis exactly, and the two look alike.)
+    pub(super) fn move_generation(&self) -> RedisResult<Generation> {
+        // Read after the change committed, so the mark covers it (see [`generation`]).
+        let mut mark = self.with_database(generation::committed)?;
+        let generation = loop {
+            let (generation, before) = self.invalidate_at(mark)?;
+            if before < mark {
+                break generation;
+            }
+            if before > mark {
+                log::warn!(
+                    "the database's generation mark ({mark}) is below redis' ({before}): a \
+                     failover or restore lost commits; raising it"
+                );
+            }
+            mark = self.with_database(|conn| {
+                generation::raise_to(conn, Generation::new(before.get() + 1))
+            })?;
+        };
+        self.local.invalidated(generation);
+        Ok(generation)
+    }
+
+    /// The invalidation script at `mark`: the generation now, and the one before.
+    fn invalidate_at(&self, mark: Generation) -> RedisResult<(Generation, Generation)> {
+        let mut conn = self.connection()?;
+        let reply: Vec<String> = metrics::time_cache_call("EVALSHA invalidate", || {
+            self.scripts
+                .invalidate
+                .key(&self.keys.value)
+                .key(&self.keys.generation)
+                .key(&self.keys.lock)
+                .key(&self.keys.channel)
+                .key(&self.keys.owner)
+                .arg(mark)
+                .arg(self.owner.identity())
+                .arg(self.owner.claim_flag())
+                .invoke(&mut *conn)
+        })?;
+        match reply.as_slice() {
+            [kind, generation, before] if kind == "ok" => {
+                Ok((Generation::parse(generation)?, Generation::parse(before)?))
+            }
+            [kind, owner] if kind == "not_ours" => Err(owner::not_ours(owner)),
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "unexpected reply from the invalidation script",
+            ))),
+        }
     }
 
     /// Invalidates without a data change (`cache-clear`, after changes made behind the
@@ -527,6 +644,32 @@ impl Cache {
     ) -> RedisResult<T> {
         let mut conn = self.db.get().map_err(|e| resync::database_error(&e))?;
         statement(&mut conn).map_err(|e| resync::database_error(&e))
+    }
+
+    /// Whether the keys are this database's (claiming them if nobody's and this process may),
+    /// and the generation in Redis (`None` when missing).
+    fn inspect(&self) -> RedisResult<Option<Generation>> {
+        let mut conn = self.connection()?;
+        let reply: Vec<String> = metrics::time_cache_call("EVALSHA inspect", || {
+            self.scripts
+                .inspect
+                .key(&self.keys.generation)
+                .key(&self.keys.owner)
+                .arg(self.owner.identity())
+                .arg(self.owner.claim_flag())
+                .invoke(&mut *conn)
+        })?;
+        match reply.as_slice() {
+            [kind, generation] if kind == "ours" => match generation.as_str() {
+                "-1" => Ok(None),
+                text => Generation::parse(text).map(Some),
+            },
+            [kind, owner] if kind == "not_ours" => Err(owner::not_ours(owner)),
+            _ => Err(redis::RedisError::from((
+                redis::ErrorKind::UnexpectedReturnType,
+                "unexpected reply from the inspection script",
+            ))),
+        }
     }
 
     /// The generation now in Redis.

@@ -3,15 +3,17 @@
 //!
 //! # Why a write landing during the check is not a false alarm
 //!
-//! A served value carries the generation it was computed at. A write commits its data and an
-//! outbox row in one transaction, then bumps the generation in Redis, then deletes the outbox
-//! row. The check reads the generation (g1), then the aggregate and the outbox in one database
-//! snapshot, then the generation again (g2), and compares only when the served value's
-//! generation equals g1, the snapshot holds no outbox row and g2 equals g1. Then every write
-//! committed in the snapshot had deleted its row, so had bumped the generation, before the
-//! snapshot; not between g1 and g2 (g2 would differ), so before g1: the value, computed at
-//! generation g1, must include it. A write committed after the snapshot is in neither. Any
-//! difference left is a stale value.
+//! A served value carries the generation it was computed at. Every write raises the database's
+//! mark in its own transaction (a trigger does, whoever writes), and Redis' generation only ever
+//! moves to a committed mark. The check reads the generation (g1), then the aggregate, the
+//! outbox and the mark in one database snapshot, then the generation again (g2), and compares
+//! only when the served value's generation equals g1, the snapshot's mark equals g1, the
+//! snapshot holds no outbox row and g2 equals g1. Then every write committed in the snapshot
+//! has a mark at most g1, and had committed when Redis reached g1, before the value's reader
+//! read g1 and ran its query: the value must include it. A write committed after the snapshot
+//! is in neither. Any difference left is a stale value. (A change made outside the
+//! application, in the moment before an instance notices it, has a mark above g1: skipped, as
+//! the cache is allowed that moment.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -107,6 +109,7 @@ pub enum Verdict {
 struct Snapshot {
     stats: AverageAge,
     pending_invalidations: i64,
+    mark: Generation,
 }
 
 impl Cache {
@@ -136,6 +139,9 @@ impl Cache {
         };
         if snapshot.pending_invalidations > 0 {
             return Verdict::Skipped("an invalidation is pending");
+        }
+        if snapshot.mark != g1 {
+            return Verdict::Skipped("the database's mark is not yet the generation in redis");
         }
         match self.current_generation() {
             Ok(g2) if g2 == g1 => {}
@@ -181,9 +187,11 @@ fn snapshot(conn: &mut DbConn) -> QueryResult<Snapshot> {
         }
         let stats = Student::average_age(conn)?;
         let pending_invalidations = cache_invalidations::table.count().get_result(conn)?;
+        let mark = super::generation::committed(conn)?;
         Ok(Snapshot {
             stats,
             pending_invalidations,
+            mark,
         })
     })
 }

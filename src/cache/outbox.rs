@@ -120,8 +120,13 @@ impl Cache {
 
     /// Applies committed outbox rows now if Redis answers; otherwise leaves them to the worker
     /// and stops reading Redis until it has applied them. Takes a connection only to delete
-    /// the applied rows, after Redis has answered.
-    pub fn invalidate_committed(&self, db: &DbPool, outbox_ids: &[i32]) {
+    /// the applied rows, after Redis has answered. Returns the failure when this process could
+    /// not apply them itself (the rows were then left to the instances).
+    pub fn invalidate_committed(
+        &self,
+        db: &DbPool,
+        outbox_ids: &[i32],
+    ) -> Option<redis::RedisError> {
         // Tried even while Redis is distrusted: distrust may only mean a row is pending.
         match self.invalidate() {
             Ok(_) => {
@@ -134,11 +139,13 @@ impl Cache {
                     // Harmless: the worker will invalidate once more and delete the row.
                     log::warn!("could not delete applied outbox rows: {e}");
                 }
+                None
             }
             Err(e) => {
                 self.report_failure("invalidate", &e);
                 self.mark_pending();
                 self.await_handover(db, outbox_ids);
+                Some(e)
             }
         }
     }
@@ -181,8 +188,8 @@ impl Cache {
         }
     }
 
-    /// One round of the worker: probe Redis if it is distrusted, apply due outbox rows, and
-    /// trust Redis again only once nothing is left to apply.
+    /// One round of the worker: probe Redis if it is distrusted, apply due outbox rows or
+    /// follow the database's mark, and trust Redis again only once nothing is left to apply.
     pub fn apply_outbox(&self, db: &DbPool) {
         let mut failures_seen = self.trust_epoch();
         if !self.is_usable() {
@@ -198,8 +205,10 @@ impl Cache {
                 return;
             }
         };
-        let present = match pending(&mut conn) {
-            Ok(ids) => ids,
+        let read = pending(&mut conn)
+            .and_then(|present| Ok((present, super::generation::committed(&mut conn)?)));
+        let (present, mark) = match read {
+            Ok(read) => read,
             Err(e) => {
                 log::warn!("outbox: cannot read pending invalidations: {e}");
                 return;
@@ -238,8 +247,64 @@ impl Cache {
                 return;
             }
             log::info!("applied {} pending cache invalidation(s)", ids.len());
+        } else if let Err(e) = self.follow_mark(db, mark) {
+            self.report_failure("mark", &e);
+            return;
         }
         self.resume_if_no_failure_since(failures_seen);
+    }
+
+    /// Brings Redis' generation to the database's mark when they differ with no outbox row due.
+    ///
+    /// The mark is raised by a trigger in every transaction that changes `students`, whoever
+    /// runs it (`psql`, an ETL job, another service): such a change leaves no outbox row, and
+    /// this is how it reaches the cache, within a round of the worker ([`POLL_EVERY`]) and an
+    /// invalidation's wait. Trust is not restored before this ran, so a Redis that comes back
+    /// after an outage during which such a change committed is brought up to date first.
+    ///
+    /// A generation that is missing (a flush, an eviction) is put back at once rather than at
+    /// the next read ([`super::resync::Resync::repair`]); one above the mark means the
+    /// database lost commits that Redis saw, and the invalidation raises the mark past it
+    /// ([`Cache::move_generation`]). An application write between its commit and its own
+    /// invalidation also looks like a mark ahead of Redis; invalidating for it too costs one
+    /// more script. No acknowledgements are awaited: nobody waits for an answer, and every
+    /// instance's own round drops its copy.
+    pub(super) fn follow_mark(
+        &self,
+        db: &DbPool,
+        mark: super::generation::Generation,
+    ) -> redis::RedisResult<()> {
+        let Some(found) = self.inspect()? else {
+            let mut conn = self.connection()?;
+            return self.resync.repair(&mut *conn, self.local.floor());
+        };
+        // What this instance's subscriber does on an announcement; here too, so that one whose
+        // subscription went silent, after another instance applied a change made outside,
+        // drops its older copy within a round instead of when its lease runs out.
+        self.local.invalidated(found);
+        if found == mark {
+            return Ok(());
+        }
+        if found > mark {
+            // Likely a write that committed and invalidated since the mark was read.
+            let now = db
+                .get()
+                .map_err(|e| super::resync::database_error(&e))
+                .and_then(|mut conn| {
+                    super::generation::committed(&mut conn)
+                        .map_err(|e| super::resync::database_error(&e))
+                })?;
+            if found <= now {
+                return Ok(());
+            }
+        } else {
+            self.metrics.cache_outside_changes.inc();
+            log::info!(
+                "the database's generation mark ({mark}) is ahead of redis' ({found}) with no \
+                 invalidation pending: a change made outside the application; invalidating"
+            );
+        }
+        self.move_generation().map(drop)
     }
 }
 

@@ -89,6 +89,44 @@ impl Resync {
         }
     }
 
+    /// When the previous server's leases end.
+    pub fn met(&self) -> &ServerMet {
+        &self.met
+    }
+
+    /// Puts back a generation that the server in use lost without a restart (a `FLUSHALL`, an
+    /// eviction under `maxmemory`, a `DEL` or `SET` by hand), as if the server were new: the
+    /// read script found it missing or below `floor`, the highest generation this instance has
+    /// seen announced. The lease table went with it, or may have: a writer waits out the leases
+    /// it named (the marker in `unacknowledged.lua`, and [`ServerMet`] here, whose record the
+    /// flush took too).
+    ///
+    /// Concurrent readers all meet the loss at once; the first repairs under the lock, and
+    /// the others find the generation back and return, so a flush costs one raise, and then the
+    /// computing lease gives the burst one aggregate.
+    pub fn repair(&self, conn: &mut dyn ConnectionLike, floor: Generation) -> RedisResult<()> {
+        let _raising = self.server.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = self.generation_in(conn)?;
+        if found.is_some_and(|found| found >= floor) {
+            return Ok(());
+        }
+        let run_id = info_field(conn, "server", "run_id")?;
+        let (raised, leases_left) = self.raise_above(conn, &run_id, floor)?;
+        self.met.leases_left(leases_left);
+        log::warn!(
+            "redis lost the generation (found {}, this instance had seen {floor}): raised to \
+             {raised}; values from before are misses",
+            found.map_or_else(|| "none".to_owned(), |g| g.to_string()),
+        );
+        Ok(())
+    }
+
+    fn generation_in(&self, conn: &mut dyn ConnectionLike) -> RedisResult<Option<Generation>> {
+        let found: Option<String> = redis::cmd("GET").arg(&self.keys.generation).query(conn)?;
+        // A counter that is not a number was not written by this application: the mark wins.
+        Ok(found.and_then(|text| Generation::parse(&text).ok()))
+    }
+
     /// Raises the server's generation to the mark; returns it, and how long the leases of the
     /// server before may still run.
     fn raise(
@@ -96,17 +134,25 @@ impl Resync {
         conn: &mut dyn ConnectionLike,
         run_id: &str,
     ) -> RedisResult<(Generation, Duration)> {
-        let found: Option<String> = redis::cmd("GET").arg(&self.keys.generation).query(conn)?;
-        // A counter that is not a number was not written by this application: the mark wins.
-        let found = found
-            .and_then(|text| Generation::parse(&text).ok())
-            .unwrap_or(Generation::ZERO);
+        self.raise_above(conn, run_id, Generation::ZERO)
+    }
+
+    /// [`Resync::raise`], with the mark first raised to at least `seen` (a generation some
+    /// instance saw announced: a database restored or failed over behind Redis has a lower
+    /// mark, see [`generation::raise_to`]).
+    fn raise_above(
+        &self,
+        conn: &mut dyn ConnectionLike,
+        run_id: &str,
+        seen: Generation,
+    ) -> RedisResult<(Generation, Duration)> {
+        let found = self.generation_in(conn)?.unwrap_or(Generation::ZERO);
         let mark = self
             .db
             .get()
             .map_err(|e| database_error(&e))
             .and_then(|mut db| {
-                generation::raise_to(&mut db, found).map_err(|e| database_error(&e))
+                generation::raise_to(&mut db, found.max(seen)).map_err(|e| database_error(&e))
             })?;
         let replication_id = info_field(conn, "replication", "master_replid")?;
         let (raised, left_ms): (u64, u64) = self

@@ -12,6 +12,7 @@ pub struct Scripts {
     pub renew_lease: Script,
     pub unacknowledged: Script,
     pub withdraw_lease: Script,
+    pub inspect: Script,
 }
 
 impl Default for Scripts {
@@ -26,6 +27,7 @@ impl Default for Scripts {
             renew_lease: Script::new(include_str!("scripts/renew_lease.lua")),
             unacknowledged: Script::new(include_str!("scripts/unacknowledged.lua")),
             withdraw_lease: Script::new(include_str!("scripts/withdraw_lease.lua")),
+            inspect: Script::new(include_str!("scripts/inspect.lua")),
         }
     }
 }

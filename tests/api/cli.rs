@@ -40,6 +40,23 @@ fn cli_database(dir: &TempDir) -> cachewithredis::db::PooledConn {
         .unwrap()
 }
 
+/// Makes `redis` the cache of the database the commands in `dir` use, as the first server to
+/// meet it would (a command never claims a Redis: see `cache::owner`).
+fn own_as_a_server_would(dir: &TempDir, redis: &RedisServer) {
+    let out = cachewithredis(dir, &redis.url(), &["migrate"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let identity = cachewithredis::cache::owner::database_identity(&mut cli_database(dir)).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("clitest:database")
+        .arg(identity)
+        .query(&mut redis.connection())
+        .unwrap();
+}
+
 #[test]
 fn a_bad_configuration_value_exits_non_zero_naming_the_variable() {
     let dir = TempDir::new().unwrap();
@@ -73,6 +90,7 @@ fn a_bad_configuration_value_exits_non_zero_naming_the_variable() {
 fn seed_adds_exactly_n_rows_and_invalidates_the_cache() {
     let dir = TempDir::new().unwrap();
     let redis = RedisServer::start();
+    own_as_a_server_would(&dir, &redis);
     let mut conn = redis.connection();
     let _: () = redis::cmd("SET")
         .arg("clitest:students:average_age")
@@ -406,6 +424,7 @@ const WAITED_A_LEASE: Duration = Duration::from_millis(1_500);
 fn a_command_line_write_waits_out_earlier_leases_only_on_a_server_met_less_than_a_lease_ago() {
     let dir = TempDir::new().unwrap();
     let redis = RedisServer::start();
+    own_as_a_server_would(&dir, &redis);
     // Nobody has met this server: a server before it may have granted leases it does not know.
     let (took, scripts) = clear_counting_scripts(&dir, &redis);
     assert!(
@@ -463,6 +482,7 @@ fn met_records(redis: &RedisServer) -> Vec<String> {
 fn a_master_failed_over_and_back_is_met_anew_though_it_keeps_its_run_id() {
     let dir = TempDir::new().unwrap();
     let (x, y) = (RedisServer::start(), RedisServer::start());
+    own_as_a_server_would(&dir, &x);
     replicate(&y, Some(&x), None);
     clear_counting_scripts(&dir, &x);
     let [record] = &met_records(&x)[..] else {

@@ -60,6 +60,7 @@ async fn a_cached_value_that_disagrees_with_the_database_is_counted_as_an_incons
         "generation": generation.unwrap_or(0),
         "compute_us": 100,
         "ages": {"20": 1},
+        "database": app.database_identity(),
     });
     let _: () = redis::cmd("SET")
         .arg(app.value_key())

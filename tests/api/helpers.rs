@@ -313,6 +313,9 @@ pub struct AppOptions {
     pub redis_timeout_ms: Option<u64>,
     /// Another app whose database and Redis this one shares (a second instance).
     pub share_with: Option<SharedBackends>,
+    /// Another app whose Redis (and key prefix) only this one shares, with a database of its
+    /// own: another deployment pointed at the same Redis.
+    pub share_redis_with: Option<SharedBackends>,
 }
 
 /// What a second instance needs to share with the first.
@@ -350,12 +353,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             let dir = Arc::new(TempDir::new().expect("temp dir"));
             let database = Arc::new(TestDatabase::create(&dir));
             let secret_key = format!("test-secret-{}", "k".repeat(40));
-            (
-                dir,
-                database,
-                secret_key,
-                Arc::new(Mutex::new(RedisServer::start())),
-            )
+            let redis = match &options.share_redis_with {
+                Some(other) => other.redis.clone(),
+                None => Arc::new(Mutex::new(RedisServer::start())),
+            };
+            (dir, database, secret_key, redis)
         }
     };
     let upstream_port = redis.lock().expect("redis").port;
@@ -390,10 +392,13 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut conn = redis.lock().expect("redis").connection();
-        let holders: i64 = redis::cmd("ZCARD")
+        // The holders, without the table's marker (scored +inf).
+        let holders: i64 = redis::cmd("ZCOUNT")
             .arg(&lease_key)
+            .arg("-inf")
+            .arg("(+inf")
             .query(&mut conn)
-            .expect("ZCARD");
+            .expect("ZCOUNT");
         if holders > instances_before {
             break;
         }
@@ -515,6 +520,36 @@ impl TestApp {
             .collect();
         for chunk in batch.chunks(10_000) {
             Student::insert_batch(&mut self.conn(), chunk).expect("insert");
+        }
+        self.await_mark_followed();
+    }
+
+    /// This database's identity, which every cached value carries.
+    pub fn database_identity(&self) -> String {
+        cachewithredis::cache::owner::database_identity(&mut self.conn()).expect("identity")
+    }
+
+    /// Waits (up to 3 s) until Redis' generation has reached the database's mark: a change
+    /// made outside the application has then been invalidated by an instance's worker, and
+    /// what a test does next does not race it. Returns at once when Redis cannot be read (a
+    /// test that stopped it).
+    pub fn await_mark_followed(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let generation_key = format!("{}:students:average_age:generation", self.prefix);
+        while Instant::now() < deadline {
+            let mark =
+                cachewithredis::cache::generation::committed(&mut self.conn()).expect("mark");
+            let Ok(mut conn) = self.redis.lock().expect("redis").client().get_connection() else {
+                return;
+            };
+            let found: Option<u64> = match redis::cmd("GET").arg(&generation_key).query(&mut conn) {
+                Ok(found) => found,
+                Err(_) => return,
+            };
+            if found.is_some_and(|found| found >= mark.get()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -682,5 +717,50 @@ impl Drop for Nginx {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The test's database stops answering. SQLite: another process holds the write lock past
+/// busy_timeout (reads go on). PostgreSQL: the database refuses new connections and every open
+/// one is killed under the application.
+pub enum DatabaseOutage {
+    Sqlite(diesel::SqliteConnection),
+    Postgres(diesel::PgConnection, String),
+}
+
+impl DatabaseOutage {
+    pub fn start(app: &TestApp) -> DatabaseOutage {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let url = app.database.url_string();
+        match &app.database.url {
+            DatabaseUrl::Sqlite(_) => {
+                let mut conn = diesel::SqliteConnection::establish(&url).expect("sqlite");
+                conn.batch_execute("BEGIN IMMEDIATE").expect("lock");
+                DatabaseOutage::Sqlite(conn)
+            }
+            DatabaseUrl::Postgres(_) => {
+                let name = url.rsplit('/').next().expect("name").to_owned();
+                let mut admin = postgres_admin();
+                admin
+                    .batch_execute(&format!(
+                        "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+                         SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE datname = '{name}';"
+                    ))
+                    .expect("outage");
+                DatabaseOutage::Postgres(admin, name)
+            }
+        }
+    }
+
+    pub fn end(self) {
+        use diesel::connection::SimpleConnection;
+        match self {
+            DatabaseOutage::Sqlite(mut conn) => conn.batch_execute("ROLLBACK").expect("rollback"),
+            DatabaseOutage::Postgres(mut admin, name) => admin
+                .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+                .expect("end outage"),
+        }
     }
 }

@@ -1,15 +1,13 @@
 //! Input no form would send: NUL bytes and values of kilobytes, in every field and query
 //! parameter, answer 4xx and store nothing; a database that fails under a request answers 503.
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
-use cachewithredis::config::DatabaseUrl;
 use cachewithredis::db::DbConn;
 use cachewithredis::models::Student;
 use cachewithredis::schema::login_failures;
 
-use crate::helpers::{header, spawn_app, STAFF_USER};
+use crate::helpers::{header, spawn_app, DatabaseOutage, STAFF_USER};
 
 fn hostile_values() -> Vec<String> {
     vec!["ada\0lovelace".into(), "x".repeat(5 * 1024)]
@@ -76,29 +74,7 @@ async fn a_database_that_fails_under_a_write_answers_503_with_retry_after() {
     app.sign_in().await;
     let token = app.csrf_token("/admin/students/new").await;
     let url = app.database.url_string();
-    // SQLite: another process holds the write lock past busy_timeout. PostgreSQL: the
-    // database refuses new connections and every open one is killed under the application.
-    let outage = match &app.database.url {
-        DatabaseUrl::Sqlite(_) => {
-            let mut conn = diesel::SqliteConnection::establish(&url).unwrap();
-            conn.batch_execute("BEGIN IMMEDIATE").unwrap();
-            Outage::Sqlite(conn)
-        }
-        DatabaseUrl::Postgres(_) => {
-            let name = url.rsplit('/').next().unwrap().to_owned();
-            let admin_url = std::env::var("TEST_POSTGRES_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-            let mut admin = diesel::PgConnection::establish(&admin_url).unwrap();
-            admin
-                .batch_execute(&format!(
-                    "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
-                     SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = '{name}';"
-                ))
-                .unwrap();
-            Outage::Postgres(admin, name)
-        }
-    };
+    let outage = DatabaseOutage::start(&app);
     let response = app
         .post_form(
             "/admin/students",
@@ -115,20 +91,4 @@ async fn a_database_that_fails_under_a_write_answers_503_with_retry_after() {
     outage.end();
     let mut conn = DbConn::establish(&url).unwrap();
     assert_eq!(Student::count(&mut conn).unwrap(), 0);
-}
-
-enum Outage {
-    Sqlite(diesel::SqliteConnection),
-    Postgres(diesel::PgConnection, String),
-}
-
-impl Outage {
-    fn end(self) {
-        match self {
-            Outage::Sqlite(mut conn) => conn.batch_execute("ROLLBACK").unwrap(),
-            Outage::Postgres(mut admin, name) => admin
-                .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-                .unwrap(),
-        }
-    }
 }

@@ -11,6 +11,7 @@ mod age_distribution;
 mod average_age_cache;
 mod browser;
 mod cache_faults;
+mod cache_losses;
 mod cache_races;
 mod cache_tiers;
 mod cache_writes;

@@ -5,13 +5,13 @@
 -- KEYS[2]  the generation
 -- KEYS[3]  the computing lease
 -- ARGV[1]  the generation read before the aggregate ran
--- ARGV[2]  the value (JSON, carrying that generation)
+-- ARGV[2]  the value (JSON, carrying that generation and this database's identity)
 -- ARGV[3]  its TTL, in milliseconds
 -- ARGV[4]  the lease holder's token
 --
 -- Returns 1 if the value was stored, 0 if not.
 local stored = 0
-if (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) == tonumber(ARGV[1]) then
+if tonumber(redis.call('GET', KEYS[2]) or '') == tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
   stored = 1
 end

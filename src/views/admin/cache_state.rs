@@ -50,7 +50,8 @@ pub fn read(history: &history::History, cache: &Cache) -> redis::RedisResult<Fro
         .get(&keys.value)
         .pttl(&keys.value)
         .get(&keys.generation)
-        .zrange_withscores(&keys.instances, 0, -1)
+        // Without the marker scored +inf (see `unacknowledged.lua`).
+        .zrangebyscore_withscores(&keys.instances, "-inf", "(+inf")
         .hgetall(&keys.acks)
         .cmd("TIME")
         .query(&mut conn)?;
