@@ -1,9 +1,11 @@
 //! The users: staff writers (add, edit, delete through the forms, one write at a time,
-//! alternating instances) and readers of the average page and API on both instances.
+//! alternating instances; now and then the same change made outside the application, or a
+//! `seed` run against another Redis) and readers of the average page and API on both instances.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use cachewithredis::db::DbPool;
@@ -12,12 +14,142 @@ use diesel::prelude::*;
 use rand::Rng;
 
 use crate::checker::{History, Read};
-use crate::cluster::Instance;
+use crate::cluster::{Instance, Proxy};
 
 pub const STAFF_USER: &str = "nemesis";
 pub const STAFF_PASSWORD: &str = "nemesis staff password";
 /// A write slower than this is reported (not counted as an error).
 const SLOW_WRITE: Duration = Duration::from_secs(2);
+/// How long after a change made outside the application every read must show it (SPEC §4:
+/// each instance notices the database's mark within a second).
+pub const OUTSIDE_ALLOWANCE: Duration = Duration::from_secs(1);
+
+/// The instances' path to PostgreSQL (a proxy, which [`crate::faults::Fault::DatabaseCut`]
+/// cuts), and the writes made past it, outside the application.
+///
+/// An instance cut off from the database cannot see what others write to it: cached pages go
+/// on being served from the cache (SPEC §4), so a change made outside the application during a
+/// cut, or less than [`OUTSIDE_ALLOWANCE`] before one, is not owed to any read until the cut
+/// ends. The nemesis does not make such a change then, rather than teach the checker the
+/// exception: an outside change waits while the link is cut (or was restored less than a
+/// second ago, while the instances reconnect), and a cut waits for the allowance of the last
+/// outside change.
+pub struct DatabaseLink {
+    proxy: Option<Arc<Proxy>>,
+    coordination: Mutex<Coordination>,
+    cut: AtomicBool,
+    /// Bumped at each cut and each restore: a request that saw it change overlapped a cut.
+    cuts: AtomicU64,
+}
+
+#[derive(Default)]
+struct Coordination {
+    last_outside: Option<Instant>,
+    restored: Option<Instant>,
+}
+
+impl DatabaseLink {
+    pub fn new(proxy: Option<Arc<Proxy>>) -> DatabaseLink {
+        DatabaseLink {
+            proxy,
+            coordination: Mutex::new(Coordination::default()),
+            cut: AtomicBool::new(false),
+            cuts: AtomicU64::new(0),
+        }
+    }
+
+    fn coordination(&self) -> std::sync::MutexGuard<'_, Coordination> {
+        self.coordination
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Cuts the link once the last outside change's allowance has passed (or on `stop`).
+    pub fn cut(&self, stop: &AtomicBool) {
+        let Some(proxy) = &self.proxy else { return };
+        while !stop.load(Ordering::Acquire) {
+            let coordination = self.coordination();
+            if coordination
+                .last_outside
+                .map_or(true, |at| at.elapsed() > OUTSIDE_ALLOWANCE)
+            {
+                self.cut.store(true, Ordering::Release);
+                self.cuts.fetch_add(1, Ordering::AcqRel);
+                proxy.cut();
+                return;
+            }
+            drop(coordination);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn restore(&self) {
+        let Some(proxy) = &self.proxy else { return };
+        let mut coordination = self.coordination();
+        proxy.restore();
+        coordination.restored = Some(Instant::now());
+        self.cuts.fetch_add(1, Ordering::AcqRel);
+        self.cut.store(false, Ordering::Release);
+    }
+
+    /// A mark to compare after a request, as [`Instance::restart_mark`].
+    pub fn mark(&self) -> (bool, u64) {
+        (
+            self.cut.load(Ordering::Acquire),
+            self.cuts.load(Ordering::Acquire),
+        )
+    }
+
+    /// Whether a request that started at `mark` may have met the database cut off.
+    pub fn overlapped_cut(&self, mark: (bool, u64)) -> bool {
+        mark.0 || self.mark() != mark
+    }
+
+    /// Runs `change`, made outside the application, unless the link is cut or was restored
+    /// less than [`OUTSIDE_ALLOWANCE`] ago; returns its result and when it ended.
+    fn outside<T>(&self, change: impl FnOnce() -> T) -> Option<(T, Instant)> {
+        let mut coordination = self.coordination();
+        let recently_restored = coordination
+            .restored
+            .is_some_and(|at| at.elapsed() < OUTSIDE_ALLOWANCE);
+        if self.cut.load(Ordering::Acquire) || recently_restored {
+            return None;
+        }
+        let result = change();
+        let ended = Instant::now();
+        coordination.last_outside = Some(ended);
+        Some((result, ended))
+    }
+}
+
+/// How to run the binary's `seed` against a Redis the instances do not use.
+pub struct WrongRedisCommand {
+    pub bin: PathBuf,
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl WrongRedisCommand {
+    /// Seeds one student; true when the command succeeded.
+    fn seed_one(&self) -> anyhow::Result<()> {
+        let output = std::process::Command::new(&self.bin)
+            .args(["seed", "--count", "1"])
+            .current_dir(&self.dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "off")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() {
+            anyhow::bail!("seed against another redis failed: {stderr}");
+        }
+        if !stderr.contains("left in the outbox") {
+            anyhow::bail!(
+                "seed against another redis did not say it left its invalidation: {stderr}"
+            );
+        }
+        Ok(())
+    }
+}
 
 pub fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
@@ -115,6 +247,42 @@ enum Write {
     Delete { id: i32 },
 }
 
+/// Who makes the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writer {
+    /// Staff, through the forms of one instance.
+    Staff,
+    /// A second database connection, not the application (`psql`, an ETL job).
+    Outside,
+    /// `seed --count 1` with another Redis in `REDIS_URL`.
+    WrongRedisCommand,
+}
+
+impl Writer {
+    fn choose() -> Writer {
+        match rand::rng().random_range(0..20) {
+            0..=2 => Writer::Outside,
+            3 => Writer::WrongRedisCommand,
+            _ => Writer::Staff,
+        }
+    }
+}
+
+/// Makes `write` over a connection of its own, as another program would.
+fn write_outside(db: &DbPool, write: &Write) -> anyhow::Result<()> {
+    let mut conn = db.get()?;
+    match write {
+        Write::Add { name, age } => diesel::insert_into(students::table)
+            .values((students::name.eq(name), students::age.eq(age)))
+            .execute(&mut conn)?,
+        Write::Edit { id, age, .. } => diesel::update(students::table.find(id))
+            .set(students::age.eq(age))
+            .execute(&mut conn)?,
+        Write::Delete { id } => diesel::delete(students::table.find(id)).execute(&mut conn)?,
+    };
+    Ok(())
+}
+
 impl Write {
     fn choose(rows: &BTreeMap<i32, (String, i32)>, serial: usize) -> Write {
         let mut rng = rand::rng();
@@ -194,10 +362,13 @@ fn pause_between_writes() -> Duration {
 /// that never answered makes its student unknown (removed from the map).
 pub type Expected = BTreeMap<i32, Option<i32>>;
 
-/// One staff user writing until `stop`, alternating between instances.
+/// One staff user writing until `stop`, alternating between instances; now and then the change
+/// is made outside the application instead.
 pub async fn staff_writer(
     instances: Vec<Arc<Instance>>,
     db: DbPool,
+    link: Arc<DatabaseLink>,
+    command: WrongRedisCommand,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
 ) -> Expected {
@@ -208,6 +379,7 @@ pub async fn staff_writer(
     let mut signed_in = vec![false; instances.len()];
     let mut expected = Expected::new();
     let mut serial = 0;
+    let mut made: BTreeMap<&'static str, usize> = BTreeMap::new();
     while !stop.load(Ordering::Acquire) {
         serial += 1;
         let i = serial % instances.len();
@@ -222,11 +394,81 @@ pub async fn staff_writer(
             }
         };
         let mark = instance.restart_mark();
+        let link_mark = link.mark();
+        let writer = Writer::choose();
+        if writer != Writer::Staff {
+            let write = match writer {
+                Writer::Outside => Write::choose(&rows, serial),
+                _ => Write::Add {
+                    name: String::new(),
+                    age: 0,
+                },
+            };
+            let k = history.write_started();
+            let made_outside = tokio::task::block_in_place(|| {
+                link.outside(|| match writer {
+                    Writer::Outside => write_outside(&db, &write),
+                    _ => command.seed_one(),
+                })
+            });
+            let answered = match made_outside {
+                // Not made: the link is cut.
+                None => None,
+                Some((Err(e), _)) => {
+                    history.error(format!("{writer:?} write S{k}: {e:#}"));
+                    None
+                }
+                // The checker owes a change made outside to reads from a second after it; the
+                // command's change, to reads from its end, like a staff write's answer.
+                Some((Ok(()), ended)) if writer == Writer::Outside => {
+                    Some(ended + OUTSIDE_ALLOWANCE)
+                }
+                Some((Ok(()), ended)) => Some(ended),
+            };
+            let after = match tokio::task::block_in_place(|| students_in(&db)) {
+                Ok(after) => after,
+                Err(e) => {
+                    history.error(format!("reading the database after S{k}: {e}"));
+                    BTreeMap::new()
+                }
+            };
+            let (count, sum) = count_and_sum(&after);
+            history.write_ended(k, count, sum, answered);
+            if answered.is_some() {
+                *made
+                    .entry(match writer {
+                        Writer::Outside => "outside the application",
+                        _ => "by seed against another redis",
+                    })
+                    .or_default() += 1;
+                match (&write, writer) {
+                    (_, Writer::WrongRedisCommand) => {
+                        for (id, (_, age)) in after.iter().filter(|(id, _)| !rows.contains_key(id))
+                        {
+                            expected.insert(*id, Some(*age));
+                        }
+                    }
+                    (Write::Add { name, age }, _) => {
+                        if let Some((id, _)) = after.iter().find(|(_, (n, _))| n == name) {
+                            expected.insert(*id, Some(*age));
+                        }
+                    }
+                    (Write::Edit { id, age, .. }, _) => {
+                        expected.insert(*id, Some(*age));
+                    }
+                    (Write::Delete { id }, _) => {
+                        expected.insert(*id, None);
+                    }
+                }
+            }
+            tokio::time::sleep(pause).await;
+            continue;
+        }
         if !signed_in[i] {
             match sign_in(client, instance, &stop).await {
                 Ok(()) => signed_in[i] = true,
                 Err(e) => {
-                    if !instance.overlapped_restart(mark) {
+                    if !instance.overlapped_restart(mark) && !link.overlapped_cut(link_mark) {
                         history.error(format!("instance {}: sign-in failed: {e}", instance.name));
                     }
                     tokio::time::sleep(pause).await;
@@ -238,7 +480,7 @@ pub async fn staff_writer(
         let token = match form_token(client, instance, &write.form()).await {
             Ok(token) => token,
             Err(e) => {
-                if !instance.overlapped_restart(mark) {
+                if !instance.overlapped_restart(mark) && !link.overlapped_cut(link_mark) {
                     history.error(format!(
                         "instance {}: form for {}: {e}",
                         instance.name,
@@ -264,10 +506,15 @@ pub async fn staff_writer(
             );
         }
         let answered = match &sent {
-            Ok(response) if response.status() == 303 => Some(Instant::now()),
+            Ok(response) if response.status() == 303 => {
+                *made.entry("by staff").or_default() += 1;
+                Some(Instant::now())
+            }
             Ok(response) => {
                 let status = response.status();
-                if status.is_server_error() || !instance.overlapped_restart(mark) {
+                // The database cut off: a write answers 503 at once, and changes nothing.
+                let cut_off = status == 503 && link.overlapped_cut(link_mark);
+                if !cut_off && (status.is_server_error() || !instance.overlapped_restart(mark)) {
                     history.error(format!(
                         "instance {}: write S{k} ({}) answered {status}",
                         instance.name,
@@ -325,6 +572,7 @@ pub async fn staff_writer(
         }
         tokio::time::sleep(pause).await;
     }
+    println!("[{}] writes made: {made:?}", history.now());
     expected
 }
 
@@ -344,12 +592,14 @@ fn parse_page(html: &str) -> Option<(i64, Option<f64>)> {
 pub async fn reader(
     instance: Arc<Instance>,
     route: &'static str,
+    link: Arc<DatabaseLink>,
     history: Arc<History>,
     stop: Arc<AtomicBool>,
 ) {
     let client = client(Duration::from_secs(10));
     while !stop.load(Ordering::Acquire) {
         let mark = instance.restart_mark();
+        let link_mark = link.mark();
         let started = Instant::now();
         let outcome = read_once(&client, &instance, route).await;
         let ended = Instant::now();
@@ -365,6 +615,8 @@ pub async fn reader(
             }),
             Err(ReadError::Status(status)) if status < 500 && instance.overlapped_restart(mark) => {
             }
+            // A page the cache could not answer, with the database cut off.
+            Err(ReadError::Status(503)) if link.overlapped_cut(link_mark) => {}
             Err(ReadError::Status(status)) => history.error(format!(
                 "instance {} GET {route} answered {status} (started at {})",
                 instance.name,

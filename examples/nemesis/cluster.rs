@@ -455,6 +455,23 @@ impl Database {
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()
     }
+
+    /// The port of the PostgreSQL server, from the URL (`postgres://user@host:port/name`).
+    pub fn postgres_port(&self) -> Option<u16> {
+        self.postgres.as_ref()?;
+        let authority = self.url.split('@').nth(1)?.split('/').next()?;
+        authority.rsplit_once(':')?.1.parse().ok()
+    }
+
+    /// The URL with the server's port replaced by `port` (a proxy's on the same host).
+    pub fn url_through(&self, port: u16) -> String {
+        match self.postgres_port() {
+            Some(old) => self
+                .url
+                .replacen(&format!(":{old}/"), &format!(":{port}/"), 1),
+            None => self.url.clone(),
+        }
+    }
 }
 
 impl Drop for Database {

@@ -1,5 +1,8 @@
 //! The seeded fault schedule and its execution. Two independent slots, so one or two faults
-//! are active at a time: one for Redis itself, one for an instance or its network path.
+//! are active at a time: one for Redis itself, one for an instance or its network path (or,
+//! on PostgreSQL, the database's). The writes made outside the application, and the command
+//! run against another Redis, are the staff writer's (see `clients.rs`): they are writes the
+//! checker must order with the others.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::checker::History;
+use crate::clients::DatabaseLink;
 use crate::cluster::{Instance, Proxy, Redis};
 
 /// The value a program other than this app's release might leave in the key, with no TTL.
@@ -24,6 +28,13 @@ pub enum Fault {
     RedisFrozen,
     /// A value the app did not write, SET into the key with no TTL.
     ForeignValue,
+    /// `FLUSHALL`, as an operator (or Django's `cache.clear()`, a `FLUSHDB`) does.
+    Flushed,
+    /// Some of the application's keys deleted, as eviction does: `which` picks them.
+    KeysEvicted(u8),
+    /// `maxmemory` just above what Redis holds, `allkeys-lru`, and a client filling it for
+    /// the duration: Redis evicts what it likes, the application's keys too.
+    MemoryPressure,
     /// The instance's proxy refuses connections and closes the open ones.
     CutOff(usize),
     /// The instance's proxy accepts and never answers (open connections freeze too).
@@ -34,6 +45,9 @@ pub enum Fault {
     Killed(usize),
     /// SIGTERM (a rolling restart), restarted after the duration.
     Terminated(usize),
+    /// PostgreSQL only: the proxy in front of the database refuses connections and closes the
+    /// open ones, for both instances.
+    DatabaseCut,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +62,7 @@ fn seconds(rng: &mut StdRng, from: f64, to: f64) -> Duration {
 }
 
 /// The schedule of `seed`: the same seed, the same faults at the same times.
-pub fn schedule(seed: u64, run: Duration, instances: usize) -> Vec<Vec<Planned>> {
+pub fn schedule(seed: u64, run: Duration, instances: usize, postgres: bool) -> Vec<Vec<Planned>> {
     let mut slots = Vec::new();
     for slot in 0..2u64 {
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(2).wrapping_add(slot));
@@ -60,20 +74,24 @@ pub fn schedule(seed: u64, run: Duration, instances: usize) -> Vec<Vec<Planned>>
                 break;
             }
             let fault = if slot == 0 {
-                match rng.random_range(0..4) {
+                match rng.random_range(0..7) {
                     0 => Fault::RedisRestartedEmpty,
                     1 => Fault::RedisRestartedFromSnapshot,
                     2 => Fault::RedisFrozen,
-                    _ => Fault::ForeignValue,
+                    3 => Fault::ForeignValue,
+                    4 => Fault::Flushed,
+                    5 => Fault::KeysEvicted(rng.random()),
+                    _ => Fault::MemoryPressure,
                 }
             } else {
                 let i = rng.random_range(0..instances);
-                match rng.random_range(0..5) {
+                match rng.random_range(0..if postgres { 6 } else { 5 }) {
                     0 => Fault::CutOff(i),
                     1 => Fault::Stalled(i),
                     2 => Fault::BlackHoled(i),
                     3 => Fault::Killed(i),
-                    _ => Fault::Terminated(i),
+                    4 => Fault::Terminated(i),
+                    _ => Fault::DatabaseCut,
                 }
             };
             planned.push(Planned { at, lasts, fault });
@@ -89,7 +107,87 @@ pub struct Targets {
     pub redis: Arc<Redis>,
     pub proxies: Vec<Arc<Proxy>>,
     pub instances: Vec<Arc<Instance>>,
-    pub value_key: String,
+    pub prefix: String,
+    /// The proxy in front of PostgreSQL, and who writes past it.
+    pub database: Arc<DatabaseLink>,
+}
+
+/// The application's keys, for [`Fault::KeysEvicted`].
+fn application_keys(prefix: &str) -> [String; 7] {
+    [
+        format!("{prefix}:students:average_age"),
+        format!("{prefix}:students:average_age:generation"),
+        format!("{prefix}:students:average_age:lock"),
+        format!("{prefix}:instances"),
+        format!("{prefix}:acks"),
+        format!("{prefix}:database"),
+        format!("{prefix}:server_met:*"),
+    ]
+}
+
+/// Deletes the application's keys whose bit is set in `which`.
+fn evict(redis: &Redis, prefix: &str, which: u8) -> anyhow::Result<Vec<String>> {
+    let mut conn = redis.connection()?;
+    let mut deleted = Vec::new();
+    for (bit, key) in application_keys(prefix).into_iter().enumerate() {
+        if which & (1 << bit) == 0 {
+            continue;
+        }
+        let keys: Vec<String> = if key.ends_with('*') {
+            redis::cmd("KEYS").arg(&key).query(&mut conn)?
+        } else {
+            vec![key]
+        };
+        for key in keys {
+            let _: i64 = redis::cmd("DEL").arg(&key).query(&mut conn)?;
+            deleted.push(key);
+        }
+    }
+    Ok(deleted)
+}
+
+/// Fills Redis under a `maxmemory` just above what it holds, until `until`, then lifts the limit.
+fn memory_pressure(redis: &Redis, until: Instant, stop: &AtomicBool) -> anyhow::Result<u64> {
+    let mut conn = redis.connection()?;
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut conn)?;
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let set = |conn: &mut redis::Connection, name: &str, value: String| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query::<()>(conn)
+    };
+    set(&mut conn, "maxmemory-policy", "allkeys-lru".into())?;
+    set(&mut conn, "maxmemory", (used + 1024 * 1024).to_string())?;
+    let filler = "f".repeat(8 * 1024);
+    let mut written = 0u64;
+    let filled = (|| -> redis::RedisResult<()> {
+        while Instant::now() < until && !stop.load(Ordering::Acquire) {
+            let set = redis::cmd("SET")
+                .arg(format!("filler:{written}"))
+                .arg(&filler)
+                .arg("EX")
+                .arg(30)
+                .query::<()>(&mut conn);
+            match set {
+                Ok(()) => written += 1,
+                // What a full Redis answers when eviction cannot keep up; so be it.
+                Err(e) if e.code() == Some("OOM") => {}
+                Err(e) => return Err(e),
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    })();
+    set(&mut conn, "maxmemory", "0".into())?;
+    set(&mut conn, "maxmemory-policy", "noeviction".into())?;
+    filled?;
+    Ok(written)
 }
 
 /// How long a SIGTERMed instance may take to stop before that counts as an error.
@@ -160,9 +258,25 @@ fn apply(
         }
         Fault::ForeignValue => {
             let _: () = redis::cmd("SET")
-                .arg(&targets.value_key)
+                .arg(format!("{}:students:average_age", targets.prefix))
                 .arg(FOREIGN_VALUE)
                 .query(&mut redis.connection()?)?;
+        }
+        Fault::Flushed => {
+            let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()?)?;
+        }
+        Fault::KeysEvicted(which) => {
+            let deleted = evict(redis, &targets.prefix, which)?;
+            println!("[{}] evicted {deleted:?}", history.now());
+        }
+        Fault::MemoryPressure => {
+            let written = memory_pressure(redis, until, stop)?;
+            println!("[{}] filler wrote {written} keys of 8 KiB", history.now());
+        }
+        Fault::DatabaseCut => {
+            targets.database.cut(stop);
+            sleep_until(until, stop);
+            targets.database.restore();
         }
         Fault::CutOff(i) => {
             targets.proxies[i].cut();

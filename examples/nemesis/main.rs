@@ -4,6 +4,10 @@
 //!
 //! Its last line is `nemesis: R reads, W writes, F faults (seed N): S stale, E errors, L lost`,
 //! and it exits 0 only when S, E and L are all 0.
+//!
+//! With `--outside-delay N` it runs no faults: it makes N changes outside the application (a
+//! connection of its own to the database) and measures, on each instance, the time from each
+//! commit to the end of the first read that shows it (RELIABILITY.md).
 
 // A test harness that cannot set itself up should fail loudly, as the tests do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,6 +16,7 @@ mod checker;
 mod clients;
 mod cluster;
 mod faults;
+mod outside_delay;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -23,6 +28,7 @@ use anyhow::{bail, Context};
 use cachewithredis::config::DatabaseUrl;
 
 use checker::History;
+use clients::DatabaseLink;
 use cluster::{Database, Instance, Proxy, Redis};
 use faults::Targets;
 
@@ -39,6 +45,8 @@ struct Options {
     seconds: u64,
     seed: u64,
     postgres: bool,
+    /// Measure the delay of N outside changes instead of running faults.
+    outside_delay: Option<u64>,
     bin: PathBuf,
     dir: PathBuf,
 }
@@ -48,6 +56,7 @@ fn options() -> anyhow::Result<Options> {
     let mut seconds = 60;
     let mut seed = rand::random::<u32>() as u64;
     let mut postgres = false;
+    let mut outside_delay = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
             args.next()
@@ -59,8 +68,10 @@ fn options() -> anyhow::Result<Options> {
             "--seconds" => seconds = value("--seconds")?,
             "--seed" => seed = value("--seed")?,
             "--postgres" => postgres = true,
+            "--outside-delay" => outside_delay = Some(value("--outside-delay")?),
             other => bail!(
-                "unknown argument {other:?}; usage: nemesis [--seconds S] [--seed N] [--postgres]"
+                "unknown argument {other:?}; usage: nemesis [--seconds S] [--seed N] [--postgres] \
+                 [--outside-delay N]"
             ),
         }
     }
@@ -76,6 +87,7 @@ fn options() -> anyhow::Result<Options> {
         seconds,
         seed,
         postgres,
+        outside_delay,
         bin: std::fs::canonicalize(&bin).with_context(|| format!("{} not built", bin.display()))?,
         dir,
     })
@@ -159,7 +171,7 @@ fn run(options: Options) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&options.dir)?;
     let dir = std::fs::canonicalize(&options.dir)?;
     let run_for = Duration::from_secs(options.seconds);
-    let schedule = faults::schedule(options.seed, run_for, 2);
+    let schedule = faults::schedule(options.seed, run_for, 2, options.postgres);
     println!(
         "nemesis: seed {}, {} s, {}; logs in {}",
         options.seed,
@@ -188,9 +200,11 @@ fn run(options: Options) -> anyhow::Result<Summary> {
     });
     let database = Database::create(&dir, postgres_admin)?;
     let redis = Arc::new(Redis::start(dir.join("redis"))?);
-    let base_env = |redis_url: String| {
+    // The Redis a command reaches when REDIS_URL is left unset on a box that has one.
+    let wrong_redis = Redis::start(dir.join("wrong-redis"))?;
+    let env_with = |database_url: String, redis_url: String| {
         vec![
-            ("DATABASE_URL".to_string(), database.url.clone()),
+            ("DATABASE_URL".to_string(), database_url),
             ("REDIS_URL".to_string(), redis_url),
             ("CACHE_KEY_PREFIX".to_string(), PREFIX.to_string()),
             (
@@ -200,7 +214,7 @@ fn run(options: Options) -> anyhow::Result<Summary> {
             ("RUST_LOG".to_string(), "warn".to_string()),
         ]
     };
-    let cli_env = base_env(redis.url());
+    let cli_env = env_with(database.url.clone(), redis.url());
     command(&options.bin, &dir, &cli_env, &["migrate"])?;
     command(
         &options.bin,
@@ -228,6 +242,22 @@ fn run(options: Options) -> anyhow::Result<Summary> {
     let db = cachewithredis::db::build_pool(&db_url)?;
 
     let result = runtime.block_on(async {
+        // On PostgreSQL the instances reach the database through a proxy that a fault cuts;
+        // the nemesis' own connections (its checks, the outside writes) go direct.
+        let (link, instance_database_url) = match database.postgres_port() {
+            Some(port) => {
+                let proxy = Arc::new(Proxy::start(port).await?);
+                let url = database.url_through(proxy.port);
+                (DatabaseLink::new(Some(proxy)), url)
+            }
+            None => (DatabaseLink::new(None), database.url.clone()),
+        };
+        let link = Arc::new(link);
+        let command = clients::WrongRedisCommand {
+            bin: options.bin.clone(),
+            dir: dir.clone(),
+            env: env_with(database.url.clone(), wrong_redis.url()),
+        };
         let mut proxies = Vec::new();
         let mut instances = Vec::new();
         for name in ["A", "B"] {
@@ -236,7 +266,7 @@ fn run(options: Options) -> anyhow::Result<Summary> {
                 name,
                 &options.bin,
                 &dir,
-                base_env(proxy.url()),
+                env_with(instance_database_url.clone(), proxy.url()),
             )?);
             proxies.push(proxy);
             instances.push(instance);
@@ -249,9 +279,13 @@ fn run(options: Options) -> anyhow::Result<Summary> {
             redis: Arc::clone(&redis),
             proxies: proxies.clone(),
             instances: instances.clone(),
-            value_key: format!("{PREFIX}:students:average_age"),
+            prefix: PREFIX.to_string(),
+            database: Arc::clone(&link),
         });
-        let summary = exercise(&options, &db, schedule, targets).await;
+        let summary = match options.outside_delay {
+            Some(changes) => outside_delay::measure(&instances, &db, changes).await,
+            None => exercise(&options, &db, schedule, targets, command).await,
+        };
         // Stop the instances before their proxies and Redis go away.
         for instance in &instances {
             instance.kill();
@@ -267,6 +301,7 @@ async fn exercise(
     db: &cachewithredis::db::DbPool,
     schedule: Vec<Vec<faults::Planned>>,
     targets: Arc<Targets>,
+    command: clients::WrongRedisCommand,
 ) -> anyhow::Result<Summary> {
     let initial = tokio::task::block_in_place(|| clients::students_in(db))?;
     let (count, sum) = clients::count_and_sum(&initial);
@@ -282,6 +317,7 @@ async fn exercise(
             readers.push(tokio::spawn(clients::reader(
                 Arc::clone(instance),
                 route,
+                Arc::clone(&targets.database),
                 Arc::clone(&history),
                 Arc::clone(&stop),
             )));
@@ -290,6 +326,8 @@ async fn exercise(
     let writer = tokio::spawn(clients::staff_writer(
         instances.clone(),
         db.clone(),
+        Arc::clone(&targets.database),
+        command,
         Arc::clone(&history),
         Arc::clone(&stop),
     ));
