@@ -95,9 +95,13 @@ pub fn build_pool(url: &DatabaseUrl) -> anyhow::Result<DbPool> {
         // handler (libpq over TLS), for `staff list` in about one run of six. Connections are
         // made only for a caller waiting on one.
         .min_idle(Some(0))
-        // A check per checkout would cost one query per request; a broken connection fails
-        // its query instead, and r2d2 drops it (`is_broken`).
-        .test_on_check_out(false)
+        // A connection is checked (`SELECT 1`) when it is handed out. Without the check, a
+        // connection the server or the network closed while it sat in the pool (a database
+        // restart or failover, a cut link) was handed to a request, whose query failed: after a
+        // database outage the pool kept its dead connections and pages answered 503 for as long
+        // as they were reused (the nemesis' `DatabaseCut`). The check is one round trip, paid
+        // only by the requests that use the database at all: a cache hit takes no connection.
+        .test_on_check_out(true)
         .connection_timeout(POOL_TIMEOUT)
         .connection_customizer(Box::new(ConnectionSettings))
         .build(ConnectionManager::<DbConn>::new(url))?;

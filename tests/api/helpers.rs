@@ -225,7 +225,7 @@ fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn postgres_admin() -> diesel::PgConnection {
+pub fn postgres_admin() -> diesel::PgConnection {
     use diesel::Connection;
     diesel::PgConnection::establish(&postgres_admin_url())
         .expect("PostgreSQL answers at TEST_POSTGRES_URL (scripts/test starts one)")
