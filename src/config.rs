@@ -40,6 +40,39 @@ pub struct Settings {
     pub session_max: Duration,
     /// Where `/static/` is served from (`STATIC_DIR`): an existing directory.
     pub static_dir: PathBuf,
+    /// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The addresses and CIDR blocks of the proxies in front (`TRUSTED_PROXIES`): only a request
+/// from one of them has its `X-Forwarded-For` read, and only up to the first entry that is not
+/// one of them (see `views::admin::auth::client_bucket`). Empty by default: a client that can
+/// reach the application directly could otherwise name any address it likes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Parses a comma-separated list of addresses and CIDR blocks.
+    pub fn parse(value: &str) -> Result<TrustedProxies, String> {
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| format!("{entry:?} is not an address or a CIDR block"))
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
 }
 
 impl std::fmt::Debug for DatabaseUrl {
@@ -68,6 +101,7 @@ impl std::fmt::Debug for Settings {
             .field("session_idle", &self.session_idle)
             .field("session_max", &self.session_max)
             .field("static_dir", &self.static_dir)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +160,7 @@ impl Settings {
                 &var("SESSION_MAX_SECS", "1209600"),
             )?,
             static_dir: parse_static_dir(&var("STATIC_DIR", DEFAULT_STATIC_DIR))?,
+            trusted_proxies: parse_trusted_proxies(&var("TRUSTED_PROXIES", ""))?,
         })
     }
 }
@@ -269,7 +304,34 @@ fn parse_key_prefix(value: &str) -> Result<String, ConfigError> {
     }
 }
 
+fn parse_trusted_proxies(value: &str) -> Result<TrustedProxies, ConfigError> {
+    TrustedProxies::parse(value).map_err(|why| {
+        invalid(
+            "TRUSTED_PROXIES",
+            value,
+            format!("a comma-separated list of addresses or CIDR blocks, e.g. 127.0.0.1,10.0.0.0/8 ({why})"),
+        )
+    })
+}
+
+/// A key of fewer distinct characters than this is a placeholder (`aaaa…`, `0000…`), not a
+/// secret, however long.
+const MIN_SECRET_KEY_DISTINCT: usize = 5;
+
 fn parse_secret_key(value: String) -> Result<String, ConfigError> {
+    let distinct = value
+        .chars()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    if distinct < MIN_SECRET_KEY_DISTINCT {
+        return Err(invalid(
+            "SECRET_KEY",
+            "<hidden>",
+            format!(
+                "a random secret of at least {MIN_SECRET_KEY_LEN} bytes and {MIN_SECRET_KEY_DISTINCT} different characters (e.g. the output of `openssl rand -hex 32`)"
+            ),
+        ));
+    }
     if value.len() < MIN_SECRET_KEY_LEN {
         return Err(invalid(
             "SECRET_KEY",
@@ -371,6 +433,10 @@ mod tests {
             ("CACHE_KEY_PREFIX", ""),
             ("CACHE_KEY_PREFIX", "has space"),
             ("SECRET_KEY", "short"),
+            ("SECRET_KEY", "0000000000000000000000000000000000000000"),
+            ("SECRET_KEY", "abababababababababababababababababababab"),
+            ("TRUSTED_PROXIES", "nginx"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("COOKIE_SECURE", "maybe"),
             ("DEBUG", "2"),
             ("SESSION_IDLE_SECS", "0"),
@@ -425,7 +491,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_secret_key() {
-        let key = "k".repeat(40);
+        let key = "k3y-0f-f0rty-chars-".repeat(2);
         let s = settings(&[("SECRET_KEY", &key)]).unwrap();
         assert!(!format!("{s:?}").contains(&key));
     }

@@ -169,6 +169,7 @@ impl Application {
             page_index: Default::default(),
             history,
             chart: Default::default(),
+            trusted_proxies: settings.trusted_proxies.clone(),
         });
         if settings.debug {
             log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");

@@ -51,6 +51,8 @@ pub struct AppState {
     pub history: Arc<crate::cache::history::History>,
     /// The average page's chart, rendered once per distribution.
     pub chart: age_chart::RenderedChart,
+    /// Whose `X-Forwarded-For` to believe (`TRUSTED_PROXIES`).
+    pub trusted_proxies: crate::config::TrustedProxies,
 }
 
 /// The route table, shared by `main` and the tests.

@@ -74,7 +74,7 @@ async fn a_wrong_password_or_unknown_user_gets_one_generic_message() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn five_failures_for_a_username_lock_it_for_a_while_with_429() {
+async fn five_failures_from_one_address_lock_it_for_a_while_with_429() {
     let app = spawn_app().await;
     app.create_staff(STAFF_USER, STAFF_PASSWORD);
     for _ in 0..5 {

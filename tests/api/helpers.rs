@@ -313,6 +313,8 @@ pub struct AppOptions {
     pub redis_timeout_ms: Option<u64>,
     /// Another app whose database and Redis this one shares (a second instance).
     pub share_with: Option<SharedBackends>,
+    /// `TRUSTED_PROXIES`, when not the loopback addresses.
+    pub trusted_proxies: Option<&'static str>,
     /// Another app whose Redis (and key prefix) only this one shares, with a database of its
     /// own: another deployment pointed at the same Redis.
     pub share_redis_with: Option<SharedBackends>,
@@ -377,6 +379,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         session_idle: Duration::from_secs(options.session_idle_secs.unwrap_or(3600)),
         session_max: Duration::from_secs(options.session_max_secs.unwrap_or(1_209_600)),
         static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
+        // The tests speak as the proxy on this host (deploy/nginx.conf) unless told otherwise.
+        trusted_proxies: cachewithredis::config::TrustedProxies::parse(
+            options.trusted_proxies.unwrap_or("127.0.0.1, ::1"),
+        )
+        .expect("trusted proxies"),
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");

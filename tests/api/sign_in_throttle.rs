@@ -5,7 +5,8 @@ use diesel::prelude::*;
 use cachewithredis::schema::login_failures;
 
 use crate::helpers::{
-    header, spawn_app, spawn_second_instance, TestApp, STAFF_PASSWORD, STAFF_USER,
+    header, spawn_app, spawn_app_with, spawn_second_instance, AppOptions, TestApp, STAFF_PASSWORD,
+    STAFF_USER,
 };
 
 /// Signs in with `X-Forwarded-For` set, as the local proxy would send it.
@@ -125,4 +126,49 @@ async fn a_forwarded_entry_that_does_not_parse_does_not_let_the_client_pick_its_
         sign_in_from(&app, "198.51.100.1, not-an-address", "other", "x").await,
         429
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_strangers_failures_for_a_username_do_not_lock_its_owner_out() {
+    let app = spawn_app().await;
+    app.create_staff(STAFF_USER, STAFF_PASSWORD);
+    for _ in 0..5 {
+        assert_eq!(
+            sign_in_from(&app, "203.0.113.1", STAFF_USER, "guess").await,
+            200
+        );
+    }
+    // The stranger is locked out, for this username and any other.
+    assert_eq!(
+        sign_in_from(&app, "203.0.113.1", STAFF_USER, STAFF_PASSWORD).await,
+        429
+    );
+    assert_eq!(
+        sign_in_from(&app, "203.0.113.1", "someone", "guess").await,
+        429
+    );
+    // The owner, from their own address, signs in.
+    assert_eq!(
+        sign_in_from(&app, "198.51.100.7", STAFF_USER, STAFF_PASSWORD).await,
+        303
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_trusted_proxies_a_rotating_forwarded_for_gains_nothing() {
+    let app = spawn_app_with(AppOptions {
+        trusted_proxies: Some(""),
+        ..Default::default()
+    })
+    .await;
+    app.create_staff(STAFF_USER, STAFF_PASSWORD);
+    for i in 1..=5 {
+        let forged = format!("203.0.113.{i}");
+        assert_eq!(sign_in_from(&app, &forged, STAFF_USER, "guess").await, 200);
+    }
+    assert_eq!(
+        sign_in_from(&app, "203.0.113.6", STAFF_USER, "guess").await,
+        429
+    );
+    assert_eq!(failures_recorded(&app), 5);
 }

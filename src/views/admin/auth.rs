@@ -12,6 +12,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use serde::Deserialize;
 
+use crate::config::TrustedProxies;
 use crate::db;
 use crate::error::AppError;
 use crate::forms::{CsrfOnlyForm, LoginForm};
@@ -124,7 +125,13 @@ pub async fn login(
     session::verify_csrf(&session, &form.csrf_token)?;
     let credentials = form.credentials()?;
     let username = credentials.username.clone();
-    match staff::authenticate(&state.db, credentials, client_addr(&req)).await? {
+    match staff::authenticate(
+        &state.db,
+        credentials,
+        client_addr(&req, &state.trusted_proxies),
+    )
+    .await?
+    {
         Some(user) => {
             session::sign_in(&session, user.id, &user.username)?;
             let to = safe_next(&form.next).to_owned();
@@ -150,35 +157,48 @@ pub async fn logout(
 }
 
 /// The client that failed sign-ins are counted against (see [`client_bucket`]).
-pub(crate) fn client_addr(req: &HttpRequest) -> String {
+pub(crate) fn client_addr(req: &HttpRequest, trusted: &TrustedProxies) -> String {
     let forwarded: Vec<Option<&str>> = req
         .headers()
         .get_all("x-forwarded-for")
         .map(|v| v.to_str().ok())
         .collect();
-    client_bucket(req.peer_addr().map(|a| a.ip()), &forwarded)
+    client_bucket(req.peer_addr().map(|a| a.ip()), &forwarded, trusted)
 }
 
-/// The throttle's key for a client. `X-Forwarded-For` is trusted only from a loopback peer
-/// (IPv4-mapped `::ffff:127.0.0.1` included), i.e. the proxy on this machine
-/// (deploy/nginx.conf), and only its rightmost entry, the one that proxy appended: entries to
-/// its left are whatever the client wrote. An entry that does not parse is not skipped in
-/// favour of one further left (which the client controls): the peer is used instead, so such
-/// requests share one bucket (fail closed). IPv6 clients are keyed by their /64, the smallest
-/// block one subscriber usually gets, so rotating through its addresses gains nothing.
-pub(crate) fn client_bucket(peer: Option<IpAddr>, forwarded: &[Option<&str>]) -> String {
+/// The throttle's key for a client: the peer, or, when the peer is a trusted proxy
+/// (`TRUSTED_PROXIES`), the first `X-Forwarded-For` entry from the right that is not one.
+/// Each proxy appends the address it received from, so entries are believed right to left only
+/// while they name trusted proxies; everything further left is whatever the client wrote. An
+/// entry that does not parse is not skipped in favour of one further left (which the client
+/// controls): the last address believed is used instead (fail closed). IPv6 clients are keyed
+/// by their /64, the smallest block one subscriber usually gets, so rotating through its
+/// addresses gains nothing.
+pub(crate) fn client_bucket(
+    peer: Option<IpAddr>,
+    forwarded: &[Option<&str>],
+    trusted: &TrustedProxies,
+) -> String {
     let Some(peer) = peer.map(|ip| ip.to_canonical()) else {
         return String::new();
     };
-    let rightmost = forwarded
-        .last()
-        .map(|header| header.and_then(|v| v.rsplit(',').next()).map(str::trim));
-    let client = match rightmost {
-        Some(Some(entry)) if peer.is_loopback() => {
-            entry.parse::<IpAddr>().map_or(peer, |ip| ip.to_canonical())
+    let mut client = peer;
+    if trusted.contains(peer) {
+        // Header lines in order, entries in each from the right.
+        'entries: for header in forwarded.iter().rev() {
+            let Some(header) = header else { break };
+            for entry in header.rsplit(',').map(str::trim) {
+                match entry.parse::<IpAddr>() {
+                    Ok(ip) if trusted.contains(ip) => client = ip.to_canonical(),
+                    Ok(ip) => {
+                        client = ip.to_canonical();
+                        break 'entries;
+                    }
+                    Err(_) => break 'entries,
+                }
+            }
         }
-        _ => peer,
-    };
+    }
     match client {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
@@ -192,13 +212,51 @@ pub(crate) fn client_bucket(peer: Option<IpAddr>, forwarded: &[Option<&str>]) ->
 mod tests {
     use super::*;
 
-    fn bucket(peer: &str, forwarded: &[&str]) -> String {
+    fn bucket_behind(trusted: &str, peer: &str, forwarded: &[&str]) -> String {
         let forwarded: Vec<Option<&str>> = forwarded.iter().map(|v| Some(*v)).collect();
-        client_bucket(Some(peer.parse().unwrap()), &forwarded)
+        let trusted = TrustedProxies::parse(trusted).unwrap();
+        client_bucket(Some(peer.parse().unwrap()), &forwarded, &trusted)
+    }
+
+    /// Behind a proxy on the same host, as deploy/nginx.conf.
+    fn bucket(peer: &str, forwarded: &[&str]) -> String {
+        bucket_behind("127.0.0.1, ::1", peer, forwarded)
     }
 
     #[test]
-    fn forwarded_for_is_read_from_the_right_and_only_from_a_loopback_peer() {
+    fn with_no_trusted_proxy_forwarded_for_is_ignored() {
+        assert_eq!(
+            bucket_behind("", "127.0.0.1", &["203.0.113.9"]),
+            "127.0.0.1"
+        );
+        assert_eq!(
+            bucket_behind("", "198.51.100.7", &["203.0.113.9"]),
+            "198.51.100.7"
+        );
+    }
+
+    #[test]
+    fn behind_two_proxies_the_first_untrusted_entry_from_the_right_counts() {
+        let trusted = "10.0.0.0/8, 127.0.0.1";
+        // client -> load balancer (10.0.0.5) -> nginx (127.0.0.1) -> the application.
+        assert_eq!(
+            bucket_behind(trusted, "127.0.0.1", &["6.6.6.6, 203.0.113.9, 10.0.0.5"]),
+            "203.0.113.9"
+        );
+        // A client that is itself a trusted address is believed about who is to its left.
+        assert_eq!(
+            bucket_behind(trusted, "127.0.0.1", &["203.0.113.9, 10.0.0.7, 10.0.0.5"]),
+            "203.0.113.9"
+        );
+        // A peer outside the list names nobody.
+        assert_eq!(
+            bucket_behind(trusted, "198.51.100.7", &["203.0.113.9"]),
+            "198.51.100.7"
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_read_from_the_right_and_only_from_a_trusted_peer() {
         assert_eq!(
             bucket("127.0.0.1", &["1.1.1.1, 203.0.113.9"]),
             "203.0.113.9"
@@ -214,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_that_does_not_parse_falls_back_to_the_peer_not_further_left() {
+    fn an_entry_that_does_not_parse_falls_back_to_the_last_believed_not_further_left() {
         assert_eq!(bucket("127.0.0.1", &["203.0.113.9, nonsense"]), "127.0.0.1");
         assert_eq!(bucket("127.0.0.1", &["203.0.113.9", ""]), "127.0.0.1");
     }

@@ -308,6 +308,7 @@ pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> 
         session_idle: Duration::from_secs(3600),
         session_max: Duration::from_secs(1_209_600),
         static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
+        trusted_proxies: Default::default(),
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");
