@@ -11,6 +11,7 @@ pub mod hashing;
 pub mod metrics;
 pub mod models;
 pub mod schema;
+pub mod security;
 pub mod session;
 pub mod session_store;
 pub mod startup;

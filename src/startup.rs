@@ -10,7 +10,7 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::error::{PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{from_fn, Condition, DefaultHeaders, Logger, Next};
+use actix_web::middleware::{from_fn, Condition, Logger, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::cache::history::{self, History};
@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
+use crate::security;
 use crate::session_store::{DbSessionStore, Lifetimes};
 use crate::views::{self, AppState};
 
@@ -182,6 +183,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(metrics.clone())
+                .app_data(web::Data::new(security::Https(cookie_secure)))
                 .app_data(
                     web::FormConfig::default()
                         .limit(MAX_BODY_BYTES)
@@ -195,15 +197,18 @@ impl Application {
                 .default_service(web::to(not_found))
                 .wrap(
                     SessionMiddleware::builder(sessions.clone(), key.clone())
-                        .cookie_name("cachewithredis_session".into())
+                        .cookie_name(security::SESSION_COOKIE.into())
                         .cookie_http_only(true)
                         .cookie_same_site(SameSite::Lax)
                         .cookie_secure(cookie_secure)
                         .build(),
                 )
                 .wrap(from_fn(session_store_unavailable))
+                // Before the session is loaded: a refused request costs no database work.
+                .wrap(from_fn(security::same_origin_writes))
+                .wrap(from_fn(security::private_when_signed_in))
                 .wrap(from_fn(observe))
-                .wrap(security_headers())
+                .wrap(security::headers(cookie_secure))
                 // The access log formats each request line up front; skip it entirely when
                 // RUST_LOG hides it (as gunicorn keeps no access log unless asked).
                 .wrap(Condition::new(
@@ -244,15 +249,6 @@ impl Application {
         }
         served
     }
-}
-
-/// SPEC §7's headers, on every response including errors.
-fn security_headers() -> DefaultHeaders {
-    DefaultHeaders::new()
-        .add(("Content-Security-Policy", "default-src 'self'"))
-        .add(("X-Frame-Options", "DENY"))
-        .add(("X-Content-Type-Options", "nosniff"))
-        .add(("Referrer-Policy", "same-origin"))
 }
 
 /// Records the request's database and cache work (`Server-Timing`) and its latency histogram.

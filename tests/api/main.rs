@@ -17,6 +17,7 @@ mod cache_tiers;
 mod cache_writes;
 mod cli;
 mod consistency_monitor;
+mod cross_site;
 mod helpers;
 mod hostile_input;
 mod load_balancer;

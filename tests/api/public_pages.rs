@@ -82,10 +82,29 @@ async fn every_response_carries_the_security_headers() {
         "/static/css/site.css",
     ] {
         let response = app.get(path).await;
-        assert_eq!(
-            header(&response, "content-security-policy"),
+        let csp = header(&response, "content-security-policy");
+        for directive in [
             "default-src 'self'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert_eq!(
+            header(&response, "cross-origin-opener-policy"),
+            "same-origin",
             "{path}"
+        );
+        assert!(
+            header(&response, "permissions-policy").contains("camera=()"),
+            "{path}"
+        );
+        assert_eq!(
+            header(&response, "strict-transport-security"),
+            "",
+            "{path}: not over HTTP"
         );
         assert_eq!(header(&response, "x-frame-options"), "DENY", "{path}");
         assert_eq!(
@@ -128,8 +147,8 @@ async fn every_response_carries_server_timing() {
     let timing = header(&response, "server-timing");
     assert!(timing.starts_with("db;dur="), "{timing}");
     assert!(
-        timing.contains(r#"desc="2 queries""#),
-        "count and page: {timing}"
+        timing.contains(r#"desc="3 queries""#),
+        "the connection's check, the count and the page: {timing}"
     );
     assert!(
         timing.contains(r#"cache;dur=0.00;desc="0 calls""#),
