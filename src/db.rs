@@ -72,6 +72,37 @@ impl CustomizeConnection<DbConn, diesel::r2d2::Error> for ConnectionSettings {
     }
 }
 
+/// Creates a missing SQLite file readable by its owner only (0600): it holds the staff's
+/// password hashes and sessions, and its `-wal` and `-shm` files take its permissions. An
+/// existing file wider than that is left as it is, with a warning: its owner may mean it.
+fn create_private(path: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path == ":memory:" || path.starts_with("file:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if let Ok(meta) = std::fs::metadata(path) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    log::warn!(
+                        "{path} can be read by other users (mode {:o}); it holds password \
+                         hashes and sessions: chmod 600 it",
+                        meta.permissions().mode() & 0o777
+                    );
+                }
+            }
+            Ok(())
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot create the SQLite file {path}: {e}")),
+    }
+}
+
 /// Builds the pool. For PostgreSQL it connects once first, so that a wrong URL or a server
 /// that is down is reported with the real reason (the multi-backend connection would only say
 /// "invalid connection url").
@@ -86,7 +117,10 @@ pub fn build_pool(url: &DatabaseUrl) -> anyhow::Result<DbPool> {
                 .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
             (url.as_str(), 16)
         }
-        DatabaseUrl::Sqlite(path) => (path.as_str(), 8),
+        DatabaseUrl::Sqlite(path) => {
+            create_private(path)?;
+            (path.as_str(), 8)
+        }
     };
     let pool = Pool::builder()
         .max_size(max_size)

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_session::Session;
+use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::connection::SimpleConnection;
 use serde::Serialize;
 
@@ -25,13 +26,29 @@ pub async fn healthz() -> HttpResponse {
 struct Readiness {
     database: &'static str,
     cache: &'static str,
-    /// `host:port` of the Redis in use (through Sentinel, the master it last named).
+    /// `host:port` of the Redis in use (through Sentinel, the master it last named), for an
+    /// operator on this host or signed-in staff only: to anyone else it is a map of the inside.
+    #[serde(skip_serializing_if = "Option::is_none")]
     redis_master: Option<String>,
+}
+
+/// Whether the request comes from this host itself, not through a proxy (a probe, an operator
+/// with curl), or from signed-in staff.
+fn may_see_the_inside(req: &HttpRequest, session: &Session) -> bool {
+    let local = req
+        .peer_addr()
+        .is_some_and(|a| a.ip().to_canonical().is_loopback())
+        && !req.headers().contains_key("x-forwarded-for");
+    local || crate::session::signed_in(session).is_some()
 }
 
 /// 503 when the database cannot be used; 200 with `"cache": "unavailable"` when only Redis is
 /// down, since pages are still served (from the database).
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub async fn readyz(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    session: Session,
+) -> HttpResponse {
     let pool = state.db.clone();
     let database_ok = db::blocking(move || {
         // A probe answers quickly: no waiting out the pages' 5 s pool timeout.
@@ -56,7 +73,10 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let body = Readiness {
         database: if database_ok { "ok" } else { "unavailable" },
         cache: if cache_ok { "ok" } else { "unavailable" },
-        redis_master: state.cache.redis_master(),
+        redis_master: state
+            .cache
+            .redis_master()
+            .filter(|_| may_see_the_inside(&req, &session)),
     };
     if database_ok {
         HttpResponse::Ok().json(body)

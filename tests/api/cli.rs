@@ -519,3 +519,25 @@ fn a_master_failed_over_and_back_is_met_anew_though_it_keeps_its_run_id() {
         "same run_id: {records:?}"
     );
 }
+
+#[test]
+fn a_new_sqlite_file_and_its_journal_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new().unwrap();
+    let redis = RedisServer::start();
+    let out = cachewithredis(&dir, &redis.url(), &["seed", "--count", "3"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut checked = 0;
+    for name in ["cli.sqlite3", "cli.sqlite3-wal", "cli.sqlite3-shm"] {
+        let Ok(meta) = std::fs::metadata(dir.path().join(name)) else {
+            continue;
+        };
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}

@@ -141,3 +141,28 @@ async fn a_write_while_redis_is_cut_is_not_lost_and_the_old_value_is_never_serve
         .unwrap();
     assert_eq!(pending, 0, "outbox emptied");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_names_the_redis_in_use_only_on_this_host_or_to_staff() {
+    let app = spawn_app().await;
+    let readiness = |forwarded: bool| {
+        let request = app.client.get(app.url("/readyz"));
+        let request = if forwarded {
+            // Through the proxy in front: a visitor on the internet.
+            request.header("x-forwarded-for", "203.0.113.9")
+        } else {
+            request
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let public = readiness(true).await;
+    assert_eq!(public["database"], "ok");
+    assert!(public.get("redis_master").is_none(), "{public}");
+    assert!(readiness(false).await["redis_master"].is_string());
+    app.sign_in().await;
+    assert!(readiness(true).await["redis_master"].is_string());
+}
