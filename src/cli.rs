@@ -11,7 +11,6 @@ use rand::{Rng, SeedableRng};
 use diesel::Connection;
 
 use crate::config::Settings;
-use crate::forms::MIN_PASSWORD_CHARS;
 use crate::models::staff::{hash_password, StaffUser};
 use crate::models::{NewStudent, Student};
 use crate::startup::{Application, Resources};
@@ -135,12 +134,7 @@ fn manage_staff(settings: &Settings, action: StaffCommand) -> anyhow::Result<()>
         StaffCommand::SetPassword { username } => {
             let user = find_staff(&mut conn, &username)?;
             let password = read_password()?;
-            if password.chars().count() < MIN_PASSWORD_CHARS {
-                return Err(UsageError(format!(
-                    "the password must have at least {MIN_PASSWORD_CHARS} characters"
-                ))
-                .into());
-            }
+            check_new_password(&username, &password)?;
             let hash = hash_password(&password)?;
             StaffUser::set_password(&mut conn, user.id, &hash)?;
             println!("Password of {username:?} changed; their sessions have ended.");
@@ -353,14 +347,18 @@ pub fn valid_username(username: &str) -> bool {
             .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
 }
 
+/// The password rules of the web form, for the commands: a refusal exits 2, as bad usage.
+fn check_new_password(username: &str, password: &str) -> anyhow::Result<()> {
+    crate::password_rules::check(username, password)
+        .map_err(|why| UsageError(format!("password refused: {why}")).into())
+}
+
 fn create_staff(settings: &Settings, username: &str) -> anyhow::Result<()> {
     if !valid_username(username) {
         anyhow::bail!("invalid username {username:?}: use 1 to 150 letters, digits and @ . + - _");
     }
     let password = read_password()?;
-    if password.is_empty() {
-        anyhow::bail!("the password is empty");
-    }
+    check_new_password(username, &password)?;
     let resources = Resources::open(settings)?;
     let mut conn = resources.db.get()?;
     if StaffUser::find_by_username(&mut conn, username)?.is_some() {

@@ -156,9 +156,6 @@ pub fn search_needle(q: &str) -> Result<Option<String>, AppError> {
     Ok((!q.is_empty()).then(|| q.to_owned()))
 }
 
-/// The shortest new password accepted.
-pub const MIN_PASSWORD_CHARS: usize = 12;
-
 /// The change-password form, as typed.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct PasswordChangeForm {
@@ -187,16 +184,16 @@ impl PasswordChangeErrors {
 }
 
 impl PasswordChangeForm {
-    /// Checks what can be checked without the old hash: the new password's rules (Django's:
-    /// at least 12 characters, both copies equal).
-    pub fn validate(&self) -> PasswordChangeErrors {
+    /// Checks what can be checked without the old hash: the new password's rules
+    /// ([`crate::password_rules`]), both copies equal.
+    pub fn validate(&self, username: &str) -> PasswordChangeErrors {
         let mut errors = PasswordChangeErrors::default();
         if self.old_password.is_empty() {
             errors.old_password = Some("Enter your current password.");
         }
         let new = &self.new_password1;
-        if new.chars().count() < MIN_PASSWORD_CHARS {
-            errors.new_password1 = Some("Use at least 12 characters.");
+        if let Err(why) = crate::password_rules::check(username, new) {
+            errors.new_password1 = Some(why);
         } else if check_password_input(new).is_err() {
             errors.new_password1 = Some("Use at most 4096 bytes and no NUL characters.");
         } else if *new == self.old_password {

@@ -10,6 +10,7 @@ pub mod forms;
 pub mod hashing;
 pub mod metrics;
 pub mod models;
+pub mod password_rules;
 pub mod schema;
 pub mod security;
 pub mod session;

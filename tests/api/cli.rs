@@ -162,7 +162,7 @@ fn create_staff_reads_the_password_and_refuses_duplicates_and_bad_names() {
         &dir,
         url,
         &["create-staff", "ada"],
-        &[("STAFF_PASSWORD", "s3cret-pass")],
+        &[("STAFF_PASSWORD", "ada-s3cret-pass")],
     );
     assert!(
         ok.status.success(),
@@ -173,7 +173,7 @@ fn create_staff_reads_the_password_and_refuses_duplicates_and_bad_names() {
         &dir,
         url,
         &["create-staff", "ada"],
-        &[("STAFF_PASSWORD", "other")],
+        &[("STAFF_PASSWORD", "another-good-pass")],
     );
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
@@ -207,7 +207,7 @@ fn create_staff_reads_the_password_from_standard_input() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"from-stdin\n")
+        .write_all(b"from-stdin-at-length\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -221,7 +221,7 @@ fn create_staff_reads_the_password_from_standard_input() {
             .unwrap();
     assert!(cachewithredis::models::staff::verify_password(
         Some(&user),
-        "from-stdin"
+        "from-stdin-at-length"
     ));
 }
 
@@ -232,13 +232,13 @@ async fn a_staff_user_made_on_the_command_line_can_sign_in() {
         .args(["create-staff", "cli_user"])
         .env("DATABASE_URL", app.database.url_string())
         .env("REDIS_URL", app.redis_url())
-        .env("STAFF_PASSWORD", "pw-from-cli")
+        .env("STAFF_PASSWORD", "pw-from-the-cli")
         .env("RUST_LOG", "warn")
         .status()
         .unwrap();
     assert!(status.success());
     assert_eq!(
-        app.try_sign_in("cli_user", "pw-from-cli", "")
+        app.try_sign_in("cli_user", "pw-from-the-cli", "")
             .await
             .status(),
         303
@@ -540,4 +540,61 @@ fn a_new_sqlite_file_and_its_journal_are_readable_by_their_owner_only() {
         checked += 1;
     }
     assert!(checked >= 1);
+}
+
+#[test]
+fn weak_passwords_are_refused_by_create_staff_and_set_password() {
+    let dir = TempDir::new().unwrap();
+    let url = "redis://127.0.0.1:1/0";
+    for weak in [
+        "x",
+        "aaaaaaaaaaaa",
+        "123456789012",
+        "password1234",
+        "Password1234",
+    ] {
+        let out = cachewithredis(
+            &dir,
+            url,
+            &["create-staff", "ada"],
+            &[("STAFF_PASSWORD", weak)],
+        );
+        assert_eq!(out.status.code(), Some(2), "{weak}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("password refused"),
+            "{weak}"
+        );
+    }
+    assert!(
+        !dir.path().join("cli.sqlite3").exists()
+            || cachewithredis::models::StaffUser::find_by_username(&mut cli_database(&dir), "ada")
+                .unwrap()
+                .is_none(),
+        "no user made"
+    );
+    let made = cachewithredis(
+        &dir,
+        url,
+        &["create-staff", "ada"],
+        &[("STAFF_PASSWORD", "tawny-otter-breakfast")],
+    );
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = cachewithredis(
+        &dir,
+        url,
+        &["staff", "set-password", "ada"],
+        &[("STAFF_PASSWORD", "password1234")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let user = cachewithredis::models::StaffUser::find_by_username(&mut cli_database(&dir), "ada")
+        .unwrap()
+        .unwrap();
+    assert!(cachewithredis::models::staff::verify_password(
+        Some(&user),
+        "tawny-otter-breakfast"
+    ));
 }

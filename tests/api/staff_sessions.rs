@@ -246,9 +246,12 @@ async fn changing_the_password_keeps_this_session_and_ends_the_others() {
     let other = second_browser(&app).await;
     let new_password = "a much longer new password";
     let token = app.csrf_token("/admin/password").await;
-    let cases: [(&str, &str, &str, &str); 3] = [
+    let cases: [(&str, &str, &str, &str); 6] = [
         ("not it", new_password, new_password, "entered incorrectly"),
         (STAFF_PASSWORD, "short", "short", "at least 12 characters"),
+        (STAFF_PASSWORD, "123456789012", "123456789012", "more than digits"),
+        (STAFF_PASSWORD, "password1234", "password1234", "too common"),
+        (STAFF_PASSWORD, "aaaaaaaaaaaa", "aaaaaaaaaaaa", "different characters"),
         (STAFF_PASSWORD, new_password, "something else", "differ"),
     ];
     for (old, new1, new2, message) in cases {

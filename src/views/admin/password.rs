@@ -44,7 +44,7 @@ pub async fn change(
     let user = session::signed_in(&session)
         .ok_or(AppError::Forbidden("Sign in as staff to do this.".into()))?;
     let form = form.into_inner();
-    let mut errors = form.validate();
+    let mut errors = form.validate(&user.username);
     if !errors.any() {
         let changed =
             staff::change_password(&state.db, user.id, form.old_password, form.new_password1)
