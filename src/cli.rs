@@ -105,6 +105,7 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
 
 /// The user named `username`, or a [`UsageError`] saying there is none.
 fn find_staff(conn: &mut crate::db::DbConn, username: &str) -> anyhow::Result<StaffUser> {
+    let username = &crate::usernames::normalize(username);
     StaffUser::find_by_username(conn, username)?.ok_or_else(|| {
         UsageError(format!(
             "no staff user named {username:?} (see `cachewithredis staff list`)"
@@ -340,11 +341,7 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
 
 /// 1–150 characters of letters, digits and `@.+-_`, as Django's username validator.
 pub fn valid_username(username: &str) -> bool {
-    let len = username.chars().count();
-    (1..=150).contains(&len)
-        && username
-            .chars()
-            .all(|c| c.is_alphanumeric() || "@.+-_".contains(c))
+    crate::usernames::valid(username)
 }
 
 /// The password rules of the web form, for the commands: a refusal exits 2, as bad usage.
@@ -354,6 +351,7 @@ fn check_new_password(username: &str, password: &str) -> anyhow::Result<()> {
 }
 
 fn create_staff(settings: &Settings, username: &str) -> anyhow::Result<()> {
+    let username = &crate::usernames::normalize(username);
     if !valid_username(username) {
         anyhow::bail!("invalid username {username:?}: use 1 to 150 letters, digits and @ . + - _");
     }
@@ -361,8 +359,15 @@ fn create_staff(settings: &Settings, username: &str) -> anyhow::Result<()> {
     check_new_password(username, &password)?;
     let resources = Resources::open(settings)?;
     let mut conn = resources.db.get()?;
-    if StaffUser::find_by_username(&mut conn, username)?.is_some() {
-        anyhow::bail!("a staff user named {username:?} already exists");
+    if let Some(existing) = StaffUser::look_alike(&mut conn, username)? {
+        if existing == *username {
+            anyhow::bail!("a staff user named {username:?} already exists");
+        }
+        return Err(UsageError(format!(
+            "{username:?} looks like the existing staff user {existing:?}: choose a name \
+             nobody could take for another"
+        ))
+        .into());
     }
     let hash = hash_password(&password)?;
     StaffUser::insert(&mut conn, username, &hash)?;

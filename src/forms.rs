@@ -119,7 +119,9 @@ impl LoginForm {
     /// characters, control characters such as NUL, which PostgreSQL refuses to store) or an
     /// over-long password is a 400 that records nothing.
     pub fn credentials(&self) -> Result<Credentials, AppError> {
-        let username = self.username.trim();
+        // As stored: a fullwidth `ａｄｍｉｎ` typed is `admin` (see `usernames`).
+        let username = crate::usernames::normalize(&self.username);
+        let username = username.as_str();
         if username.chars().count() > 150 || username.chars().any(char::is_control) {
             return Err(AppError::BadRequest(
                 "A username has at most 150 letters, digits and @ . + - _.".into(),

@@ -16,4 +16,5 @@ pub mod security;
 pub mod session;
 pub mod session_store;
 pub mod startup;
+pub mod usernames;
 pub mod views;

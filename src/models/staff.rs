@@ -87,6 +87,18 @@ impl StaffUser {
     }
 
     /// Every staff user, by username.
+    /// The existing username that `username` equals or looks like (see [`crate::usernames`]).
+    /// Staff are few: every name is compared.
+    pub fn look_alike(conn: &mut DbConn, username: &str) -> QueryResult<Option<String>> {
+        let key = crate::usernames::look_alike_key(username);
+        let names: Vec<String> = staff_users::table
+            .select(staff_users::username)
+            .load(conn)?;
+        Ok(names
+            .into_iter()
+            .find(|name| crate::usernames::look_alike_key(name) == key))
+    }
+
     pub fn all(conn: &mut DbConn) -> QueryResult<Vec<StaffUser>> {
         staff_users::table
             .order(staff_users::username)

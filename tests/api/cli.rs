@@ -598,3 +598,47 @@ fn weak_passwords_are_refused_by_create_staff_and_set_password() {
         "tawny-otter-breakfast"
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_username_that_looks_like_another_is_refused_and_fullwidth_signs_in_as_itself() {
+    let app = spawn_app().await;
+    let create = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
+            .args(["create-staff", name])
+            .env("DATABASE_URL", app.database.url_string())
+            .env("REDIS_URL", app.redis_url())
+            .env("STAFF_PASSWORD", "tawny-otter-breakfast")
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    assert!(create("admin").status.success());
+    for look_alike in ["Admin", "ADMIN", "\u{0430}dmin", "adm\u{0456}n"] {
+        let out = create(look_alike);
+        assert!(!out.status.success(), "{look_alike}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("looks like the existing staff user"),
+            "{look_alike}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Fullwidth is the same name in NFKC: not a second user, but the first one's name.
+    let out = create("\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let names: Vec<String> = cachewithredis::models::StaffUser::all(&mut app.conn())
+        .unwrap()
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
+    assert_eq!(names, ["admin"]);
+    assert_eq!(
+        app.try_sign_in(
+            "\u{ff41}\u{ff44}\u{ff4d}\u{ff49}\u{ff4e}",
+            "tawny-otter-breakfast",
+            ""
+        )
+        .await
+        .status(),
+        303
+    );
+}
