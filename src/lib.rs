@@ -15,6 +15,7 @@ pub mod schema;
 pub mod security;
 pub mod session;
 pub mod session_store;
+pub mod signin_token;
 pub mod startup;
 pub mod usernames;
 pub mod views;

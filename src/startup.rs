@@ -24,6 +24,7 @@ use crate::error::AppError;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
 use crate::security;
 use crate::session_store::{DbSessionStore, Lifetimes};
+use crate::signin_token::SigninTokens;
 use crate::views::{self, AppState};
 
 /// The largest request body accepted (SPEC §3).
@@ -154,6 +155,7 @@ impl Application {
             }
         };
         let cookie_secure = settings.cookie_secure;
+        let signin_tokens = web::Data::new(SigninTokens::new(key.clone(), cookie_secure));
         let static_dir = settings.static_dir.clone();
         let sessions = DbSessionStore::new(
             resources.db.clone(),
@@ -184,6 +186,7 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(metrics.clone())
                 .app_data(web::Data::new(security::Https(cookie_secure)))
+                .app_data(signin_tokens.clone())
                 .app_data(
                     web::FormConfig::default()
                         .limit(MAX_BODY_BYTES)

@@ -634,6 +634,23 @@ impl TestApp {
     }
 }
 
+/// The `Set-Cookie` of the cookie `name` (all of it, attributes included), or "".
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The session cookie's `Set-Cookie`, or "".
+pub fn session_cookie(response: &reqwest::Response) -> String {
+    set_cookie(response, cachewithredis::security::SESSION_COOKIE)
+}
+
 pub fn header(response: &reqwest::Response, name: &str) -> String {
     response
         .headers()

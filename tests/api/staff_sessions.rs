@@ -10,8 +10,8 @@ use cachewithredis::models::StaffUser;
 use cachewithredis::schema::staff_sessions;
 
 use crate::helpers::{
-    header, spawn_app, spawn_app_with, spawn_second_instance, AppOptions, TestApp, STAFF_PASSWORD,
-    STAFF_USER,
+    header, session_cookie, set_cookie, spawn_app, spawn_app_with, spawn_second_instance,
+    AppOptions, TestApp, STAFF_PASSWORD, STAFF_USER,
 };
 
 /// Signs in with `app`'s client and returns the session cookie it was given (`name=value`).
@@ -19,7 +19,7 @@ async fn sign_in_and_copy_cookie(app: &TestApp) -> String {
     app.create_staff(STAFF_USER, STAFF_PASSWORD);
     let response = app.try_sign_in(STAFF_USER, STAFF_PASSWORD, "").await;
     assert_eq!(response.status(), 303);
-    header(&response, "set-cookie")
+    session_cookie(&response)
         .split(';')
         .next()
         .unwrap()
@@ -118,18 +118,39 @@ async fn a_replayed_cookie_after_sign_out_is_sent_to_the_sign_in_page_on_every_i
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_cookie_from_before_sign_in_is_not_signed_in_after_it() {
+async fn a_session_cookie_planted_before_sign_in_is_not_signed_in_after_it() {
     let app = spawn_app().await;
     app.create_staff(STAFF_USER, STAFF_PASSWORD);
-    let before = header(&app.get("/admin/login").await, "set-cookie")
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let response = app.try_sign_in(STAFF_USER, STAFF_PASSWORD, "").await;
+    // An attacker's cookie in the victim's browser: a session key of their own making.
+    let planted = format!(
+        "{}=planted-by-an-attacker",
+        cachewithredis::security::SESSION_COOKIE
+    );
+    let page = bare_client()
+        .get(app.url("/admin/login"))
+        .send()
+        .await
+        .unwrap();
+    let signin = set_cookie(&page, "cachewithredis_signin");
+    let signin = signin.split(';').next().unwrap().to_owned();
+    let token = crate::helpers::csrf_token_in(&page.text().await.unwrap()).unwrap();
+    let response = bare_client()
+        .post(app.url("/admin/login"))
+        .header("cookie", format!("{signin}; {planted}"))
+        .form(&[
+            ("username", STAFF_USER),
+            ("password", STAFF_PASSWORD),
+            ("csrf_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 303);
-    assert_eq!(app.get("/admin/students").await.status(), 200);
-    assert_eq!(replay(&app, &before).await.0, 303);
+    let issued = session_cookie(&response);
+    let issued = issued.split(';').next().unwrap().to_owned();
+    assert_ne!(issued, planted);
+    assert_eq!(replay(&app, &issued).await.0, 200);
+    assert_eq!(replay(&app, &planted).await.0, 303);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -225,18 +246,17 @@ async fn expired_sessions_are_purged() {
         ..Default::default()
     })
     .await;
-    app.get("/admin/login").await;
+    app.sign_in().await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    bare_client()
-        .get(app.url("/admin/login"))
-        .send()
-        .await
-        .unwrap();
+    // Another sign-in, from another browser, makes a session and purges the expired one.
+    let other = spawn_second_instance(&app).await;
+    let response = other.try_sign_in(STAFF_USER, STAFF_PASSWORD, "").await;
+    assert_eq!(response.status(), 303);
     let rows: i64 = staff_sessions::table
         .count()
         .get_result(&mut *app.conn())
         .unwrap();
-    assert_eq!(rows, 1, "only the new visitor's session is left");
+    assert_eq!(rows, 1, "only the new sign-in's session is left");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -249,9 +269,19 @@ async fn changing_the_password_keeps_this_session_and_ends_the_others() {
     let cases: [(&str, &str, &str, &str); 6] = [
         ("not it", new_password, new_password, "entered incorrectly"),
         (STAFF_PASSWORD, "short", "short", "at least 12 characters"),
-        (STAFF_PASSWORD, "123456789012", "123456789012", "more than digits"),
+        (
+            STAFF_PASSWORD,
+            "123456789012",
+            "123456789012",
+            "more than digits",
+        ),
         (STAFF_PASSWORD, "password1234", "password1234", "too common"),
-        (STAFF_PASSWORD, "aaaaaaaaaaaa", "aaaaaaaaaaaa", "different characters"),
+        (
+            STAFF_PASSWORD,
+            "aaaaaaaaaaaa",
+            "aaaaaaaaaaaa",
+            "different characters",
+        ),
         (STAFF_PASSWORD, new_password, "something else", "differ"),
     ];
     for (old, new1, new2, message) in cases {
@@ -350,4 +380,34 @@ async fn the_guard_checks_the_user_on_every_request_even_if_their_session_row_re
         .get_result(&mut *app.conn())
         .unwrap();
     assert_eq!(rows, 0, "the guard ended the session");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_anonymous_visits_to_the_sign_in_page_store_nothing() {
+    use cachewithredis::schema::staff_sessions;
+    use diesel::prelude::*;
+    use futures_util::stream::{self, StreamExt};
+    let app = spawn_app().await;
+    let rows = || -> i64 {
+        staff_sessions::table
+            .count()
+            .get_result(&mut *app.conn())
+            .unwrap()
+    };
+    // Each visit a new visitor, without cookies, as a flood of them would be.
+    let client = reqwest::Client::new();
+    let statuses: Vec<u16> = stream::iter(0..10_000)
+        .map(|_| {
+            let request = client.get(app.url("/admin/login"));
+            async move { request.send().await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    assert_eq!(rows(), 0, "no session row for an anonymous visit");
+    // The form still works, and a row is made at sign-in only.
+    app.sign_in().await;
+    assert_eq!(rows(), 1);
+    assert_eq!(app.get("/admin/students").await.status(), 200);
 }

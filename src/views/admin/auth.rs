@@ -5,9 +5,12 @@ use std::net::{IpAddr, Ipv6Addr};
 use actix_session::{Session, SessionExt};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, Either, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{
+    web, CustomizeResponder, Either, HttpRequest, HttpResponse, Responder, ResponseError,
+};
 use askama::Template;
 use askama_web::WebTemplate;
 use serde::Deserialize;
@@ -18,6 +21,7 @@ use crate::error::AppError;
 use crate::forms::{CsrfOnlyForm, LoginForm};
 use crate::models::staff::{self, StaffUser};
 use crate::session;
+use crate::signin_token::SigninTokens;
 use crate::views::{AppState, Nav};
 
 /// Where staff land after signing in when no (safe) `next` was given.
@@ -99,51 +103,72 @@ pub struct LoginQuery {
     next: String,
 }
 
+/// The sign-in page, with its token given to the visitor in a cookie (see
+/// [`crate::signin_token`]): nothing is stored for an anonymous visit.
+fn login_page(
+    tokens: &SigninTokens,
+    req: &HttpRequest,
+    session: &Session,
+    error: Option<&'static str>,
+    username: String,
+    next: String,
+) -> Result<CustomizeResponder<LoginPage>, AppError> {
+    let (csrf_token, cookie) = tokens.for_form(req);
+    let page = LoginPage {
+        nav: Nav::new(session)?,
+        error,
+        username,
+        next,
+        csrf_token,
+    }
+    .customize();
+    Ok(match cookie {
+        Some(cookie) => page.insert_header((header::SET_COOKIE, cookie.to_string())),
+        None => page,
+    })
+}
+
 pub async fn login_form(
     session: Session,
+    req: HttpRequest,
+    tokens: web::Data<SigninTokens>,
     query: web::Query<LoginQuery>,
-) -> Result<Either<web::Redirect, LoginPage>, AppError> {
+) -> Result<Either<web::Redirect, CustomizeResponder<LoginPage>>, AppError> {
     if session::signed_in(&session).is_some() {
         let to = safe_next(&query.next).to_owned();
         return Ok(Either::Left(web::Redirect::to(to).see_other()));
     }
-    Ok(Either::Right(LoginPage {
-        nav: Nav::new(&session)?,
-        error: None,
-        username: String::new(),
-        next: query.next.clone(),
-        csrf_token: session::csrf_token(&session)?,
-    }))
+    let next = query.into_inner().next;
+    login_page(&tokens, &req, &session, None, String::new(), next).map(Either::Right)
 }
 
 pub async fn login(
     state: web::Data<AppState>,
+    tokens: web::Data<SigninTokens>,
     session: Session,
     req: HttpRequest,
     form: web::Form<LoginForm>,
-) -> Result<Either<web::Redirect, LoginPage>, AppError> {
-    session::verify_csrf(&session, &form.csrf_token)?;
+) -> Result<Either<HttpResponse, CustomizeResponder<LoginPage>>, AppError> {
+    tokens.verify(&req, &form.csrf_token)?;
     let credentials = form.credentials()?;
     let username = credentials.username.clone();
-    match staff::authenticate(
-        &state.db,
-        credentials,
-        client_addr(&req, &state.trusted_proxies),
-    )
-    .await?
-    {
+    let client = client_addr(&req, &state.trusted_proxies);
+    match staff::authenticate(&state.db, credentials, client).await? {
         Some(user) => {
             session::sign_in(&session, user.id, &user.username)?;
             let to = safe_next(&form.next).to_owned();
-            Ok(Either::Left(web::Redirect::to(to).see_other()))
+            Ok(Either::Left(
+                HttpResponse::SeeOther()
+                    .insert_header((header::LOCATION, to))
+                    .cookie(tokens.removal())
+                    .finish(),
+            ))
         }
-        None => Ok(Either::Right(LoginPage {
-            nav: Nav::new(&session)?,
-            error: Some(LOGIN_FAILED),
-            username,
-            next: form.into_inner().next,
-            csrf_token: session::csrf_token(&session)?,
-        })),
+        None => {
+            let next = form.into_inner().next;
+            login_page(&tokens, &req, &session, Some(LOGIN_FAILED), username, next)
+                .map(Either::Right)
+        }
     }
 }
 
