@@ -17,6 +17,9 @@ pub enum AppError {
     Forbidden(String),
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The request's body did not arrive within the deadline (a slow or stalled client).
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("too many requests, retry in {retry_after_secs}s")]
     TooManyRequests { retry_after_secs: u64 },
     /// Too many sign-ins are already waiting to have their password checked.
@@ -85,6 +88,7 @@ impl ResponseError for AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Busy { .. } | AppError::DatabaseUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -105,6 +109,10 @@ impl ResponseError for AppError {
             AppError::PayloadTooLarge => (
                 "Request too large",
                 "The form sent more than 16 KiB; nothing was saved.".into(),
+            ),
+            AppError::RequestTimeout => (
+                "Request timed out",
+                "The form took too long to arrive; nothing was saved. Please send it again.".into(),
             ),
             AppError::TooManyRequests { retry_after_secs } => (
                 "Too many attempts",

@@ -11,6 +11,7 @@ pub mod hashing;
 pub mod metrics;
 pub mod models;
 pub mod password_rules;
+pub mod request_limits;
 pub mod schema;
 pub mod security;
 pub mod session;

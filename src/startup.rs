@@ -22,6 +22,7 @@ use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
+use crate::request_limits;
 use crate::security;
 use crate::session_store::{DbSessionStore, Lifetimes};
 use crate::signin_token::SigninTokens;
@@ -181,6 +182,8 @@ impl Application {
         let access_log =
             log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info);
 
+        // actix-web's default: one worker per core.
+        let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -209,6 +212,7 @@ impl Application {
                 .wrap(from_fn(session_store_unavailable))
                 // Before the session is loaded: a refused request costs no database work.
                 .wrap(from_fn(security::same_origin_writes))
+                .wrap(from_fn(request_limits::body_deadline))
                 .wrap(from_fn(security::private_when_signed_in))
                 .wrap(from_fn(observe))
                 .wrap(security::headers(cookie_secure))
@@ -222,6 +226,8 @@ impl Application {
                         }),
                 ))
         })
+        .max_connections(request_limits::connections_per_worker(workers))
+        .workers(workers)
         .listen(listener)?
         .run();
         Ok(Application {

@@ -92,3 +92,55 @@ async fn a_database_that_fails_under_a_write_answers_503_with_retry_after() {
     let mut conn = DbConn::establish(&url).unwrap();
     assert_eq!(Student::count(&mut conn).unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_sent_a_byte_a_second_is_cut_off_with_408_and_others_are_served_meanwhile() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let addr = app.address.trim_start_matches("http://").to_owned();
+    let slow = (0..50).map(|_| {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let head = format!(
+                "POST /admin/login HTTP/1.1\r\nHost: {addr}\r\n\
+                 Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let started = std::time::Instant::now();
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 1024];
+            loop {
+                // One byte a second, until the server answers or gives up on us.
+                if stream.write_all(b"a").await.is_err() {
+                    break;
+                }
+                tokio::select! {
+                    read = stream.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => { answer.extend_from_slice(&buf[..n]); if answer.windows(4).any(|w| w == b"\r\n\r\n") { break; } }
+                    },
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+                assert!(started.elapsed() < std::time::Duration::from_secs(30), "never cut off");
+            }
+            String::from_utf8_lossy(&answer).into_owned()
+        })
+    });
+    let slow: Vec<_> = slow.collect();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // Meanwhile, everyone else is served.
+    for _ in 0..5 {
+        assert_eq!(app.get("/students").await.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    for connection in slow {
+        let answer = connection.await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:.80}");
+    }
+    let failures: i64 = login_failures::table
+        .count()
+        .get_result(&mut *app.conn())
+        .unwrap();
+    assert_eq!(failures, 0, "nothing was tried");
+}
