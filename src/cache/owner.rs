@@ -72,8 +72,8 @@ pub fn database_identity(conn: &mut DbConn) -> QueryResult<String> {
 /// Redis, so the outbox row stays and the instance stops reading Redis.
 pub fn not_ours(owner: &str) -> redis::RedisError {
     let detail = if owner.is_empty() {
-        "the keys belong to no database yet, and a command does not claim them: is REDIS_URL \
-         the Redis the servers use?"
+        "no server has used these keys yet, and a command does not claim them (is REDIS_URL \
+         the Redis the servers use?)"
             .to_owned()
     } else {
         format!(
