@@ -301,6 +301,11 @@ impl Instrumentation for QueryRecorder {
             InstrumentationEvent::StartQuery { .. } => self.started = Some(Instant::now()),
             InstrumentationEvent::FinishQuery { query, .. } => {
                 let duration = self.started.take().map(|s| s.elapsed()).unwrap_or_default();
+                // The pool's check of a connection it hands out is the pool's work, not the
+                // request's: the request's count stays what its handler ran.
+                if is_pool_check(query) {
+                    return;
+                }
                 record(|t| {
                     // The statement's text is for the debug panel only: formatting it (with its
                     // binds) on every query would cost more than some queries do.
@@ -317,9 +322,47 @@ impl Instrumentation for QueryRecorder {
     }
 }
 
+/// Whether a statement is r2d2's check at checkout (diesel's `CheckConnectionQuery`, shown as
+/// `SELECT 1 -- binds: []`), told from the first bytes of its text only: formatting a whole
+/// statement on every query would cost more than some queries do.
+fn is_pool_check(query: &dyn std::fmt::Display) -> bool {
+    use std::fmt::Write;
+    const CHECK: &str = "SELECT 1";
+    /// Keeps the first bytes written, and stops the formatting after them.
+    struct Head(String);
+    impl Write for Head {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = (CHECK.len() + 3).saturating_sub(self.0.len());
+            let take = s.char_indices().nth(room).map_or(s.len(), |(i, _)| i);
+            self.0.push_str(&s[..take]);
+            if take < s.len() {
+                Err(std::fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let mut head = Head(String::new());
+    let _ = write!(head, "{query}");
+    head.0 == CHECK || head.0.starts_with("SELECT 1 --")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_pools_check_is_told_apart() {
+        assert!(is_pool_check(&"SELECT 1"));
+        assert!(is_pool_check(&"SELECT 1 -- binds: []"));
+        for query in [
+            "SELECT 1 FROM students LIMIT 1",
+            "SELECT 10",
+            "SELECT age FROM x",
+        ] {
+            assert!(!is_pool_check(&query), "{query}");
+        }
+    }
 
     #[test]
     fn server_timing_sums_durations_and_counts_calls() {
