@@ -71,19 +71,20 @@ pub fn database_identity(conn: &mut DbConn) -> QueryResult<String> {
 /// The error a script's `{'not_ours', owner}` becomes: a failed call, like an unreachable
 /// Redis, so the outbox row stays and the instance stops reading Redis.
 pub fn not_ours(owner: &str) -> redis::RedisError {
-    let detail = if owner.is_empty() {
-        "no server has used these keys yet, and a command does not claim them (is REDIS_URL \
-         the Redis the servers use?)"
-            .to_owned()
-    } else {
-        format!(
-            "the keys belong to another database ({owner}): another deployment shares this \
-             Redis and CACHE_KEY_PREFIX"
-        )
-    };
+    if owner.is_empty() {
+        return redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "no server has used this cache yet",
+            "a command does not claim the keys (is REDIS_URL the Redis the servers use?)"
+                .to_owned(),
+        ));
+    }
     redis::RedisError::from((
         redis::ErrorKind::InvalidClientConfig,
         "redis holds another database's cache",
-        detail,
+        format!(
+            "the keys belong to another database ({owner}): another deployment shares this \
+             Redis and CACHE_KEY_PREFIX"
+        ),
     ))
 }
