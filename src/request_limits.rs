@@ -70,7 +70,9 @@ fn payload_of(body: Bytes) -> Payload {
 /// Connections each worker keeps open: the process' file descriptor limit (its soft
 /// `RLIMIT_NOFILE`, from `/proc/self/limits`), less a reserve for the pools, the log and the
 /// listener, shared between the workers. Past it, a worker stops accepting until one closes,
-/// and the clients it serves go on being served.
+/// instead of accepting until `accept` fails with "Too many open files" and the process has no
+/// descriptor left for its own database and Redis connections. (Connections held open by a
+/// flood still wait their turn: the body deadline and the head's timeout are what end them.)
 pub fn connections_per_worker(workers: usize) -> usize {
     const RESERVE: usize = 128;
     let limit = std::fs::read_to_string("/proc/self/limits")

@@ -642,3 +642,70 @@ async fn a_username_that_looks_like_another_is_refused_and_fullwidth_signs_in_as
         303
     );
 }
+
+#[test]
+fn a_flood_of_idle_connections_does_not_exhaust_the_servers_descriptors() {
+    let dir = TempDir::new().unwrap();
+    let redis = RedisServer::start();
+    let out = cachewithredis(&dir, &redis.url(), &["seed", "--count", "50"], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let port = crate::helpers::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // A process allowed 256 descriptors, as a small container might be.
+    let log_path = dir.path().join("serve.log");
+    let mut server = Command::new("prlimit")
+        .args(["--nofile=256:256", "--"])
+        .arg(env!("CARGO_BIN_EXE_cachewithredis"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", dir.path().join("cli.sqlite3"))
+        .env("REDIS_URL", redis.url())
+        .env("CACHE_KEY_PREFIX", "clitest")
+        .env("BIND_ADDR", &addr)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // 400 connections that say nothing: more than the process has descriptors for.
+    let flood: Vec<_> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(flood);
+    // Once they are gone, a new visitor is served.
+    let status = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .arg(format!("http://{addr}/students"))
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert_eq!(
+        String::from_utf8_lossy(&status.stdout),
+        "200",
+        "{log:.2000}"
+    );
+    // Accepting stopped at the bound instead of at the descriptor limit.
+    assert!(!log.contains("Too many open files"), "{log:.2000}");
+}
