@@ -60,7 +60,11 @@ pub fn csrf_token(session: &Session) -> Result<String, AppError> {
 
 /// Accepts a form only if it carries this session's token.
 pub fn verify_csrf(session: &Session, submitted: &str) -> Result<(), AppError> {
-    let expected = session.get::<String>(CSRF_TOKEN).ok().flatten();
+    token_matches(session.get::<String>(CSRF_TOKEN).ok().flatten(), submitted)
+}
+
+/// Accepts `submitted` only if it is the `expected` token, compared in constant time.
+pub(crate) fn token_matches(expected: Option<String>, submitted: &str) -> Result<(), AppError> {
     match expected {
         Some(expected)
             if !submitted.is_empty()

@@ -13,7 +13,6 @@ use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use actix_web::HttpRequest;
 use base64::Engine;
 use rand::RngCore;
-use subtle::ConstantTimeEq;
 
 use crate::error::AppError;
 
@@ -63,19 +62,7 @@ impl SigninTokens {
 
     /// Accepts the sign-in form only if it repeats the token of the visitor's cookie.
     pub fn verify(&self, req: &HttpRequest, submitted: &str) -> Result<(), AppError> {
-        match self.presented(req) {
-            Some(expected)
-                if !submitted.is_empty()
-                    && bool::from(expected.as_bytes().ct_eq(submitted.as_bytes())) =>
-            {
-                Ok(())
-            }
-            _ => Err(AppError::Forbidden(
-                "The form's security token is missing or out of date (CSRF check failed). \
-                 Go back, reload the page and submit the form again."
-                    .into(),
-            )),
-        }
+        crate::session::token_matches(self.presented(req), submitted)
     }
 
     /// Deletes the cookie: once signed in, the session holds the forms' token.
