@@ -87,7 +87,7 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::CreateStaff { username } => create_staff(&settings, &username),
         Command::CacheClear => {
             let resources = Resources::open(&settings)?;
-            resources
+            let generation = resources
                 .cache
                 .clear()
                 .map_err(|e| anyhow::anyhow!("could not reach Redis to clear the cache: {e}"))?;
@@ -96,7 +96,10 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
                 COMMAND_LINE,
                 "cleared the cache",
             )?;
-            println!("Cache cleared: {}", resources.cache.keys().value);
+            println!(
+                "Cache cleared: every value under {} is older than generation {generation}",
+                resources.cache.keys().prefix()
+            );
             Ok(())
         }
         Command::Staff { action } => manage_staff(&settings, action),

@@ -170,7 +170,7 @@ impl Application {
             cache: Arc::clone(&resources.cache),
             metrics: Arc::clone(&resources.metrics),
             debug: settings.debug,
-            page_index: Default::default(),
+            page_index: Arc::default(),
             history,
             chart: Default::default(),
             trusted_proxies: settings.trusted_proxies.clone(),

@@ -113,19 +113,20 @@ pub struct Targets {
 }
 
 /// The application's keys, for [`Fault::KeysEvicted`].
-fn application_keys(prefix: &str) -> [String; 7] {
+fn application_keys(prefix: &str) -> [String; 8] {
     [
         format!("{prefix}:students:average_age"),
-        format!("{prefix}:students:average_age:generation"),
+        format!("{prefix}:generation"),
         format!("{prefix}:students:average_age:lock"),
         format!("{prefix}:instances"),
         format!("{prefix}:acks"),
         format!("{prefix}:database"),
         format!("{prefix}:server_met:*"),
+        // The list's pages and their leases.
+        format!("{prefix}:students:page:*"),
     ]
 }
 
-/// Deletes the application's keys whose bit is set in `which`.
 fn evict(redis: &Redis, prefix: &str, which: u8) -> anyhow::Result<Vec<String>> {
     let mut conn = redis.connection()?;
     let mut deleted = Vec::new();

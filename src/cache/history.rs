@@ -181,7 +181,7 @@ impl History {
     fn publish(&self, cache: &Cache, conn: &mut redis::Connection) -> redis::RedisResult<()> {
         let record = Published {
             address: self.address.clone(),
-            serving_from_memory: cache.local().get().is_some(),
+            serving_from_memory: cache.local().is_serving(),
             minutes: self.minutes(),
         };
         let json = serde_json::to_string(&record).unwrap_or_default();

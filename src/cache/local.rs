@@ -24,6 +24,7 @@
 //! after `REDIS_TIMEOUT_MS` without a message, which must answer within as long, and
 //! reconnected.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -32,14 +33,19 @@ use redis::RedisResult;
 
 use super::generation::Generation;
 use super::redis_target::RedisTarget;
+use super::single_flight::Shared;
 use super::Cache;
-use crate::models::AverageAge;
 
 pub use super::lease::{LEASE, RENEW_EVERY};
 
 /// Served from memory no later than this before the lease's end, as a guard against small
 /// differences in clock rates.
 const MARGIN: Duration = Duration::from_millis(300);
+
+/// At most this many values in memory: anyone can ask for any page of the list, and a crawl
+/// must not grow the process. A full tier makes room by dropping the copy closest to its
+/// expiry; Redis still holds every value.
+pub const MAX_ENTRIES: usize = 1024;
 
 /// The copy in memory and the guards around it.
 pub struct LocalTier {
@@ -58,14 +64,15 @@ pub struct LocalTier {
 struct LocalState {
     /// The highest generation announced; copies older than it are refused.
     floor: Generation,
-    /// The copy, its generation, and when it expires (ms since `epoch`): no later than the
-    /// key in Redis, so `CACHE_TTL_SECS` bounds the age of a value served from memory too.
-    entry: Option<Entry>,
+    /// The copies by key, each with its generation and when it expires (ms since `epoch`): no
+    /// later than the key in Redis, so `CACHE_TTL_SECS` bounds the age of a value served from
+    /// memory too.
+    entries: HashMap<String, Entry>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Entry {
-    stats: AverageAge,
+    value: Shared,
     generation: Generation,
     expires_ms: u64,
     /// How long the aggregate took, for the early refresh (see `cache::early_refresh_due`).
@@ -73,9 +80,9 @@ struct Entry {
 }
 
 /// A value served from memory, with what the early refresh and the consistency monitor need.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Clone)]
 pub struct MemoryHit {
-    pub stats: AverageAge,
+    pub value: Shared,
     pub generation: Generation,
     pub remaining: Duration,
     pub compute: Duration,
@@ -97,16 +104,20 @@ impl LocalTier {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// The value in memory, if this instance may serve it now.
-    pub fn get(&self) -> Option<MemoryHit> {
+    fn holds_lease(&self, now: u64) -> bool {
+        now < self.valid_until_ms.load(Ordering::Acquire)
+    }
+
+    /// The value of `key` in memory, if this instance may serve it now.
+    pub fn get(&self, key: &str) -> Option<MemoryHit> {
         let now = self.now_ms();
-        if now >= self.valid_until_ms.load(Ordering::Acquire) {
+        if !self.holds_lease(now) {
             return None;
         }
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        match state.entry {
+        match state.entries.get(key) {
             Some(e) if e.generation >= state.floor && now < e.expires_ms => Some(MemoryHit {
-                stats: e.stats,
+                value: Arc::clone(&e.value),
                 generation: e.generation,
                 remaining: Duration::from_millis(e.expires_ms - now),
                 compute: e.compute,
@@ -115,34 +126,65 @@ impl LocalTier {
         }
     }
 
-    /// Keeps a copy read from, or stored into, Redis at `generation` with `ttl` left, unless a
-    /// later invalidation has been announced.
+    /// Whether this instance serves anything from memory now (the staff cache page's figure).
+    pub fn is_serving(&self) -> bool {
+        let now = self.now_ms();
+        if !self.holds_lease(now) {
+            return false;
+        }
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        state
+            .entries
+            .values()
+            .any(|e| e.generation >= state.floor && now < e.expires_ms)
+    }
+
+    /// Keeps a copy of `key` read from, or stored into, Redis at `generation` with `ttl` left,
+    /// unless a later invalidation has been announced.
     pub fn offer(
         &self,
-        stats: AverageAge,
+        key: &str,
+        value: Shared,
         generation: Generation,
         ttl: Duration,
         compute: Duration,
     ) {
-        let expires_ms = self.now_ms() + ttl.as_millis() as u64;
+        let now = self.now_ms();
+        let expires_ms = now + ttl.as_millis() as u64;
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        if generation >= state.floor {
-            state.entry = Some(Entry {
-                stats,
+        if generation < state.floor {
+            return;
+        }
+        if state.entries.len() >= MAX_ENTRIES && !state.entries.contains_key(key) {
+            state.entries.retain(|_, e| now < e.expires_ms);
+            if state.entries.len() >= MAX_ENTRIES {
+                let soonest = state
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.expires_ms)
+                    .map(|(k, _)| k.clone());
+                if let Some(soonest) = soonest {
+                    state.entries.remove(&soonest);
+                }
+            }
+        }
+        state.entries.insert(
+            key.to_owned(),
+            Entry {
+                value,
                 generation,
                 expires_ms,
                 compute,
-            });
-        }
+            },
+        );
     }
 
     /// An invalidation to `generation` was announced: drop older copies.
     pub fn invalidated(&self, generation: Generation) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.floor = state.floor.max(generation);
-        if state.entry.is_some_and(|e| e.generation < state.floor) {
-            state.entry = None;
-        }
+        let floor = state.floor;
+        state.entries.retain(|_, e| e.generation >= floor);
     }
 
     /// Stops serving from memory at once (subscription lost, Redis failing).
@@ -155,7 +197,7 @@ impl LocalTier {
     pub(super) fn restart_from(&self, generation: Generation) {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.floor = state.floor.max(generation);
-        state.entry = None;
+        state.entries.clear();
     }
 
     pub fn is_subscribed(&self) -> bool {
@@ -259,50 +301,80 @@ fn subscribe_once(cache: &Weak<Cache>, client: &RedisTarget, channel: &str) -> R
 mod tests {
     use super::*;
 
-    fn stats(count: i64) -> AverageAge {
-        AverageAge {
-            average_age: Some(20.0),
-            student_count: count,
-            ages: Default::default(),
-        }
-    }
-
     const TTL: Duration = Duration::from_secs(60);
     const COMPUTE: Duration = Duration::from_millis(5);
+    const KEY: &str = "students:average_age";
 
-    fn get(local: &LocalTier) -> Option<AverageAge> {
-        local.get().map(|hit| hit.stats)
+    fn offer(local: &LocalTier, key: &str, n: u32, generation: u64, ttl: Duration) {
+        local.offer(key, Arc::new(n), Generation::new(generation), ttl, COMPUTE);
+    }
+
+    fn get(local: &LocalTier, key: &str) -> Option<u32> {
+        local
+            .get(key)
+            .and_then(|hit| hit.value.downcast_ref::<u32>().copied())
     }
 
     #[test]
     fn nothing_is_served_without_a_lease() {
         let local = LocalTier::new("a".into());
-        local.offer(stats(1), Generation::ZERO, TTL, COMPUTE);
-        assert_eq!(get(&local), None);
+        offer(&local, KEY, 1, 0, TTL);
+        assert_eq!(get(&local, KEY), None);
+        assert!(!local.is_serving());
         local.renewed(local.renewal_started());
-        assert_eq!(get(&local), Some(stats(1)));
+        assert_eq!(get(&local, KEY), Some(1));
+        assert!(local.is_serving());
         local.revoke();
-        assert_eq!(get(&local), None);
+        assert_eq!(get(&local, KEY), None);
     }
 
     #[test]
     fn a_copy_older_than_an_announced_invalidation_is_dropped_and_refused() {
         let local = LocalTier::new("a".into());
         local.renewed(local.renewal_started());
-        local.offer(stats(1), Generation::new(4), TTL, COMPUTE);
+        offer(&local, KEY, 1, 4, TTL);
+        offer(&local, "students:page:2", 7, 4, TTL);
         local.invalidated(Generation::new(5));
-        assert_eq!(get(&local), None);
-        local.offer(stats(1), Generation::new(4), TTL, COMPUTE);
-        assert_eq!(get(&local), None, "a late read of the old value is refused");
-        local.offer(stats(2), Generation::new(5), TTL, COMPUTE);
-        assert_eq!(get(&local), Some(stats(2)));
+        assert_eq!(get(&local, KEY), None);
+        assert_eq!(
+            get(&local, "students:page:2"),
+            None,
+            "one invalidation covers every key"
+        );
+        offer(&local, KEY, 1, 4, TTL);
+        assert_eq!(
+            get(&local, KEY),
+            None,
+            "a late read of the old value is refused"
+        );
+        offer(&local, KEY, 2, 5, TTL);
+        assert_eq!(get(&local, KEY), Some(2));
     }
 
     #[test]
     fn a_copy_expires_with_the_redis_key() {
         let local = LocalTier::new("a".into());
         local.renewed(local.renewal_started());
-        local.offer(stats(1), Generation::ZERO, Duration::ZERO, COMPUTE);
-        assert_eq!(get(&local), None);
+        offer(&local, KEY, 1, 0, Duration::ZERO);
+        assert_eq!(get(&local, KEY), None);
+    }
+
+    #[test]
+    fn the_tier_is_bounded_and_makes_room_by_dropping_the_soonest_to_expire() {
+        let local = LocalTier::new("a".into());
+        local.renewed(local.renewal_started());
+        offer(&local, "first", 0, 0, Duration::from_secs(1));
+        for page in 1..MAX_ENTRIES {
+            offer(&local, &format!("students:page:{page}"), 1, 0, TTL);
+        }
+        offer(&local, KEY, 2, 0, TTL);
+        assert_eq!(get(&local, KEY), Some(2));
+        assert_eq!(
+            get(&local, "first"),
+            None,
+            "the copy closest to expiry made room"
+        );
+        assert_eq!(get(&local, "students:page:1"), Some(1));
+        assert_eq!(local.state.read().unwrap().entries.len(), MAX_ENTRIES);
     }
 }

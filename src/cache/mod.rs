@@ -1,14 +1,19 @@
-//! The Redis cache of the average-age aggregate, and what keeps it correct.
+//! The cache of the application's queries in Redis (and in each process' memory), and what
+//! keeps it correct. It caches any [`CachedQuery`]: the average page's aggregate and the pages
+//! of the list are its two users (`models::cached`); all of them share one generation, so one
+//! invalidation covers every cached value.
 //!
 //! # Keys
 //!
-//! - `{prefix}:students:average_age`: the value, JSON `{"average_age", "student_count",
-//!   "generation", "compute_us", "ages"}` (`ages`: students per age, `{"18": 12, ...}`), with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter
-//!   (so keys filled together do not all expire together).
-//! - `{prefix}:students:average_age:generation`: the generation. It only ever moves to the
-//!   maximum of itself and the database's high-water mark (see [`generation`]). No TTL.
-//! - `{prefix}:students:average_age:lock`: a short lease held by the one request that computes
-//!   the value on a miss, with a random token so only its holder releases it.
+//! - `{prefix}:{query key}` (`students:average_age`, `students:page:3`): a value, an envelope
+//!   `{"generation", "database", "computed_at_ms", "compute_us", "payload"}` ([`envelope`]),
+//!   with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter (so keys filled together do
+//!   not all expire together). An invalidation leaves it to expire: its generation is older.
+//! - `{prefix}:{query key}:lock`: the value's computing lease ([`redis_value::FillLease`]),
+//!   `<generation>:<token>`, held by the one request that computes the value on a miss; only
+//!   its holder renews or releases it, and one taken before the last invalidation is free.
+//! - `{prefix}:generation`: the generation. It only ever moves to the maximum of itself and the
+//!   database's high-water mark (see [`generation`]). No TTL.
 //! - `{prefix}:invalidations` (pub/sub), `{prefix}:instances` and `{prefix}:acks`: the memory
 //!   tier's announcements, leases and acknowledgements (see [`local`] and [`lease`]); the
 //!   lease table carries a marker member `since:<ms>` scored `+inf`, when it was created.
@@ -25,7 +30,7 @@
 //! write respects (see [`local`] for why that never serves a value from before a write that
 //! has answered). Otherwise one script returns the value if it is current (JSON this
 //! application wrote, at the current generation, not below this instance's floor); otherwise
-//! it reads the generation and tries to take the lease. The lease holder runs the aggregate and
+//! it reads the generation and tries to take the lease. The lease holder runs the query and
 //! stores it with a second script that sets the value **only if the generation is still the
 //! one read before the query**, then releases the lease. Requests that did not get the lease
 //! re-run the first script every few milliseconds and get the value once it is there, or the
@@ -43,7 +48,7 @@
 //! generation's mark (`cache_generation`) commit in one transaction, and the connection goes
 //! back to the pool: the waits below take seconds when Redis is slow or a peer is silent, and
 //! must not starve the pages of connections. Then the writer reads the mark, and one script
-//! raises the generation to it, deletes the value and the lease, and publishes the
+//! raises the generation to it (which makes every value and lease older) and publishes the
 //! generation; the writer waits until every instance holding a memory lease has
 //! acknowledged it (or its lease has expired); then the outbox row is deleted; then the
 //! response is sent.
@@ -57,8 +62,10 @@
 //! mark above g, and W's invalidation raises the generation to at least that mark before W
 //! answers: R's store then sees another generation and does nothing (Redis runs the compare and
 //! the set as one script, so W cannot come between them). This is what memcache's leases
-//! (Nishtala et al., NSDI 2013) do, with the counter made durable. Deleting the lease in W lets
-//! the next reader start a fresh query at once instead of waiting for one that is now useless.
+//! (Nishtala et al., NSDI 2013) do, with the counter made durable. A lease names the generation
+//! it was taken at, so W's raise also frees R's lease: the next reader takes it over and starts
+//! a fresh query at once instead of waiting for one that is now useless, and R, which no longer
+//! holds it, neither renews nor releases the new holder's (`read_or_lease.lua`).
 //!
 //! # Why a Redis that lost data serves nothing old (restart from a snapshot, failover)
 //!
@@ -134,20 +141,23 @@
 //! A graceful stop (SIGTERM) withdraws the instance's memory lease once the server has stopped
 //! ([`Cache::withdraw_lease`]), so writers never wait for an instance that has left; only a
 //! killed instance makes writes wait, for at most the rest of its lease.
-
-pub mod average;
+pub mod envelope;
 pub mod generation;
 pub mod history;
 pub mod lease;
 pub mod local;
+pub mod lookup;
 pub mod monitor;
 pub mod outbox;
 pub mod owner;
+pub mod query;
 pub mod redis_pool;
 pub mod redis_target;
+pub mod redis_value;
 pub mod resync;
 pub mod scripts;
 pub mod single_flight;
+pub mod snapshot;
 pub mod tier;
 pub mod trust;
 pub mod xfetch;
@@ -161,33 +171,33 @@ use redis::RedisResult;
 
 use crate::db::DbPool;
 use crate::metrics::{self, Metrics};
-use crate::models::AverageAge;
 use generation::Generation;
 use local::LocalTier;
 use redis_pool::RedisPool;
 use scripts::Scripts;
 use trust::{RedisTrust, TrustEpoch};
 
-pub use average::{AverageLookup, CacheOutcome};
+pub use lookup::{CacheOutcome, Lookup};
+pub use query::CachedQuery;
 pub use tier::Tier;
 pub use xfetch::early_refresh_due;
 
 /// How long the computing lease lasts unless its holder renews it: how soon after a holder
 /// died another request may compute the value.
 pub const LOCK_TTL: Duration = Duration::from_secs(3);
-/// How often the holder renews the computing lease while its aggregate runs.
+/// How often the holder renews the computing lease while its query runs.
 pub const RENEW_LOCK_EVERY: Duration = Duration::from_secs(1);
-/// How long a request waits for another request's aggregate, while that request keeps its
+/// How long a request waits for another request's query, while that request keeps its
 /// lease alive, before it runs its own: PostgreSQL's `statement_timeout`, past which that
-/// aggregate has failed anyway.
+/// query has failed anyway.
 pub const WAIT_FOR_LEADER: Duration = Duration::from_secs(30);
 
-/// The names of the keys that hold the cached average.
+/// The names of the keys every cached value shares. Each value has two of its own
+/// ([`ValueKeys`]).
 #[derive(Clone, Debug)]
 pub struct Keys {
-    pub value: String,
+    prefix: String,
     pub generation: String,
-    pub lock: String,
     /// Pub/sub channel on which invalidations announce their generation.
     pub channel: String,
     /// Sorted set of instance ids scored by the end of their lease (Redis time, ms).
@@ -200,17 +210,36 @@ pub struct Keys {
     pub owner: String,
 }
 
+/// The keys of one cached value: the value and its computing lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueKeys {
+    pub value: String,
+    pub lock: String,
+}
+
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        let value = format!("{prefix}:students:average_age");
         Keys {
-            generation: format!("{value}:generation"),
-            lock: format!("{value}:lock"),
+            prefix: prefix.to_owned(),
+            generation: format!("{prefix}:generation"),
             channel: format!("{prefix}:invalidations"),
             instances: format!("{prefix}:instances"),
             acks: format!("{prefix}:acks"),
             server_met_prefix: format!("{prefix}:server_met"),
             owner: format!("{prefix}:database"),
+        }
+    }
+
+    /// `CACHE_KEY_PREFIX`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The keys of the value a query stores under `key` (see [`CachedQuery::key`]).
+    pub fn value(&self, key: &str) -> ValueKeys {
+        let value = format!("{}:{key}", self.prefix);
+        ValueKeys {
+            lock: format!("{value}:lock"),
             value,
         }
     }
@@ -221,51 +250,7 @@ impl Keys {
     }
 }
 
-/// The value as stored in Redis: the aggregate and the generation it was computed at.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredValue {
-    average_age: Option<f64>,
-    student_count: i64,
-    generation: u64,
-    /// How long the aggregate took, in microseconds: the early refresh's δ.
-    #[serde(default)]
-    compute_us: u64,
-    /// Students per age, `{"18": 12, ...}`. Required: a value without it (written by an older
-    /// version) is treated as unreadable and recomputed, so the chart always matches the count.
-    ages: crate::models::AgeCounts,
-    /// When the aggregate was computed (Unix ms), for the staff cache page's "age".
-    #[serde(default)]
-    computed_at_ms: u64,
-    /// The identity of the database it was computed from (see [`owner`]).
-    database: String,
-}
-
-/// A value found in Redis.
-#[derive(Debug, Clone, Copy)]
-pub struct Found {
-    pub stats: AverageAge,
-    pub generation: Generation,
-    /// The key's remaining TTL.
-    pub remaining: Duration,
-    /// How long the aggregate took when the value was computed.
-    pub compute: Duration,
-}
-
-/// What the read script found.
-#[derive(Debug)]
-pub enum ReadOutcome {
-    /// Boxed: with the age distribution a value is some 600 bytes.
-    Hit(Box<Found>),
-    /// No current value; this request holds the lease and must compute it.
-    Lead {
-        generation: Generation,
-        token: String,
-    },
-    /// No current value and another request holds the lease.
-    Wait,
-}
-
-/// The cache of the average age: Redis, whether it may be read now, the memory tier.
+/// The cache: Redis, whether it may be read now, the memory tier, and what keeps them correct.
 pub struct Cache {
     pool: RedisPool,
     keys: Keys,
@@ -283,8 +268,8 @@ pub struct Cache {
     refreshing: AtomicBool,
     /// When this instance first saw each outbox row (see [`outbox::Sightings`]).
     outbox_sightings: outbox::Sightings,
-    /// The aggregates run without Redis' lease, one at a time (see [`single_flight`]).
-    database_flight: single_flight::SingleFlight<AverageAge>,
+    /// The queries run without Redis' lease, one at a time per key (see [`single_flight`]).
+    database_flights: single_flight::Flights,
     /// Puts back a generation Redis lost, and knows when the previous server's leases end
     /// (see [`resync`]).
     resync: Arc<resync::Resync>,
@@ -319,7 +304,7 @@ impl Cache {
             scripts: Scripts::default(),
             refreshing: AtomicBool::new(false),
             outbox_sightings: outbox::Sightings::default(),
-            database_flight: single_flight::SingleFlight::default(),
+            database_flights: single_flight::Flights::default(),
             served: monitor::LastServed::default(),
         })
     }
@@ -405,147 +390,9 @@ impl Cache {
         }
     }
 
-    /// One round trip: the current value, or the lease, or the news that someone else holds it.
-    /// Two when Redis lost the generation, which is put back first (see
-    /// [`resync::Resync::repair`]).
-    pub fn read_or_lease(&self) -> RedisResult<ReadOutcome> {
-        let mut conn = self.connection()?;
-        let token = format!("{:032x}", rand::rng().random::<u128>());
-        let read = |conn: &mut redis_target::RedisConnection| -> RedisResult<Vec<String>> {
-            metrics::time_cache_call("EVALSHA read_or_lease", || {
-                self.scripts
-                    .read_or_lease
-                    .key(&self.keys.value)
-                    .key(&self.keys.generation)
-                    .key(&self.keys.lock)
-                    .arg(&token)
-                    .arg(LOCK_TTL.as_millis() as u64)
-                    .arg(self.local.floor())
-                    .arg(self.owner.identity())
-                    .invoke(conn)
-            })
-        };
-        let mut reply = read(&mut conn)?;
-        if reply.first().is_some_and(|kind| kind == "resync") {
-            self.resync.repair(&mut *conn, self.local.floor())?;
-            reply = read(&mut conn)?;
-        }
-        drop(conn);
-        match reply.as_slice() {
-            [kind, value, ttl_ms] if kind == "hit" => {
-                match serde_json::from_str::<StoredValue>(value) {
-                    Ok(stored) => Ok(ReadOutcome::Hit(Box::new(Found {
-                        stats: AverageAge {
-                            average_age: stored.average_age,
-                            student_count: stored.student_count,
-                            ages: stored.ages,
-                        },
-                        generation: Generation::new(stored.generation),
-                        // PTTL is -1 for a key without expiry, which the fill never writes.
-                        remaining: Duration::from_millis(ttl_ms.parse().unwrap_or(0)),
-                        compute: Duration::from_micros(stored.compute_us),
-                    }))),
-                    // Carries the current generation but not the fields this application
-                    // writes: a miss like any other foreign value, and the fill replaces it.
-                    Err(_) => Ok(match self.try_lease(&token)? {
-                        Some(generation) => ReadOutcome::Lead { generation, token },
-                        None => ReadOutcome::Wait,
-                    }),
-                }
-            }
-            [kind, generation, foreign] if kind == "lead" => {
-                if foreign == "1" {
-                    self.metrics.cache_foreign_values.inc();
-                    log::warn!(
-                        "the cached average in redis was computed from another database; \
-                         recomputing it from this one"
-                    );
-                }
-                Ok(ReadOutcome::Lead {
-                    generation: Generation::parse(generation)?,
-                    token,
-                })
-            }
-            // Still lost after the repair: something deletes it as fast as it is put back.
-            [kind] if kind == "resync" => Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "the generation is lost again at once",
-            ))),
-            _ => Ok(ReadOutcome::Wait),
-        }
-    }
-
-    /// Stores `stats` unless the generation moved since `generation` was read; releases the lease.
-    /// Returns the TTL it was stored with, or `None` when it was not stored.
-    pub fn fill(
-        &self,
-        generation: Generation,
-        token: &str,
-        stats: &AverageAge,
-        compute: Duration,
-    ) -> RedisResult<Option<Duration>> {
-        let mut conn = self.connection()?;
-        let json = serde_json::to_string(&StoredValue {
-            average_age: stats.average_age,
-            student_count: stats.student_count,
-            generation: generation.get(),
-            compute_us: compute.as_micros() as u64,
-            ages: stats.ages,
-            computed_at_ms: trust::now_ms(),
-            database: self.owner.identity().to_owned(),
-        })
-        .unwrap_or_default();
-        let ttl = self.ttl_with_jitter();
-        let ttl_ms = ttl.as_millis() as u64;
-        let stored: i64 = metrics::time_cache_call("EVALSHA fill_if_generation", || {
-            self.scripts
-                .fill
-                .key(&self.keys.value)
-                .key(&self.keys.generation)
-                .key(&self.keys.lock)
-                .arg(generation)
-                .arg(json)
-                .arg(ttl_ms)
-                .arg(token)
-                .invoke(&mut *conn)
-        })?;
-        Ok((stored == 1).then_some(ttl))
-    }
-
-    /// Takes the computing lease without touching the value, for an early refresh; returns the
-    /// generation to fill at, or `None` when another request holds the lease.
-    pub fn try_lease(&self, token: &str) -> RedisResult<Option<Generation>> {
-        let mut conn = self.connection()?;
-        let generation: Option<String> = metrics::time_cache_call("EVALSHA try_lease", || {
-            self.scripts
-                .try_lease
-                .key(&self.keys.generation)
-                .key(&self.keys.lock)
-                .arg(token)
-                .arg(LOCK_TTL.as_millis() as u64)
-                .invoke(&mut *conn)
-        })?;
-        generation.as_deref().map(Generation::parse).transpose()
-    }
-
-    /// Extends the computing lease held with `token` by [`LOCK_TTL`]; false once it is no
-    /// longer held (a write deleted it, or it expired).
-    pub fn renew_computing_lease(&self, token: &str) -> RedisResult<bool> {
-        let mut conn = self.connection()?;
-        let renewed: i64 = metrics::time_cache_call("EVALSHA renew_lock", || {
-            self.scripts
-                .renew_lock
-                .key(&self.keys.lock)
-                .arg(token)
-                .arg(LOCK_TTL.as_millis() as u64)
-                .invoke(&mut *conn)
-        })?;
-        Ok(renewed == 1)
-    }
-
-    /// The single flight of aggregates run without Redis.
-    pub fn database_flight(&self) -> &single_flight::SingleFlight<AverageAge> {
-        &self.database_flight
+    /// The single flights of queries run without Redis.
+    pub fn database_flights(&self) -> &single_flight::Flights {
+        &self.database_flights
     }
 
     /// Claims the one early refresh this process may run at a time.
@@ -557,7 +404,7 @@ impl Cache {
         self.refreshing.store(false, Ordering::Release);
     }
 
-    /// Raises the generation to the database's mark, deletes the value and the lease, and
+    /// Raises the generation to the database's mark (every value and lease is then older), and
     /// announces the generation, in one atomic script; then waits until every instance serving
     /// from memory has dropped the old value (see [`local`]). Returns the generation.
     pub fn invalidate(&self) -> RedisResult<Generation> {
@@ -606,14 +453,12 @@ impl Cache {
         let reply: Vec<String> = metrics::time_cache_call("EVALSHA invalidate", || {
             self.scripts
                 .invalidate
-                .key(&self.keys.value)
                 .key(&self.keys.generation)
-                .key(&self.keys.lock)
-                .key(&self.keys.channel)
                 .key(&self.keys.owner)
                 .arg(mark)
                 .arg(self.owner.identity())
                 .arg(self.owner.claim_flag())
+                .arg(&self.keys.channel)
                 .invoke(&mut *conn)
         })?;
         match reply.as_slice() {
@@ -704,9 +549,10 @@ mod tests {
     #[test]
     fn keys_carry_the_prefix() {
         let keys = Keys::new("app");
-        assert_eq!(keys.value, "app:students:average_age");
+        assert_eq!(keys.generation, "app:generation");
         assert_eq!(keys.channel, "app:invalidations");
-        assert_eq!(keys.generation, "app:students:average_age:generation");
-        assert_eq!(keys.lock, "app:students:average_age:lock");
+        let value = keys.value("students:average_age");
+        assert_eq!(value.value, "app:students:average_age");
+        assert_eq!(value.lock, "app:students:average_age:lock");
     }
 }

@@ -19,14 +19,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::generation::Generation;
-use super::Cache;
+use super::{Cache, CachedQuery};
 use crate::db::{self, DbConn, DbPool};
 use crate::error::AppError;
-use crate::models::{AverageAge, Student};
 use crate::schema::cache_invalidations;
 
 /// How often a served value is checked: at most once a second, so the check costs the
@@ -36,15 +34,37 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long before a check the monitor takes the first hit served as its sample.
 const SAMPLE_WINDOW: Duration = Duration::from_millis(50);
 
-/// Averages closer than this are equal: both come from the same SQL, but may be rounded
-/// differently on the way through JSON.
-const TOLERANCE: f64 = 1e-9;
-
 /// A value served from the cache, waiting to be checked.
-#[derive(Debug, Clone, Copy)]
 pub struct Served {
-    pub stats: AverageAge,
     pub generation: Generation,
+    pub sample: Box<dyn Sample>,
+}
+
+/// A served value and the query it came from, with the query's type erased: whatever was
+/// served last is checked.
+pub trait Sample: Send {
+    /// `None` when the value agrees with the database as `conn` sees it; else what differs.
+    fn differs(&self, conn: &mut DbConn) -> QueryResult<Option<String>>;
+}
+
+struct QuerySample<Q: CachedQuery> {
+    query: Q,
+    value: Arc<Q::Value>,
+}
+
+impl<Q: CachedQuery> Sample for QuerySample<Q> {
+    // Not counted as a computation: those count the cache's misses.
+    fn differs(&self, conn: &mut DbConn) -> QueryResult<Option<String>> {
+        let fresh = self.query.compute(conn)?;
+        Ok((!self.query.agrees(&self.value, &fresh)).then(|| {
+            format!(
+                "{}: served {}, the database has {}",
+                self.query.key(),
+                self.query.describe(&self.value),
+                self.query.describe(&fresh)
+            )
+        }))
+    }
 }
 
 /// The last value served from the cache just before a check: hits record themselves only in
@@ -68,10 +88,10 @@ impl Default for LastServed {
 impl LastServed {
     /// Never waits: when another request is recording at the same moment, its hit is as good
     /// a sample as this one.
-    fn record(&self, served: Served) {
+    fn record(&self, served: impl FnOnce() -> Served) {
         if self.wanted.load(Ordering::Relaxed) {
             if let Ok(mut slot) = self.slot.try_lock() {
-                *slot = Some(served);
+                *slot = Some(served());
             }
         }
     }
@@ -107,16 +127,24 @@ pub enum Verdict {
 
 /// The database as of one snapshot.
 struct Snapshot {
-    stats: AverageAge,
+    /// What differs between the served value and the database, if anything.
+    differs: Option<String>,
     pending_invalidations: i64,
     mark: Generation,
 }
 
 impl Cache {
-    /// Remembers a value served from the cache (memory or Redis) for the monitor: one store
-    /// under a mutex that no request waits for, the only cost on the request path.
-    pub fn served(&self, stats: AverageAge, generation: Generation) {
-        self.served.record(Served { stats, generation });
+    /// Remembers a value served from the cache (memory or Redis) for the monitor: one atomic
+    /// load, and in the moment before a check one store under a mutex that no request waits
+    /// for, the only cost on the request path.
+    pub fn served<Q: CachedQuery>(&self, generation: Generation, query: &Q, value: &Arc<Q::Value>) {
+        self.served.record(|| Served {
+            generation,
+            sample: Box::new(QuerySample {
+                query: query.clone(),
+                value: Arc::clone(value),
+            }),
+        });
     }
 
     /// Checks the last value served since the previous check against the database.
@@ -130,7 +158,7 @@ impl Cache {
         if g1 != served.generation {
             return Verdict::Skipped("the generation moved since the value was served");
         }
-        let snapshot = match snapshot(conn) {
+        let snapshot = match snapshot(conn, &*served.sample) {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 log::debug!("consistency check: database unavailable: {e}");
@@ -149,47 +177,26 @@ impl Cache {
             Err(_) => return Verdict::Skipped("redis unreachable"),
         }
         self.metrics.cache_consistency_checks.inc();
-        if same(&served.stats, &snapshot.stats) {
+        let Some(difference) = snapshot.differs else {
             return Verdict::Consistent;
-        }
+        };
         self.metrics.cache_inconsistencies.inc();
         log::error!(
-            "cache inconsistency on {}: served {:?} students averaging {:?} at generation {}, \
-             the database has {} averaging {:?} at generation {g1}",
-            self.keys.value,
-            served.stats.student_count,
-            served.stats.average_age,
-            served.generation,
-            snapshot.stats.student_count,
-            snapshot.stats.average_age,
+            "cache inconsistency at generation {}: {difference}",
+            served.generation
         );
         Verdict::Inconsistent
     }
 }
 
-fn same(a: &AverageAge, b: &AverageAge) -> bool {
-    a.student_count == b.student_count
-        && match (a.average_age, b.average_age) {
-            (Some(x), Some(y)) => (x - y).abs() <= TOLERANCE * x.abs().max(1.0),
-            (None, None) => true,
-            _ => false,
-        }
-}
-
-/// The aggregate and the outbox as of one instant. Not counted as an aggregate query: those
-/// count the cache's misses.
-fn snapshot(conn: &mut DbConn) -> QueryResult<Snapshot> {
-    conn.transaction(|conn| {
-        // PostgreSQL's default, READ COMMITTED, takes a snapshot per statement; SQLite's
-        // transaction reads from one snapshot already.
-        if matches!(conn, DbConn::Pg(_)) {
-            conn.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
-        }
-        let stats = Student::average_age(conn)?;
+/// The served value's query, the outbox and the mark as of one instant.
+fn snapshot(conn: &mut DbConn, sample: &dyn Sample) -> QueryResult<Snapshot> {
+    super::snapshot::read_in_one_snapshot(conn, |conn| {
+        let differs = sample.differs(conn)?;
         let pending_invalidations = cache_invalidations::table.count().get_result(conn)?;
         let mark = super::generation::committed(conn)?;
         Ok(Snapshot {
-            stats,
+            differs,
             pending_invalidations,
             mark,
         })

@@ -159,11 +159,11 @@ impl Resync {
             .scripts
             .resync
             .key(&self.keys.generation)
-            .key(&self.keys.channel)
             .key(self.keys.server_met(run_id, &replication_id))
             .arg(mark)
             .arg(LEASE.as_millis() as u64)
             .arg(MET_RECORD_TTL.as_millis() as u64)
+            .arg(&self.keys.channel)
             .invoke(conn)?;
         Ok((Generation::new(raised), Duration::from_millis(left_ms)))
     }

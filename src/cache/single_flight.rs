@@ -11,6 +11,7 @@
 //! moment it starts running; a request that arrives later finds `next` empty and forms the
 //! batch after it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -70,6 +71,50 @@ impl<T: Clone> SingleFlight<T> {
     }
 }
 
+/// A result shared between requests, whatever the query: each key's flight is typed by the
+/// query that runs it, the map is not.
+pub type Shared = Arc<dyn std::any::Any + Send + Sync>;
+
+/// One [`SingleFlight`] per cached value (per key), made on first use and dropped when no
+/// request is in it any more, so that asking for many pages does not grow the map for ever.
+#[derive(Default)]
+pub struct Flights {
+    by_key: Mutex<HashMap<String, Arc<SingleFlight<Shared>>>>,
+}
+
+impl Flights {
+    /// [`SingleFlight::run`] on `key`'s flight.
+    pub async fn run<E, F, Fut>(&self, key: &str, work: F) -> Result<Shared, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Shared, E>>,
+    {
+        let flight = {
+            let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(by_key.entry(key.to_owned()).or_default())
+        };
+        let result = flight.run(work).await;
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's reference and this one: nobody else is in this flight.
+        if Arc::strong_count(&flight) == 2 {
+            by_key.remove(key);
+        }
+        result
+    }
+
+    /// How many keys have a flight now (for the tests).
+    pub fn len(&self) -> usize {
+        self.by_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +155,31 @@ mod tests {
             Err("down")
         );
         assert_eq!(flight.run(|| async { Ok::<_, &str>(7) }).await, Ok(7));
+    }
+
+    #[tokio::test]
+    async fn each_key_has_its_own_flight_and_none_is_kept_once_it_ends() {
+        let flights = Arc::new(Flights::default());
+        let run = |flights: Arc<Flights>, key: &'static str, n: u32, pause: u64| async move {
+            let shared = flights
+                .run(key, || async move {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    Ok::<Shared, ()>(Arc::new(n))
+                })
+                .await;
+            *shared.unwrap().downcast_ref::<u32>().unwrap()
+        };
+        let slow = tokio::spawn(run(flights.clone(), "x", 0, 100));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // In one flight these two would form one batch behind "x" and share its result.
+        let a = tokio::spawn(run(flights.clone(), "a", 1, 0));
+        let b = tokio::spawn(run(flights.clone(), "b", 2, 0));
+        assert_eq!((a.await.unwrap(), b.await.unwrap()), (1, 2));
+        assert!(
+            !slow.is_finished(),
+            "\"a\" and \"b\" did not wait for \"x\""
+        );
+        assert_eq!(slow.await.unwrap(), 0);
+        assert!(flights.is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! Tables as Rust types, with their queries as methods.
 
 pub mod age_distribution;
+pub mod cached;
 pub mod staff;
 pub mod student;
 pub mod write_log;

@@ -11,7 +11,7 @@ use crate::schema::{cache_generation, student_age_counts, student_stats, student
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
 /// A student as the pages show one.
-#[derive(Debug, Clone, Queryable, Selectable, Identifiable, PartialEq)]
+#[derive(Debug, Clone, Queryable, Selectable, Identifiable, PartialEq, Serialize, Deserialize)]
 #[diesel(table_name = students)]
 pub struct Student {
     pub id: i32,
@@ -107,7 +107,8 @@ pub fn list_page(
     Ok(StudentPage { students, total })
 }
 
-/// One page of the list and the size of the whole.
+/// One page of the list and the size of the whole: what the list pages cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudentPage {
     pub students: Vec<Student>,
     pub total: i64,

@@ -9,8 +9,9 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 
 use super::{AppState, Nav};
-use crate::cache::{average, CacheOutcome, Tier};
+use crate::cache::{lookup, CacheOutcome, Tier};
 use crate::error::AppError;
+use crate::models::cached::AverageAgeQuery;
 
 #[derive(Template)]
 #[template(path = "students/average.html")]
@@ -28,7 +29,7 @@ pub struct AveragePage {
 }
 
 pub async fn page(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
-    let lookup = average::lookup(&state.cache, &state.db).await?;
+    let lookup = lookup::lookup(&state.cache, &state.db, &AverageAgeQuery).await?;
     state.history.note_hit(lookup.tier);
     let (badge_class, badge_icon, badge_text, explanation) = match (lookup.outcome, lookup.tier) {
         (CacheOutcome::Hit, Some(Tier::Memory)) => (
@@ -60,14 +61,14 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<HttpRe
     nav.cache_outcome = Some(lookup.outcome.label());
     let page = AveragePage {
         nav,
-        average_text: lookup.stats.average_age.map(|a| format!("{a:.2}")),
-        student_count: lookup.stats.student_count,
+        average_text: lookup.value.average_age.map(|a| format!("{a:.2}")),
+        student_count: lookup.value.student_count,
         badge_class,
         badge_icon,
         badge_text,
         explanation,
         elapsed: human_duration(lookup.elapsed),
-        chart: state.chart.html(&lookup.stats.ages),
+        chart: state.chart.html(&lookup.value.ages),
     };
     // Sized for the chart as well: grown from the template's own size hint, the page was copied
     // twice on its way to 4 KB.

@@ -15,8 +15,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, DefaultHeaders};
 use actix_web::web;
 
-use crate::cache::average::AverageLookup;
 use crate::cache::Cache;
+use crate::cache::Lookup;
 use crate::db::DbPool;
 use crate::error::AppError;
 use crate::metrics::{self, Call, Metrics, SharedTimings};
@@ -30,7 +30,7 @@ pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
 
 /// `X-Cache`, and on a hit `X-Cache-Tier`. Built from static names and values: they go on every
 /// cache hit, where parsing a header name and copying its value per response shows in profiles.
-pub fn cache_headers(lookup: &AverageLookup) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
+pub fn cache_headers<V>(lookup: &Lookup<V>) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
     let outcome = (X_CACHE, HeaderValue::from_static(lookup.outcome.header()));
     let tier = lookup
         .tier
@@ -46,7 +46,7 @@ pub struct AppState {
     /// `DEBUG=1`: HTML pages show the debug panel.
     pub debug: bool,
     /// Where the public list's pages start, so deep pages skip no rows.
-    pub page_index: std::sync::Mutex<crate::models::student::PageIndex>,
+    pub page_index: Arc<std::sync::Mutex<crate::models::student::PageIndex>>,
     /// The last hour of cache activity, for the staff cache page.
     pub history: Arc<crate::cache::history::History>,
     /// The average page's chart, rendered once per distribution.

@@ -1,48 +1,62 @@
 //! The public student list.
 
+use std::sync::Arc;
+
 use actix_session::Session;
-use actix_web::web;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpResponse};
 use askama::Template;
-use askama_web::WebTemplate;
 use serde::Deserialize;
 
 use super::{parse_page, AppState, Nav, Pager, PER_PAGE};
-use crate::db;
+use crate::cache::lookup;
 use crate::error::AppError;
-use crate::models::{student, Student};
+use crate::models::cached::StudentListQuery;
+use crate::models::student::StudentPage;
 
 #[derive(Deserialize)]
 pub struct ListQuery {
     page: Option<String>,
 }
 
-#[derive(Template, WebTemplate)]
+#[derive(Template)]
 #[template(path = "students/list.html")]
 pub struct StudentListPage {
     nav: Nav,
-    students: Vec<Student>,
+    students: Arc<StudentPage>,
     pager: Pager,
 }
 
+/// A page of the list, cached like the average (see `models::cached`), with its `X-Cache`.
 pub async fn list(
     state: web::Data<AppState>,
     session: Session,
     query: web::Query<ListQuery>,
-) -> Result<StudentListPage, AppError> {
+) -> Result<HttpResponse, AppError> {
     let page = parse_page(query.page.as_deref())?;
-    let shared = state.clone();
-    let found = db::with_conn(&state.db, move |conn| {
-        Ok(student::list_page(
-            conn,
-            &shared.page_index,
-            page,
-            PER_PAGE,
-        )?)
-    })
-    .await?;
-    Ok(StudentListPage {
-        nav: Nav::new(&session)?,
-        pager: Pager::new(page, found.total, String::new())?,
-        students: found.students,
-    })
+    let query = StudentListQuery {
+        page,
+        per_page: PER_PAGE,
+        index: Arc::clone(&state.page_index),
+    };
+    let lookup = lookup::lookup(&state.cache, &state.db, &query).await?;
+    state.history.note_hit(lookup.tier);
+    let mut nav = Nav::new(&session)?;
+    nav.cache_outcome = Some(lookup.outcome.label());
+    let body = StudentListPage {
+        nav,
+        pager: Pager::new(page, lookup.value.total, String::new())?,
+        students: Arc::clone(&lookup.value),
+    }
+    .render()
+    .map_err(AppError::unexpected)?;
+    let mut response = HttpResponse::Ok();
+    response.insert_header((
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    ));
+    for header in super::cache_headers(&lookup) {
+        response.insert_header(header);
+    }
+    Ok(response.body(body))
 }

@@ -70,7 +70,7 @@ async fn the_page_counts_the_hits_misses_queries_and_invalidations_the_test_caus
     assert_eq!(by_id(&body, "value-average"), "35.00");
     assert_eq!(by_id(&body, "value-count"), "4");
     let generation: String = redis::cmd("GET")
-        .arg(format!("{}:generation", app.value_key()))
+        .arg(app.generation_key())
         .query(&mut app.redis_direct())
         .unwrap();
     assert_eq!(by_id(&body, "value-generation"), generation);
@@ -144,7 +144,7 @@ async fn clear_cache_and_recompute_now_answer_with_a_flash_message() {
     app.insert_students(&[20, 30]);
     app.sign_in().await;
     app.average().await;
-    assert!(app.redis_get(&app.value_key()).is_some());
+    assert!(app.current_value().is_some());
 
     let token = app.csrf_token("/admin/cache").await;
     let response = app
@@ -152,7 +152,11 @@ async fn clear_cache_and_recompute_now_answer_with_a_flash_message() {
         .await;
     assert_eq!(response.status(), 303);
     assert_eq!(header(&response, "location"), "/admin/cache");
-    assert_eq!(app.redis_get(&app.value_key()), None);
+    assert_eq!(
+        app.current_value(),
+        None,
+        "the value is older than the generation"
+    );
     let body = cache_page(&app).await;
     assert!(
         body.contains(r#"class="flash" role="status">The cache was cleared"#),
@@ -170,7 +174,7 @@ async fn clear_cache_and_recompute_now_answer_with_a_flash_message() {
     assert_eq!(response.status(), 303);
     let stored: serde_json::Value =
         serde_json::from_str(&app.redis_get(&app.value_key()).expect("stored again")).unwrap();
-    assert_eq!(stored["student_count"], 2);
+    assert_eq!(stored["payload"]["student_count"], 2);
     let body = cache_page(&app).await;
     assert!(
         body.contains("Recomputed: 25.00 years over 2 students."),
@@ -183,7 +187,7 @@ async fn clear_cache_and_recompute_now_answer_with_a_flash_message() {
         .post_form("/admin/cache/clear", &[("csrf_token", "wrong")])
         .await;
     assert_eq!(response.status(), 403);
-    assert!(app.redis_get(&app.value_key()).is_some(), "not cleared");
+    assert!(app.current_value().is_some(), "not cleared");
 }
 
 #[tokio::test(flavor = "multi_thread")]

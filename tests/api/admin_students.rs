@@ -12,9 +12,9 @@ async fn adding_a_student_invalidates_the_cache_and_the_next_read_is_a_miss_with
     assert_eq!(response.status(), 303);
     assert_eq!(header(&response, "location"), "/admin/students");
     assert_eq!(
-        app.redis_get(&app.value_key()),
+        app.current_value(),
         None,
-        "key deleted before the answer"
+        "the value is older than the generation before the answer"
     );
 
     let (json, x_cache) = app.average().await;

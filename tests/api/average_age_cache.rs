@@ -17,8 +17,8 @@ async fn the_first_view_is_a_miss_and_the_second_a_hit_with_the_key_in_redis() {
         .redis_get(&app.value_key())
         .expect("value stored under the prefix");
     let stored: serde_json::Value = serde_json::from_str(&stored).unwrap();
-    assert_eq!(stored["average_age"], 22.0);
-    assert_eq!(stored["student_count"], 3);
+    assert_eq!(stored["payload"]["average_age"], 22.0);
+    assert_eq!(stored["payload"]["student_count"], 3);
 
     let response = app.get("/students/average-age").await;
     assert_eq!(header(&response, "x-cache"), "HIT");

@@ -80,7 +80,10 @@ async fn a_foreign_value_is_replaced_by_one_aggregate(foreign: &str) {
     );
     let stored: serde_json::Value =
         serde_json::from_str(&app.redis_get(&app.value_key()).unwrap()).unwrap();
-    assert_eq!(stored["student_count"], 2, "the foreign value was replaced");
+    assert_eq!(
+        stored["payload"]["student_count"], 2,
+        "the foreign value was replaced"
+    );
     let ttl: i64 = redis::cmd("PTTL")
         .arg(app.value_key())
         .query(&mut app.redis_direct())
@@ -112,7 +115,7 @@ fn lease_holders(app: &TestApp) -> (i64, Vec<u64>, u64) {
         .query(&mut conn)
         .unwrap();
     let generation: Option<u64> = redis::cmd("GET")
-        .arg(format!("{}:generation", app.value_key()))
+        .arg(app.generation_key())
         .query(&mut conn)
         .unwrap();
     (holders, acks, generation.unwrap_or(0))
@@ -210,7 +213,7 @@ async fn an_instance_that_missed_an_announcement_stops_serving_its_copy_and_take
     // Redis, nothing published. The instance still holds the old copy in memory.
     app.insert_students(&[30]);
     let mut conn = app.redis_direct();
-    let generation_key = format!("{}:generation", app.value_key());
+    let generation_key = app.generation_key();
     let generation: Option<u64> = redis::cmd("GET")
         .arg(&generation_key)
         .query(&mut conn)

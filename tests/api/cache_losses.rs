@@ -122,7 +122,7 @@ async fn after_a_flush_a_burst_runs_one_aggregate_and_reads_hit_again() {
     );
     // The generation is back, at the database's mark.
     let mark = cachewithredis::cache::generation::committed(&mut app.conn()).unwrap();
-    let generation = app.redis_get(&format!("{}:students:average_age:generation", app.prefix));
+    let generation = app.redis_get(&app.generation_key());
     assert_eq!(generation, Some(mark.to_string()));
 }
 
@@ -155,17 +155,15 @@ async fn a_value_computed_from_another_database_is_a_miss_and_counted() {
     let app = spawn_app().await;
     app.insert_students(&[20]);
     let generation: u64 = app
-        .redis_get(&format!("{}:students:average_age:generation", app.prefix))
+        .redis_get(&app.generation_key())
         .unwrap()
         .parse()
         .unwrap();
     let planted = serde_json::json!({
-        "average_age": 99.0,
-        "student_count": 99,
         "generation": generation,
-        "compute_us": 100,
-        "ages": {"99": 99},
         "database": "staging",
+        "compute_us": 100,
+        "payload": {"average_age": 99.0, "student_count": 99, "ages": {"99": 99}},
     });
     let _: () = redis::cmd("SET")
         .arg(app.value_key())
@@ -195,12 +193,7 @@ async fn two_deployments_sharing_one_redis_and_prefix_never_serve_each_others_va
     .await;
     staging.insert_students(&[40]);
     // Generations are counted per database, so they can agree by chance; make them agree.
-    let generation = production
-        .redis_get(&format!(
-            "{}:students:average_age:generation",
-            production.prefix
-        ))
-        .unwrap();
+    let generation = production.redis_get(&production.generation_key()).unwrap();
     outside(
         &staging,
         &format!("UPDATE cache_generation SET generation = {generation}"),
@@ -283,7 +276,7 @@ async fn a_mark_that_fell_behind_redis_is_raised_before_a_write_answers() {
     }
     let mark = cachewithredis::cache::generation::committed(&mut app.conn()).unwrap();
     let generation: u64 = app
-        .redis_get(&format!("{}:students:average_age:generation", app.prefix))
+        .redis_get(&app.generation_key())
         .unwrap()
         .parse()
         .unwrap();

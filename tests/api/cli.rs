@@ -92,11 +92,14 @@ fn seed_adds_exactly_n_rows_and_invalidates_the_cache() {
     let redis = RedisServer::start();
     own_as_a_server_would(&dir, &redis);
     let mut conn = redis.connection();
-    let _: () = redis::cmd("SET")
-        .arg("clitest:students:average_age")
-        .arg("{}")
-        .query(&mut conn)
-        .unwrap();
+    let generation = |conn: &mut redis::Connection| -> u64 {
+        redis::cmd("GET")
+            .arg("clitest:generation")
+            .query::<Option<u64>>(conn)
+            .unwrap()
+            .unwrap_or(0)
+    };
+    let before = generation(&mut conn);
     for _ in 0..2 {
         let out = cachewithredis(
             &dir,
@@ -110,11 +113,11 @@ fn seed_adds_exactly_n_rows_and_invalidates_the_cache() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let value: Option<String> = redis::cmd("GET")
-        .arg("clitest:students:average_age")
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(value, None, "seed deleted the cached value");
+    // Every value cached before carries an older generation: a miss for every reader.
+    assert!(
+        generation(&mut conn) > before,
+        "seed moved the generation past every cached value"
+    );
     let mut db = cli_database(&dir);
     assert_eq!(
         cachewithredis::models::Student::count(&mut db).unwrap(),

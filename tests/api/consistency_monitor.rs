@@ -51,16 +51,14 @@ async fn a_cached_value_that_disagrees_with_the_database_is_counted_as_an_incons
     // What a stale set would leave: a well-formed value at the current generation, computed
     // from a database state that is gone.
     let generation: Option<u64> = redis::cmd("GET")
-        .arg(format!("{}:generation", app.value_key()))
+        .arg(app.generation_key())
         .query(&mut app.redis_direct())
         .expect("GET generation");
     let stale = serde_json::json!({
-        "average_age": 20.0,
-        "student_count": 1,
         "generation": generation.unwrap_or(0),
-        "compute_us": 100,
-        "ages": {"20": 1},
         "database": app.database_identity(),
+        "compute_us": 100,
+        "payload": {"average_age": 20.0, "student_count": 1, "ages": {"20": 1}},
     });
     let _: () = redis::cmd("SET")
         .arg(app.value_key())

@@ -481,6 +481,20 @@ impl TestApp {
         format!("{}:students:average_age", self.prefix)
     }
 
+    /// The cached average as Redis holds it, if it is current: at the generation in Redis.
+    /// (An invalidation raises the generation and leaves the old value to expire.)
+    pub fn current_value(&self) -> Option<serde_json::Value> {
+        let value: serde_json::Value =
+            serde_json::from_str(&self.redis_get(&self.value_key())?).ok()?;
+        let generation: u64 = self.redis_get(&self.generation_key())?.parse().ok()?;
+        (value["generation"].as_u64() == Some(generation)).then_some(value)
+    }
+
+    /// The generation every cached value is checked against.
+    pub fn generation_key(&self) -> String {
+        format!("{}:generation", self.prefix)
+    }
+
     pub fn redis_get(&self, key: &str) -> Option<String> {
         redis::cmd("GET")
             .arg(key)
@@ -542,7 +556,7 @@ impl TestApp {
     /// test that stopped it).
     pub fn await_mark_followed(&self) {
         let deadline = Instant::now() + Duration::from_secs(3);
-        let generation_key = format!("{}:students:average_age:generation", self.prefix);
+        let generation_key = self.generation_key();
         while Instant::now() < deadline {
             let mark =
                 cachewithredis::cache::generation::committed(&mut self.conn()).expect("mark");

@@ -20,6 +20,7 @@ mod consistency_monitor;
 mod cross_site;
 mod helpers;
 mod hostile_input;
+mod list_cache;
 mod load_balancer;
 mod observability;
 mod public_pages;

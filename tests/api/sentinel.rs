@@ -258,7 +258,7 @@ async fn a_promoted_replica_that_missed_the_last_write_serves_no_stale_count() {
     cluster.route_replica_through_proxy().await;
     cluster.replica_link.as_ref().expect("proxy").stall();
     assert_eq!(traffic.write("Missed by the replica").await, 303);
-    let generation = format!("{}:generation", app.value_key());
+    let generation = app.generation_key();
     let on_replica: u64 = cluster
         .replica
         .get(&generation)

@@ -2,32 +2,37 @@
 --
 -- KEYS[1]  the value
 -- KEYS[2]  the generation
--- KEYS[3]  the computing lease
--- ARGV[1]  a random token naming this request as the lease holder
+-- KEYS[3]  the value's computing lease
+-- ARGV[1]  a random token naming this request
 -- ARGV[2]  the lease's TTL, in milliseconds
 -- ARGV[3]  this instance's floor: the highest generation it has seen announced
 -- ARGV[4]  this instance's database identity (see src/cache/owner.rs)
 --
--- Returns {'hit', value, pttl}, {'lead', generation, foreign} (this request holds the lease and
--- must compute the value; foreign is '1' when the value there came from another database),
--- {'wait', generation} (another request holds it), {'resync'} (the generation is missing or
--- below the floor: Redis lost it, by a flush, an eviction or a hand, and it must be raised to
--- the database's mark before anything here is trusted).
+-- Returns {'hit', value, pttl}, {'lead', generation, foreign, holder} (this request holds the
+-- lease, as `holder`, and must compute the value; foreign is '1' when the value there came from
+-- another database), {'wait', generation} (another request holds it), {'resync'} (the
+-- generation is missing or below the floor: Redis lost it, by a flush, an eviction or a hand,
+-- and it must be raised to the database's mark before anything here is trusted).
 --
--- A value counts only if it is JSON this application wrote from this database at the current
--- generation. Anything else (a value typed by hand, written by an older release or from
--- another database) is a miss under the lease, so that one aggregate replaces it.
+-- A value counts only if it is an envelope this application wrote from this database at the
+-- current generation (src/cache/envelope.rs); the payload inside is not looked at. Anything
+-- else (a value typed by hand, written by an older release or from another database) is a
+-- miss under the lease, so that one query replaces it.
+--
+-- The lease names the generation it was taken at ('<generation>:<token>'). One taken before
+-- the last invalidation is for a value that would be refused: it is taken over at once, so a
+-- write never makes readers wait for a query that is already useless. (The invalidation cannot
+-- delete it: it does not know which values are cached.)
 local function written_by_this_application(stored, generation)
   return type(stored) == 'table'
     and stored.generation == generation
     and type(stored.database) == 'string'
-    and type(stored.student_count) == 'number'
-    and (stored.average_age == cjson.null or type(stored.average_age) == 'number')
-    and type(stored.ages) == 'table'
+    and stored.payload ~= nil
 end
 
 local generation = tonumber(redis.call('GET', KEYS[2]) or '')
 if not generation or generation < tonumber(ARGV[3]) then return {'resync'} end
+local current = string.format('%d', generation)
 local foreign = '0'
 local value = redis.call('GET', KEYS[1])
 if value then
@@ -39,7 +44,10 @@ if value then
     foreign = '1'
   end
 end
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {'lead', string.format('%d', generation), foreign}
+local held = redis.call('GET', KEYS[3])
+if held and string.match(held, '^(%d+):') == current then
+  return {'wait', current}
 end
-return {'wait', string.format('%d', generation)}
+local holder = current .. ':' .. ARGV[1]
+redis.call('SET', KEYS[3], holder, 'PX', ARGV[2])
+return {'lead', current, foreign, holder}

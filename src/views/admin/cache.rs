@@ -10,13 +10,14 @@ use diesel::prelude::*;
 
 use super::cache_state::{self, span, FromRedis};
 use super::students::staff_name;
-use crate::cache::average;
 use crate::cache::generation::Generation;
 use crate::cache::history::{self, SERIES};
+use crate::cache::lookup;
 use crate::cache::trust::now_ms;
 use crate::db;
 use crate::error::AppError;
 use crate::forms::CsrfOnlyForm;
+use crate::models::cached::AverageAgeQuery;
 use crate::models::write_log::{self, LoggedWrite};
 use crate::schema::cache_invalidations;
 use crate::session;
@@ -103,7 +104,7 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<CacheP
             .map_or("none yet", |t| t.label()),
         gate,
         gate_ok,
-        serving_from_memory: cache.local().get().is_some(),
+        serving_from_memory: cache.local().is_serving(),
         redis_master: state
             .cache
             .redis_master()
@@ -215,15 +216,15 @@ pub async fn recompute(
 ) -> Result<web::Redirect, AppError> {
     session::verify_csrf(&session, &form.csrf_token)?;
     let cleared = invalidate(&state, staff_name(&session), "recomputed the cache").await?;
-    let lookup = average::lookup(&state.cache, &state.db).await?;
-    let average = lookup.stats.average_age.map_or_else(
+    let lookup = lookup::lookup(&state.cache, &state.db, &AverageAgeQuery).await?;
+    let average = lookup.value.average_age.map_or_else(
         || "no average (no students)".into(),
         |a| format!("{a:.2} years"),
     );
     let message = match cleared {
         Ok(_) => format!(
             "Recomputed: {average} over {} students.",
-            lookup.stats.student_count
+            lookup.value.student_count
         ),
         Err(e) => format!("Redis could not be reached, so nothing was stored: {e}."),
     };

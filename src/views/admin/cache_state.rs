@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 
+use crate::cache::envelope::Envelope;
 use crate::cache::history::{self, Minute, Published};
 use crate::cache::trust::now_ms;
 use crate::cache::Cache;
+use crate::models::cached::AVERAGE_AGE_KEY;
+use crate::models::AverageAge;
 
 /// The value in Redis, as the page shows it.
 pub struct CachedValue {
@@ -38,6 +41,7 @@ pub struct FromRedis {
 pub fn read(history: &history::History, cache: &Cache) -> redis::RedisResult<FromRedis> {
     let mut conn = history.target.connect()?;
     let keys = cache.keys();
+    let average = keys.value(AVERAGE_AGE_KEY);
     #[allow(clippy::type_complexity)]
     let (value, pttl, generation, leases, acks, (secs, micros)): (
         Option<String>,
@@ -47,8 +51,8 @@ pub fn read(history: &history::History, cache: &Cache) -> redis::RedisResult<Fro
         HashMap<String, u64>,
         (i64, i64),
     ) = redis::pipe()
-        .get(&keys.value)
-        .pttl(&keys.value)
+        .get(&average.value)
+        .pttl(&average.value)
         .get(&keys.generation)
         // Without the marker scored +inf (see `unacknowledged.lua`).
         .zrangebyscore_withscores(&keys.instances, "-inf", "(+inf")
@@ -79,7 +83,7 @@ pub fn read(history: &history::History, cache: &Cache) -> redis::RedisResult<Fro
                 .as_ref()
                 .map_or_else(|| "unknown".into(), |p| p.address.clone()),
             from_memory: match &published {
-                _ if this_one && cache.local().get().is_some() => "yes",
+                _ if this_one && cache.local().is_serving() => "yes",
                 _ if this_one => "no",
                 Some(p) if p.serving_from_memory => "yes",
                 Some(_) => "no",
@@ -97,7 +101,10 @@ pub fn read(history: &history::History, cache: &Cache) -> redis::RedisResult<Fro
         }
     }
     Ok(FromRedis {
-        value: value.and_then(|json| cached_value(&json, pttl)),
+        value: value
+            .and_then(|json| cached_value(&json, pttl))
+            // Older than the generation: left to expire, never served.
+            .filter(|v| Some(v.generation) == generation),
         generation: generation.unwrap_or(0),
         instances,
         others,
@@ -105,14 +112,15 @@ pub fn read(history: &history::History, cache: &Cache) -> redis::RedisResult<Fro
 }
 
 fn cached_value(json: &str, pttl: i64) -> Option<CachedValue> {
-    let v: serde_json::Value = serde_json::from_str(json).ok()?;
-    let computed_at = v["computed_at_ms"].as_i64().unwrap_or(0);
+    let stored = Envelope::<AverageAge>::open(json)?;
+    let computed_at = stored.computed_at_ms as i64;
     Some(CachedValue {
-        average: v["average_age"]
-            .as_f64()
+        average: stored
+            .payload
+            .average_age
             .map_or_else(|| "none (no students)".into(), |a| format!("{a:.2}")),
-        count: v["student_count"].as_i64().unwrap_or(0),
-        generation: v["generation"].as_u64().unwrap_or(0),
+        count: stored.payload.student_count,
+        generation: stored.generation,
         age: if computed_at > 0 {
             span(now_ms() as i64 - computed_at)
         } else {

@@ -1,0 +1,97 @@
+//! The queries the cache serves (see `cache::query`): the average page's aggregate and the
+//! pages of the public list. Each says what its key is and how to compute it; the cache does
+//! the rest, and one invalidation covers both.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
+
+use diesel::QueryResult;
+
+use super::student::{self, PageIndex, StudentPage};
+use super::{AverageAge, Student};
+use crate::cache::CachedQuery;
+use crate::db::DbConn;
+
+/// Averages closer than this are equal: both come from the same SQL, but may be rounded
+/// differently on the way through JSON.
+const TOLERANCE: f64 = 1e-9;
+
+/// The average page's aggregate.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AverageAgeQuery;
+
+/// The key of [`AverageAgeQuery`], under the prefix.
+pub const AVERAGE_AGE_KEY: &str = "students:average_age";
+
+impl CachedQuery for AverageAgeQuery {
+    type Value = AverageAge;
+
+    fn key(&self) -> Cow<'static, str> {
+        Cow::Borrowed(AVERAGE_AGE_KEY)
+    }
+
+    fn compute(&self, conn: &mut DbConn) -> QueryResult<AverageAge> {
+        Student::average_age(conn)
+    }
+
+    /// One `SELECT` over the per-age counts.
+    fn several_statements(&self) -> bool {
+        false
+    }
+
+    fn agrees(&self, a: &AverageAge, b: &AverageAge) -> bool {
+        a.student_count == b.student_count
+            && a.ages == b.ages
+            && match (a.average_age, b.average_age) {
+                (Some(x), Some(y)) => (x - y).abs() <= TOLERANCE * x.abs().max(1.0),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+
+    fn describe(&self, value: &AverageAge) -> String {
+        format!(
+            "{} students averaging {:?}",
+            value.student_count, value.average_age
+        )
+    }
+}
+
+/// One page of the public list, `students:page:{n}`.
+#[derive(Clone)]
+pub struct StudentListQuery {
+    pub page: i64,
+    pub per_page: i64,
+    /// Where the deep pages start (see [`PageIndex`]), shared by every request of the process.
+    pub index: Arc<Mutex<PageIndex>>,
+}
+
+impl CachedQuery for StudentListQuery {
+    type Value = StudentPage;
+
+    fn key(&self) -> Cow<'static, str> {
+        Cow::Owned(format!("students:page:{}", self.page))
+    }
+
+    fn compute(&self, conn: &mut DbConn) -> QueryResult<StudentPage> {
+        student::list_page(conn, &self.index, self.page, self.per_page)
+    }
+
+    /// A page past the end answers 404, and anyone may ask for any number: not stored.
+    fn worth_storing(&self, value: &StudentPage) -> bool {
+        self.page == 1 || !value.students.is_empty()
+    }
+
+    fn agrees(&self, a: &StudentPage, b: &StudentPage) -> bool {
+        a == b
+    }
+
+    fn describe(&self, value: &StudentPage) -> String {
+        format!(
+            "page {} of {} students: ids {:?}",
+            self.page,
+            value.total,
+            value.students.iter().map(|s| s.id).collect::<Vec<_>>()
+        )
+    }
+}
