@@ -171,10 +171,19 @@ pub fn students_in(db: &DbPool) -> anyhow::Result<BTreeMap<i32, (String, i32)>> 
         .collect())
 }
 
-pub fn count_and_sum(rows: &BTreeMap<i32, (String, i32)>) -> (i64, i64) {
+/// Students on a page of the list, as the application shows them.
+pub const PER_PAGE: usize = 50;
+
+/// The count, the sum of the ages, and the sum of the ages on the list's first page (the first
+/// [`PER_PAGE`] ids): what the average pages and the list page each show of the table.
+pub fn count_and_sum(rows: &BTreeMap<i32, (String, i32)>) -> (i64, i64, i64) {
+    let ages = |rows: &mut dyn Iterator<Item = &(String, i32)>| -> i64 {
+        rows.map(|(_, age)| i64::from(*age)).sum()
+    };
     (
         rows.len() as i64,
-        rows.values().map(|(_, age)| i64::from(*age)).sum(),
+        ages(&mut rows.values()),
+        ages(&mut rows.values().take(PER_PAGE)),
     )
 }
 
@@ -432,8 +441,8 @@ pub async fn staff_writer(
                     BTreeMap::new()
                 }
             };
-            let (count, sum) = count_and_sum(&after);
-            history.write_ended(k, count, sum, answered);
+            let (count, sum, first_page) = count_and_sum(&after);
+            history.write_ended(k, count, sum, first_page, answered);
             if answered.is_some() {
                 *made
                     .entry(match writer {
@@ -543,8 +552,8 @@ pub async fn staff_writer(
                 BTreeMap::new()
             }
         };
-        let (count, sum) = count_and_sum(&after);
-        history.write_ended(k, count, sum, answered);
+        let (count, sum, first_page) = count_and_sum(&after);
+        history.write_ended(k, count, sum, first_page, answered);
         let id = match &write {
             Write::Add { name, .. } => after
                 .iter()
@@ -577,6 +586,23 @@ pub async fn staff_writer(
 }
 
 /// The page's student count and average, from its HTML.
+/// The list's first page, read by the nemesis like the average pages.
+pub const LIST_ROUTE: &str = "/students";
+
+/// The list page's total, and the sum of the ages it shows (in the place of an average: the
+/// checker compares it with the first page of each state).
+fn parse_list(html: &str) -> Option<(i64, Option<f64>)> {
+    let summary = html.find(r#"<p class="summary">"#)? + r#"<p class="summary">"#.len();
+    let count = html[summary..].split_whitespace().next()?.parse().ok()?;
+    let mut sum = 0i64;
+    let mut rest = html;
+    while let Some(at) = rest.find(r#"<td class="num">"#) {
+        rest = &rest[at + r#"<td class="num">"#.len()..];
+        sum += rest[..rest.find('<')?].trim().parse::<i64>().ok()?;
+    }
+    Some((count, Some(sum as f64)))
+}
+
 fn parse_page(html: &str) -> Option<(i64, Option<f64>)> {
     let between = |marker: &str| {
         let start = html.find(marker)? + marker.len();
@@ -662,7 +688,9 @@ pub async fn read_once(
     if status != 200 {
         return Err(ReadError::Status(status.as_u16()));
     }
-    let parsed = if route.starts_with("/api/") {
+    let parsed = if route == LIST_ROUTE {
+        parse_list(&body)
+    } else if route.starts_with("/api/") {
         serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|json| {

@@ -304,8 +304,8 @@ async fn exercise(
     command: clients::WrongRedisCommand,
 ) -> anyhow::Result<Summary> {
     let initial = tokio::task::block_in_place(|| clients::students_in(db))?;
-    let (count, sum) = clients::count_and_sum(&initial);
-    let history = Arc::new(History::new(count, sum));
+    let (count, sum, first_page) = clients::count_and_sum(&initial);
+    let history = Arc::new(History::new(count, sum, first_page));
     let stop = Arc::new(AtomicBool::new(false));
     let stop_faults = Arc::new(AtomicBool::new(false));
     let applied = Arc::new(AtomicUsize::new(0));
@@ -313,7 +313,11 @@ async fn exercise(
 
     let mut readers = Vec::new();
     for instance in &instances {
-        for route in ["/api/students/average-age", "/students/average-age"] {
+        for route in [
+            "/api/students/average-age",
+            "/students/average-age",
+            clients::LIST_ROUTE,
+        ] {
             readers.push(tokio::spawn(clients::reader(
                 Arc::clone(instance),
                 route,
