@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_session::Session;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 use askama::Template;
 
@@ -75,15 +74,7 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<HttpRe
     let chart_len = page.chart.as_deref().map_or(0, str::len);
     let mut body = String::with_capacity(AveragePage::SIZE_HINT + chart_len);
     page.render_into(&mut body).map_err(AppError::unexpected)?;
-    let mut response = HttpResponse::Ok();
-    response.insert_header((
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    ));
-    for header in super::cache_headers(&lookup) {
-        response.insert_header(header);
-    }
-    Ok(response.body(body))
+    Ok(super::cached_html(&lookup, body))
 }
 
 /// `850 µs`, `12.3 ms`, `1.20 s`; in integers, for the same reason as `Server-Timing`.

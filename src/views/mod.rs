@@ -38,6 +38,19 @@ pub fn cache_headers<V>(lookup: &Lookup<V>) -> impl Iterator<Item = (HeaderName,
     std::iter::once(outcome).chain(tier)
 }
 
+/// An HTML page showing a cached value: `200`, its content type, `X-Cache` and `X-Cache-Tier`.
+pub fn cached_html<V>(lookup: &Lookup<V>, body: String) -> actix_web::HttpResponse {
+    let mut response = actix_web::HttpResponse::Ok();
+    response.insert_header((
+        actix_web::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    ));
+    for header in cache_headers(lookup) {
+        response.insert_header(header);
+    }
+    response.body(body)
+}
+
 /// What every handler can reach.
 pub struct AppState {
     pub db: DbPool,

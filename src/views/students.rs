@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use actix_session::Session;
-use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
@@ -50,13 +49,5 @@ pub async fn list(
     }
     .render()
     .map_err(AppError::unexpected)?;
-    let mut response = HttpResponse::Ok();
-    response.insert_header((
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    ));
-    for header in super::cache_headers(&lookup) {
-        response.insert_header(header);
-    }
-    Ok(response.body(body))
+    Ok(super::cached_html(&lookup, body))
 }
