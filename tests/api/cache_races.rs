@@ -222,3 +222,36 @@ async fn a_hot_key_is_recomputed_before_it_expires_so_readers_never_miss() {
         "refreshed about once a TTL: {aggregates} aggregates in 3.5 s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_taken_before_a_write_is_taken_over_by_the_next_reader_at_once() {
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    let generation = app.redis_get(&app.generation_key()).expect("generation");
+    // What a reader whose query outlives a write leaves behind: its lease, named by the
+    // generation it read, for longer than a reader waits for a leader (30 s).
+    let lock = format!("{}:lock", app.value_key());
+    let _: () = redis::cmd("SET")
+        .arg(&lock)
+        .arg(format!("{generation}:a-slow-reader"))
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut app.redis_direct())
+        .unwrap();
+    app.sign_in().await;
+    assert_eq!(app.add_student("Ada", "30").await.status(), 303);
+    let (json, x_cache) = app.average().await;
+    assert_eq!(
+        (json["student_count"].as_i64(), x_cache.as_str()),
+        (Some(2), "MISS")
+    );
+    // Had the reader waited for the old lease, it would have answered from the database after
+    // 30 s and stored nothing.
+    assert_eq!(
+        app.current_value()
+            .map(|v| v["payload"]["student_count"].clone()),
+        Some(serde_json::json!(2)),
+        "stored by the reader that took the lease over"
+    );
+    assert_eq!(app.redis_get(&lock), None, "and released");
+}
