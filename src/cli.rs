@@ -42,7 +42,7 @@ pub enum Command {
     },
     /// Create a staff user; the password comes from STAFF_PASSWORD or standard input.
     CreateStaff { username: String },
-    /// Invalidate the cached average.
+    /// Invalidate every cached value (the average, the pages of the list).
     CacheClear,
     /// Manage staff accounts, as Django's admin and `manage.py changepassword` do.
     Staff {
@@ -316,7 +316,7 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
                 let what = format!("seeded {count} students");
                 crate::models::write_log::record(conn, COMMAND_LINE, &what)?;
             }
-            crate::cache::outbox::record(conn, crate::cache::outbox::AVERAGE_AGE)
+            crate::cache::outbox::record(conn, crate::cache::outbox::ALL)
         })?;
         outbox_ids.push(outbox_id);
         remaining -= n;

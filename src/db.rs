@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use cache::migrations::with_application;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
-use diesel::sqlite::SqliteConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::Connection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
@@ -14,19 +14,10 @@ use crate::config::DatabaseUrl;
 use crate::error::AppError;
 use crate::metrics;
 
-/// One connection type for both backends. PostgreSQL comes first: `establish` tries the
-/// variants in order, and SQLite would take any string, a `postgres://` URL included, as a
-/// file name.
-#[derive(diesel::MultiConnection)]
-pub enum DbConn {
-    Pg(PgConnection),
-    Sqlite(SqliteConnection),
-}
-
-pub type DbPool = Pool<ConnectionManager<DbConn>>;
-pub type PooledConn = PooledConnection<ConnectionManager<DbConn>>;
+pub use cache::db::{DbConn, DbPool, PooledConn};
 
 /// The SQL of the two backends differs (AUTOINCREMENT against SERIAL), so each has its folder.
+/// The cache's tables have their own migrations, run with these (see [`run_migrations`]).
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -35,19 +26,6 @@ pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migration
 /// (r2d2 waits this long for a connection it cannot open): a visitor or a load balancer is
 /// better told at once than after five seconds.
 const POOL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Runs `$body` with `$conn` bound to the concrete connection of either backend. For the few
-/// statements that do not type-check through the multi-backend connection (RETURNING, multi-row
-/// INSERT), each arm is compiled for its own backend.
-#[macro_export]
-macro_rules! on_backend {
-    ($multi:expr, $conn:ident => $body:expr) => {
-        match $multi {
-            $crate::db::DbConn::Pg($conn) => $body,
-            $crate::db::DbConn::Sqlite($conn) => $body,
-        }
-    };
-}
 
 /// Per-connection settings.
 #[derive(Debug)]
@@ -142,11 +120,22 @@ pub fn build_pool(url: &DatabaseUrl) -> anyhow::Result<DbPool> {
     Ok(pool)
 }
 
-/// Applies the migrations of the connection's backend that have not run yet.
+/// Applies the migrations of the connection's backend that have not run yet, the cache's and the
+/// application's in the order of their versions.
 pub fn run_migrations(conn: &mut DbConn) -> anyhow::Result<()> {
     let applied = match conn {
-        DbConn::Pg(conn) => conn.run_pending_migrations(POSTGRES_MIGRATIONS).map(drop),
-        DbConn::Sqlite(conn) => conn.run_pending_migrations(SQLITE_MIGRATIONS).map(drop),
+        DbConn::Pg(conn) => conn
+            .run_pending_migrations(with_application(
+                cache::migrations::POSTGRES,
+                POSTGRES_MIGRATIONS,
+            ))
+            .map(drop),
+        DbConn::Sqlite(conn) => conn
+            .run_pending_migrations(with_application(
+                cache::migrations::SQLITE,
+                SQLITE_MIGRATIONS,
+            ))
+            .map(drop),
     };
     applied.map_err(|e| anyhow::anyhow!("running migrations: {e}"))
 }
@@ -160,10 +149,7 @@ where
     T: Send + 'static,
     E: Into<AppError> + Send + 'static,
 {
-    let timings = metrics::current_request_timings();
-    actix_web::web::block(move || metrics::with_installed_timings(timings, f))
-        .await?
-        .map_err(Into::into)
+    cache::timings::run_blocking(f).await?.map_err(Into::into)
 }
 
 /// Runs `f` with a pooled connection, off the executor. The connection is taken inside the

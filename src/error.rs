@@ -61,6 +61,17 @@ impl From<diesel::result::Error> for AppError {
     }
 }
 
+impl From<cache::CacheError> for AppError {
+    fn from(e: cache::CacheError) -> Self {
+        use cache::CacheError;
+        match e {
+            CacheError::DatabaseUnavailable(e) => AppError::DatabaseUnavailable(e.into()),
+            CacheError::Database(e) => e.into(),
+            other => AppError::Unexpected(other.into()),
+        }
+    }
+}
+
 impl From<r2d2::Error> for AppError {
     fn from(e: r2d2::Error) -> Self {
         AppError::DatabaseUnavailable(e.into())

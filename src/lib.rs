@@ -1,7 +1,10 @@
 //! CacheWithRedis: a student list whose average-age aggregate is cached in Redis, in Django's
 //! model-view-template shape (Diesel models, actix-web views, Askama templates).
 
-pub mod cache;
+/// The cache core, its own crate (`crates/cache`); re-exported so that `crate::cache` reads as
+/// the other layers do.
+pub use ::cache;
+pub use ::cache::on_backend;
 pub mod cli;
 pub mod config;
 pub mod db;

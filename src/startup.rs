@@ -17,7 +17,7 @@ use crate::cache::history::{self, History};
 use crate::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
 use crate::cache::redis_target::RedisTarget;
 use crate::cache::resync::{Resync, ServerMet};
-use crate::cache::{monitor, outbox, Cache};
+use crate::cache::Cache;
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
@@ -69,13 +69,13 @@ impl Resources {
             timeouts,
             settings.redis_pool_size,
             Some(Arc::clone(&resync) as Arc<dyn crate::cache::redis_pool::OnConnect>),
-        )?;
+        );
         let cache = Arc::new(Cache::new(
             redis,
             target,
             &settings.cache_key_prefix,
             settings.cache_ttl,
-            Arc::clone(&metrics),
+            Arc::clone(&metrics.cache),
             db.clone(),
             resync,
         )?);
@@ -121,21 +121,10 @@ impl Application {
             Ok::<_, AppError>(())
         })
         .await?;
-        resources.cache.start_subscriber();
-        tokio::spawn(crate::cache::lease::run_renewal(Arc::clone(
-            &resources.cache,
-        )));
-        tokio::spawn(outbox::run_worker(
-            Arc::clone(&resources.cache),
-            resources.db.clone(),
-        ));
-        tokio::spawn(monitor::run(
-            Arc::clone(&resources.cache),
-            resources.db.clone(),
-        ));
+        resources.cache.start_background(resources.db.clone());
 
         let history = Arc::new(History::new(
-            Arc::clone(&resources.metrics),
+            Arc::clone(&resources.metrics.cache),
             &settings.cache_key_prefix,
             format!("{}:{port}", settings.bind_addr.ip()),
             resources.cache.redis_target(),

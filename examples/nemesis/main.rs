@@ -425,7 +425,7 @@ async fn metric(instance: &Instance, series: &str) -> Option<f64> {
 
 /// Once the faults stop: the outbox drains and reads are hits again within [`RECOVERY`].
 async fn recovery(instances: &[Arc<Instance>], db: &cachewithredis::db::DbPool, history: &History) {
-    use cachewithredis::schema::cache_invalidations;
+    use cachewithredis::cache::schema::cache_invalidations;
     use diesel::prelude::*;
     let started = Instant::now();
     let client = clients::client(Duration::from_secs(5));

@@ -4,9 +4,10 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::AgeCounts;
+use crate::cache::schema::cache_generation;
 use crate::db::DbConn;
 use crate::on_backend;
-use crate::schema::{cache_generation, student_age_counts, student_stats, students};
+use crate::schema::{student_age_counts, student_stats, students};
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 

@@ -262,7 +262,7 @@ async fn an_acknowledgement_still_missing_at_the_deadline_leaves_the_invalidatio
         .unwrap();
     assert_eq!(app.add_student("Unacknowledged", "40").await.status(), 303);
     use diesel::prelude::*;
-    let pending: i64 = cachewithredis::schema::cache_invalidations::table
+    let pending: i64 = cachewithredis::cache::schema::cache_invalidations::table
         .count()
         .get_result(&mut app.conn())
         .unwrap();

@@ -167,7 +167,7 @@ async fn an_invalidation_left_in_the_outbox_is_applied_before_a_new_instance_rea
                     age: 40,
                 },
             )?;
-            outbox::record(conn, outbox::AVERAGE_AGE)
+            outbox::record(conn, outbox::ALL)
         })
         .unwrap();
     }

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use cachewithredis::cache::schema::cache_invalidations;
 use cachewithredis::cache::{generation, outbox};
 use cachewithredis::config::DatabaseUrl;
 use cachewithredis::models::{NewStudent, Student};
-use cachewithredis::schema::cache_invalidations;
 use diesel::prelude::*;
 use futures_util::future::join_all;
 
@@ -207,7 +207,7 @@ async fn an_outbox_row_stamped_by_a_writer_whose_clock_runs_ahead_is_applied_aft
             generation::bump(conn)?;
             diesel::insert_into(cache_invalidations::table)
                 .values((
-                    cache_invalidations::cache_key.eq(outbox::AVERAGE_AGE),
+                    cache_invalidations::cache_key.eq(outbox::ALL),
                     cache_invalidations::created_at_ms.eq(ahead_ms),
                 ))
                 .execute(conn)

@@ -150,7 +150,7 @@ fn seed_with_redis_down_keeps_the_rows_and_leaves_the_invalidation_pending() {
         String::from_utf8_lossy(&out.stderr)
     );
     use diesel::prelude::*;
-    let pending: i64 = cachewithredis::schema::cache_invalidations::table
+    let pending: i64 = cachewithredis::cache::schema::cache_invalidations::table
         .count()
         .get_result(&mut cli_database(&dir))
         .unwrap();

@@ -22,6 +22,7 @@ mod helpers;
 mod hostile_input;
 mod list_cache;
 mod load_balancer;
+mod migrations;
 mod observability;
 mod public_pages;
 mod resilience;

@@ -135,7 +135,7 @@ async fn a_write_while_redis_is_cut_is_not_lost_and_the_old_value_is_never_serve
     })
     .await;
     use diesel::prelude::*;
-    let pending: i64 = cachewithredis::schema::cache_invalidations::table
+    let pending: i64 = cachewithredis::cache::schema::cache_invalidations::table
         .count()
         .get_result(&mut app.conn())
         .unwrap();

@@ -311,7 +311,7 @@ async fn no_pooled_connection_to_a_replaced_master_is_used_once_the_sentinels_na
     let target = Arc::new(
         RedisTarget::open(&cluster.url(), timeouts.connect, timeouts.command).expect("url"),
     );
-    let pool = build_checked_redis_pool(target, timeouts, 2, None).expect("pool");
+    let pool = build_checked_redis_pool(target, timeouts, 2, None);
     let role = |conn: &mut RedisConnection| -> redis::RedisResult<String> {
         let role: Vec<redis::Value> = redis::cmd("ROLE").query(conn)?;
         Ok(redis::from_redis_value(role[0].clone())?)

@@ -1,4 +1,3 @@
-DROP TABLE cache_database;
 DROP TRIGGER student_stats_truncate ON students;
 DROP TRIGGER student_stats_update_id ON students;
 DROP FUNCTION student_stats_reshape();

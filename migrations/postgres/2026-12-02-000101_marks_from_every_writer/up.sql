@@ -2,11 +2,11 @@
 -- service, a migration): every statement that changes `students` raises the cache's generation
 -- mark and keeps the student count in its own transaction, so no writer can forget either.
 -- Each instance compares the mark with the generation in Redis every 250 ms and invalidates
--- when they differ (see src/cache/mark.rs).
+-- when they differ (see crates/cache/src/outbox.rs).
 --
 -- Once per statement, not per row. The mark's one row is locked from the end of the first
 -- statement that changes `students` to the commit, which is what orders the marks as the
--- changes commit (src/cache/generation.rs); the application's transactions change `students`
+-- changes commit (crates/cache/src/generation.rs); the application's transactions change `students`
 -- in one statement each.
 CREATE FUNCTION cache_generation_mark() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -55,17 +55,6 @@ CREATE TRIGGER student_stats_update_id AFTER UPDATE OF id ON students
     FOR EACH STATEMENT EXECUTE FUNCTION student_stats_reshape();
 CREATE TRIGGER student_stats_truncate AFTER TRUNCATE ON students
     FOR EACH STATEMENT EXECUTE FUNCTION student_stats_reshape();
-
--- Which database this is, chosen once: a cached value records it, so a value computed from
--- another database (staging and production sharing one Redis and prefix, a command pointed at
--- the wrong Redis) is never served. A restored dump keeps it; give such a copy a new one with
--- `UPDATE cache_database SET identity = md5(random()::text || clock_timestamp()::text)`.
-CREATE TABLE cache_database (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    identity TEXT NOT NULL
-);
-INSERT INTO cache_database (id, identity)
-VALUES (1, md5(random()::text || clock_timestamp()::text));
 
 -- The count was kept by the application until now, so writes from elsewhere made it drift;
 -- from here on the triggers keep it exact.

@@ -2,7 +2,7 @@
 -- script): every change to `students` raises the cache's generation mark and keeps the student
 -- count in the writing statement's own transaction, so no writer can forget either. Each
 -- instance compares the mark with the generation in Redis every 250 ms and invalidates when
--- they differ (see src/cache/mark.rs).
+-- they differ (see crates/cache/src/outbox.rs).
 --
 -- SQLite has no statement-level triggers: these run once per row. The bulk insert
 -- (src/models/student.rs) drops them inside its transaction and does their work once.
@@ -21,16 +21,6 @@ BEGIN
     UPDATE cache_generation SET generation = generation + 1 WHERE id = 1;
     UPDATE student_stats SET version = version + 1 WHERE id = 1 AND OLD.id <> NEW.id;
 END;
-
--- Which database this is, chosen once: a cached value records it, so a value computed from
--- another database (staging and production sharing one Redis and prefix, a command pointed at
--- the wrong Redis) is never served. A copy of this file made by `cp` or `.backup` keeps it;
--- give such a copy a new one with `UPDATE cache_database SET identity = lower(hex(randomblob(16)))`.
-CREATE TABLE cache_database (
-    id INTEGER PRIMARY KEY NOT NULL CHECK (id = 1),
-    identity TEXT NOT NULL
-);
-INSERT INTO cache_database (id, identity) VALUES (1, lower(hex(randomblob(16))));
 
 -- The count was kept by the application until now, so writes from elsewhere made it drift;
 -- from here on the triggers keep it exact.

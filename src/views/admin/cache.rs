@@ -13,13 +13,13 @@ use super::students::staff_name;
 use crate::cache::generation::Generation;
 use crate::cache::history::{self, SERIES};
 use crate::cache::lookup;
+use crate::cache::schema::cache_invalidations;
 use crate::cache::trust::now_ms;
 use crate::db;
 use crate::error::AppError;
 use crate::forms::CsrfOnlyForm;
 use crate::models::cached::AverageAgeQuery;
 use crate::models::write_log::{self, LoggedWrite};
-use crate::schema::cache_invalidations;
 use crate::session;
 use crate::views::minute_chart::{MinuteChart, BASELINE, CHART_HEIGHT, CHART_WIDTH};
 use crate::views::{AppState, Nav};
@@ -110,8 +110,8 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<CacheP
             .redis_master()
             .unwrap_or_else(|| "none yet (no sentinel has named one)".into()),
         instance_id: cache.local().instance_id.clone(),
-        consistency_checks: metrics.cache_consistency_checks.get(),
-        inconsistencies: metrics.cache_inconsistencies.get(),
+        consistency_checks: metrics.cache.cache_consistency_checks.get(),
+        inconsistencies: metrics.cache.cache_inconsistencies.get(),
         pending: pending
             .into_iter()
             .map(|(id, key, at)| PendingRow {

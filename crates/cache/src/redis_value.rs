@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::envelope::{Envelope, Sealed};
 use super::generation::Generation;
 use super::{redis_target, trust, Cache, ValueKeys, LOCK_TTL};
-use crate::metrics;
+use crate::timings;
 
 /// A value found in Redis.
 #[derive(Debug)]
@@ -61,7 +61,7 @@ impl Cache {
         let mut conn = self.connection()?;
         let token = token();
         let read = |conn: &mut redis_target::RedisConnection| -> RedisResult<Vec<String>> {
-            metrics::time_cache_call("EVALSHA read_or_lease", || {
+            timings::time_cache_call("EVALSHA read_or_lease", || {
                 self.scripts
                     .read_or_lease
                     .key(&keys.value)
@@ -142,7 +142,7 @@ impl Cache {
         });
         let ttl = self.ttl_with_jitter();
         let ttl_ms = ttl.as_millis() as u64;
-        let stored: i64 = metrics::time_cache_call("EVALSHA fill_if_generation", || {
+        let stored: i64 = timings::time_cache_call("EVALSHA fill_if_generation", || {
             self.scripts
                 .fill
                 .key(&keys.value)
@@ -162,7 +162,7 @@ impl Cache {
     pub fn try_lease(&self, keys: &ValueKeys) -> RedisResult<Option<FillLease>> {
         let mut conn = self.connection()?;
         let taken: Option<(String, String)> =
-            metrics::time_cache_call("EVALSHA try_lease", || {
+            timings::time_cache_call("EVALSHA try_lease", || {
                 self.scripts
                     .try_lease
                     .key(&self.keys.generation)
@@ -185,7 +185,7 @@ impl Cache {
     /// expired, or an invalidation freed it and a reader took it).
     pub fn renew_fill_lease(&self, keys: &ValueKeys, lease: &FillLease) -> RedisResult<bool> {
         let mut conn = self.connection()?;
-        let renewed: i64 = metrics::time_cache_call("EVALSHA renew_lock", || {
+        let renewed: i64 = timings::time_cache_call("EVALSHA renew_lock", || {
             self.scripts
                 .renew_lock
                 .key(&keys.lock)

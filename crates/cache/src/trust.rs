@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::metrics::Metrics;
+use crate::metrics::CacheMetrics;
 
 /// Outage warnings are logged at most this often.
 const LOG_EVERY_MS: u64 = 10_000;
@@ -71,7 +71,7 @@ impl RedisTrust {
     }
 
     /// A failed Redis call: counts it, logs it (rate-limited), and distrusts Redis.
-    pub fn failed(&self, metrics: &Metrics, context: &str, error: &redis::RedisError) {
+    pub fn failed(&self, metrics: &CacheMetrics, context: &str, error: &redis::RedisError) {
         metrics.cache_errors.inc();
         let was_trusted = self.is_trusted();
         self.distrust();

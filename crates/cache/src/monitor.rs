@@ -23,9 +23,10 @@ use diesel::prelude::*;
 
 use super::generation::Generation;
 use super::{Cache, CachedQuery};
-use crate::db::{self, DbConn, DbPool};
-use crate::error::AppError;
+use crate::db::{DbConn, DbPool};
+use crate::error::CacheError;
 use crate::schema::cache_invalidations;
+use crate::timings;
 
 /// How often a served value is checked: at most once a second, so the check costs the
 /// database one small transaction per second per instance.
@@ -212,12 +213,12 @@ pub async fn run(cache: Arc<Cache>, db: DbPool) {
         cache.served.want();
         tokio::time::sleep(SAMPLE_WINDOW).await;
         let (cache, db) = (Arc::clone(&cache), db.clone());
-        let checked = db::blocking(move || {
+        let checked = timings::blocking(move || {
             let verdict = cache.check_consistency(&mut *db.get()?);
             if let Verdict::Skipped(why) = verdict {
                 log::debug!("consistency check skipped: {why}");
             }
-            Ok::<_, AppError>(())
+            Ok::<_, CacheError>(())
         })
         .await;
         if let Err(e) = checked {

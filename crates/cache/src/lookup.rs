@@ -9,7 +9,8 @@ use super::redis_value::{FillLease, ReadOutcome};
 use super::single_flight::Shared;
 use super::{Cache, CachedQuery, Tier, ValueKeys, RENEW_LOCK_EVERY, WAIT_FOR_LEADER};
 use crate::db::{self, DbConn, DbPool};
-use crate::error::AppError;
+use crate::error::CacheError;
+use crate::timings;
 /// How often a request waiting for another request's aggregate looks for the value, at first;
 /// the interval grows with the wait, up to [`MAX_POLL_INTERVAL`], so that a slow aggregate's
 /// waiters do not flood Redis.
@@ -60,7 +61,7 @@ pub fn run_query<Q: CachedQuery>(
     cache: &Cache,
     query: &Q,
     conn: &mut DbConn,
-) -> Result<Q::Value, AppError> {
+) -> Result<Q::Value, CacheError> {
     let metrics = cache.metrics();
     metrics.db_aggregate_queries.inc();
     metrics.db_aggregate_queries_running.inc();
@@ -84,7 +85,7 @@ pub async fn lookup<Q: CachedQuery>(
     cache: &Arc<Cache>,
     db: &DbPool,
     query: &Q,
-) -> Result<Lookup<Q::Value>, AppError> {
+) -> Result<Lookup<Q::Value>, CacheError> {
     let started = Instant::now();
     let deadline = started + WAIT_FOR_LEADER;
     let key = query.key();
@@ -105,8 +106,9 @@ pub async fn lookup<Q: CachedQuery>(
         }
         let keys = Arc::clone(keys.get_or_insert_with(|| Arc::new(cache.keys().value(&key))));
         let reader = Arc::clone(cache);
-        let read = db::blocking(move || Ok::<_, AppError>(reader.read_or_lease::<Q::Value>(&keys)))
-            .await?;
+        let read =
+            timings::blocking(move || Ok::<_, CacheError>(reader.read_or_lease::<Q::Value>(&keys)))
+                .await?;
         match read {
             Ok(ReadOutcome::Hit(found)) => {
                 cache.served(found.generation, query, &found.value);
@@ -199,7 +201,7 @@ fn refresh_early_if_due<Q: CachedQuery>(
     let (cache, pool, query) = (Arc::clone(cache), db.clone(), query.clone());
     tokio::spawn(async move {
         let refresher = Arc::clone(&cache);
-        let refreshed = db::blocking(move || {
+        let refreshed = timings::blocking(move || {
             let keys = refresher.keys().value(&query.key());
             let lease = match refresher.try_lease(&keys) {
                 Ok(Some(lease)) => lease,
@@ -221,7 +223,7 @@ fn refresh_early_if_due<Q: CachedQuery>(
                 &Arc::new(value),
                 started.elapsed(),
             );
-            Ok::<_, AppError>(())
+            Ok::<_, CacheError>(())
         })
         .await;
         if let Err(e) = refreshed {
@@ -237,7 +239,7 @@ async fn from_database<Q: CachedQuery>(
     cache: &Arc<Cache>,
     db: &DbPool,
     query: &Q,
-) -> Result<Arc<Q::Value>, AppError> {
+) -> Result<Arc<Q::Value>, CacheError> {
     let shared = cache
         .database_flights()
         .run(&query.key(), || {
@@ -298,9 +300,9 @@ async fn compute_and_fill<Q: CachedQuery>(
     db: &DbPool,
     query: &Q,
     lease: FillLease,
-) -> Result<Arc<Q::Value>, AppError> {
+) -> Result<Arc<Q::Value>, CacheError> {
     let (cache, pool, query) = (Arc::clone(cache), db.clone(), query.clone());
-    db::blocking(move || {
+    timings::blocking(move || {
         let keys = cache.keys().value(&query.key());
         // If the query fails the lease is left to expire: a database that fails for one request
         // would fail the next one too, so retrying at once gains nothing.
@@ -309,7 +311,7 @@ async fn compute_and_fill<Q: CachedQuery>(
             run_query(&cache, &query, &mut *pool.get()?)
         })?);
         store(&cache, &query, &keys, &lease, &value, started.elapsed());
-        Ok::<_, AppError>(value)
+        Ok::<_, CacheError>(value)
     })
     .await
 }

@@ -14,7 +14,7 @@
 -- computed or taken at, so raising the generation is what makes all of them old at once: the
 -- read script treats an older value as absent and an older lease as free. The generation
 -- follows the database's mark instead of counting by itself, so that a Redis which lost data
--- can be put back above every generation it ever held (see src/cache/generation.rs).
+-- can be put back above every generation it ever held (see src/generation.rs).
 --
 -- Touches nothing and returns {'not_ours', owner} when the keys belong to another database, or
 -- to nobody and this process may not claim them: the caller keeps its outbox row.

@@ -88,8 +88,8 @@ pub fn build_checked_redis_pool(
     timeouts: RedisTimeouts,
     max_size: u32,
     on_connect: Option<Arc<dyn OnConnect>>,
-) -> anyhow::Result<RedisPool> {
-    Ok(r2d2::Pool::builder()
+) -> RedisPool {
+    r2d2::Pool::builder()
         .max_size(max_size)
         .min_idle(Some(0))
         // A PING per checkout would double the round trips of a cache hit. A connection that
@@ -98,5 +98,5 @@ pub fn build_checked_redis_pool(
         .test_on_check_out(false)
         .connection_timeout(timeouts.checkout)
         .error_handler(Box::new(QuietErrors))
-        .build_unchecked(RedisManager { target, on_connect }))
+        .build_unchecked(RedisManager { target, on_connect })
 }

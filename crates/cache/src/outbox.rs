@@ -9,13 +9,15 @@ use diesel::prelude::*;
 
 use super::trust::now_ms;
 use super::{lease, Cache};
-use crate::db::{self, DbConn, DbPool};
-use crate::error::AppError;
+use crate::db::{DbConn, DbPool};
+use crate::error::CacheError;
 use crate::on_backend;
 use crate::schema::cache_invalidations;
+use crate::timings;
 
-/// The logical name of the one cached value, as stored in the outbox.
-pub const AVERAGE_AGE: &str = "students:average_age";
+/// What an outbox row invalidates, in its `cache_key` column: the generation, which every value
+/// shares, so every value.
+pub const ALL: &str = "generation";
 
 /// How often every instance looks at the outbox and, while Redis is distrusted, probes it.
 pub const POLL_EVERY: Duration = Duration::from_millis(250);
@@ -106,12 +108,12 @@ impl Cache {
         &self,
         db: &DbPool,
         change: impl FnOnce(&mut DbConn) -> QueryResult<T>,
-    ) -> Result<T, AppError> {
+    ) -> Result<T, CacheError> {
         // The change comes first: in SQLite its write takes the write lock at once, so a
         // concurrent writer waits on busy_timeout instead of failing to upgrade a read lock.
         let (value, outbox_id) = db.get()?.transaction(|conn| {
             let value = change(conn)?;
-            let outbox_id = record(conn, AVERAGE_AGE)?;
+            let outbox_id = record(conn, ALL)?;
             Ok::<_, diesel::result::Error>((value, outbox_id))
         })?;
         self.invalidate_committed(db, &[outbox_id]);
@@ -133,7 +135,7 @@ impl Cache {
                 self.metrics.cache_invalidations.inc();
                 let deleted = db
                     .get()
-                    .map_err(anyhow::Error::from)
+                    .map_err(CacheError::from)
                     .and_then(|mut conn| Ok(confirm(&mut conn, outbox_ids)?));
                 if let Err(e) = deleted {
                     // Harmless: the worker will invalidate once more and delete the row.
@@ -167,7 +169,7 @@ impl Cache {
         let deadline = started + HANDOVER_WAIT;
         let handed = db
             .get()
-            .map_err(anyhow::Error::from)
+            .map_err(CacheError::from)
             .and_then(|mut conn| Ok(hand_over(&mut conn, outbox_ids)?));
         if let Err(e) = handed {
             log::warn!("could not hand pending invalidations over: {e}");
@@ -176,7 +178,7 @@ impl Cache {
             std::thread::sleep(HANDOVER_POLL);
             let left = db
                 .get()
-                .map_err(anyhow::Error::from)
+                .map_err(CacheError::from)
                 .and_then(|mut conn| Ok(any_left(&mut conn, outbox_ids)?));
             if let Ok(false) = left {
                 log::debug!(
@@ -240,7 +242,7 @@ impl Cache {
             self.metrics.cache_invalidations.inc();
             let deleted = db
                 .get()
-                .map_err(anyhow::Error::from)
+                .map_err(CacheError::from)
                 .and_then(|mut conn| Ok(confirm(&mut conn, &ids)?));
             if let Err(e) = deleted {
                 log::warn!("outbox: applied but could not delete rows: {e}");
@@ -315,9 +317,9 @@ pub async fn run_worker(cache: Arc<Cache>, db: DbPool) {
     loop {
         interval.tick().await;
         let (cache, db) = (Arc::clone(&cache), db.clone());
-        if let Err(e) = db::blocking(move || {
+        if let Err(e) = timings::blocking(move || {
             cache.apply_outbox(&db);
-            Ok::<_, crate::error::AppError>(())
+            Ok::<_, crate::error::CacheError>(())
         })
         .await
         {

@@ -20,7 +20,7 @@ use redis::{RedisError, RedisResult};
 
 use super::generation::Generation;
 use super::Cache;
-use crate::metrics;
+use crate::timings;
 
 /// How long a lease lasts in Redis.
 pub const LEASE: Duration = Duration::from_secs(2);
@@ -47,7 +47,7 @@ impl Cache {
         let mut pause = ACK_POLL_FIRST;
         loop {
             let (waiting, lost_table_left_ms): (i64, u64) =
-                metrics::time_cache_call("EVALSHA unacknowledged", || {
+                timings::time_cache_call("EVALSHA unacknowledged", || {
                     self.scripts
                         .unacknowledged
                         .key(&self.keys.instances)
@@ -154,9 +154,9 @@ pub async fn run_renewal(cache: std::sync::Arc<Cache>) {
             continue;
         }
         let renewer = std::sync::Arc::clone(&cache);
-        let renewed = crate::db::blocking(move || {
+        let renewed = crate::timings::blocking(move || {
             renewer.renew_lease();
-            Ok::<_, crate::error::AppError>(())
+            Ok::<_, crate::error::CacheError>(())
         })
         .await;
         if let Err(e) = renewed {

@@ -1,7 +1,13 @@
-//! The cache of the application's queries in Redis (and in each process' memory), and what
-//! keeps it correct. It caches any [`CachedQuery`]: the average page's aggregate and the pages
-//! of the list are its two users (`models::cached`); all of them share one generation, so one
-//! invalidation covers every cached value.
+//! A cache of database queries in Redis (and in each process' memory), and what keeps it
+//! correct. It caches any [`CachedQuery`] and knows nothing of what the queries read: in
+//! CacheWithRedis the average page's aggregate and the pages of the list are its two users
+//! (`src/models/cached.rs`). All values share one generation, so one invalidation covers every
+//! cached value.
+//!
+//! The application gives it a database pool ([`db`]), runs its migrations with its own
+//! ([`migrations`]), registers its series ([`metrics`]), converts its errors ([`CacheError`]),
+//! and raises the generation's mark in every transaction that changes what a query reads
+//! (a trigger, see [`generation`]).
 //!
 //! # Keys
 //!
@@ -22,7 +28,7 @@
 //! - `{prefix}:server_met:{run_id}:{replication id}`: when a server was first met in its role,
 //!   in its own clock (Unix ms), kept a day (see [`resync::ServerMet`]).
 //!
-//! The Lua scripts are in `src/cache/scripts/`, each with its KEYS and ARGV documented.
+//! The Lua scripts are in `src/scripts/`, each with its KEYS and ARGV documented.
 //!
 //! # Read path (cache-aside; a hit costs no round trip, or one)
 //!
@@ -97,10 +103,10 @@
 //!
 //! # Why a change made outside the application shows within a second
 //!
-//! The mark is raised by triggers on `students` in the writing transaction, whoever writes
-//! (`psql`, an ETL job): the application's writes and everyone else's alike. Every instance's
-//! worker compares the mark with the generation in Redis every [`outbox::POLL_EVERY`] and
-//! invalidates when the mark is ahead ([`Cache::follow_mark`]); no outbox row is needed.
+//! The mark is raised by triggers on the tables the queries read (`students`, in CacheWithRedis)
+//! in the writing transaction, whoever writes (`psql`, an ETL job): the application's writes and
+//! everyone else's alike. Every instance's worker compares the mark with the generation in Redis
+//! every [`outbox::POLL_EVERY`] and invalidates when the mark is ahead ([`Cache::follow_mark`]); no outbox row is needed.
 //!
 //! # Why a value the application did not write is replaced at once
 //!
@@ -141,12 +147,16 @@
 //! A graceful stop (SIGTERM) withdraws the instance's memory lease once the server has stopped
 //! ([`Cache::withdraw_lease`]), so writers never wait for an instance that has left; only a
 //! killed instance makes writes wait, for at most the rest of its lease.
+pub mod db;
 pub mod envelope;
+pub mod error;
 pub mod generation;
 pub mod history;
 pub mod lease;
 pub mod local;
 pub mod lookup;
+pub mod metrics;
+pub mod migrations;
 pub mod monitor;
 pub mod outbox;
 pub mod owner;
@@ -155,10 +165,12 @@ pub mod redis_pool;
 pub mod redis_target;
 pub mod redis_value;
 pub mod resync;
+pub mod schema;
 pub mod scripts;
 pub mod single_flight;
 pub mod snapshot;
 pub mod tier;
+pub mod timings;
 pub mod trust;
 pub mod xfetch;
 
@@ -170,13 +182,14 @@ use rand::Rng;
 use redis::RedisResult;
 
 use crate::db::DbPool;
-use crate::metrics::{self, Metrics};
+use crate::metrics::CacheMetrics;
 use generation::Generation;
 use local::LocalTier;
 use redis_pool::RedisPool;
 use scripts::Scripts;
 use trust::{RedisTrust, TrustEpoch};
 
+pub use error::CacheError;
 pub use lookup::{CacheOutcome, Lookup};
 pub use query::CachedQuery;
 pub use tier::Tier;
@@ -260,7 +273,7 @@ pub struct Cache {
     /// Whether requests may read Redis: not after a failure, not while an invalidation may be
     /// pending, not before the outbox was applied once.
     trust: RedisTrust,
-    metrics: Arc<Metrics>,
+    metrics: Arc<CacheMetrics>,
     local: LocalTier,
     client: Arc<redis_target::RedisTarget>,
     scripts: Scripts,
@@ -285,10 +298,10 @@ impl Cache {
         client: Arc<redis_target::RedisTarget>,
         prefix: &str,
         ttl: Duration,
-        metrics: Arc<Metrics>,
+        metrics: Arc<CacheMetrics>,
         db: DbPool,
         resync: Arc<resync::Resync>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, CacheError> {
         let identity = owner::database_identity(&mut *db.get()?)?;
         Ok(Cache {
             resync,
@@ -332,6 +345,17 @@ impl Cache {
         }
     }
 
+    /// Starts, in one place, what keeps this instance's copies correct while it serves: the
+    /// invalidation listener, the memory lease's own ticker ([`lease::run_renewal`]), the outbox
+    /// worker and the consistency monitor. Called once the outbox was applied
+    /// ([`Cache::apply_outbox`]), on the tokio runtime the server runs on.
+    pub fn start_background(self: &Arc<Self>, db: DbPool) {
+        self.start_subscriber();
+        tokio::spawn(lease::run_renewal(Arc::clone(self)));
+        tokio::spawn(outbox::run_worker(Arc::clone(self), db.clone()));
+        tokio::spawn(monitor::run(Arc::clone(self), db));
+    }
+
     /// Where Redis is, for connections of its own outside the pool (the staff page's sampler).
     pub fn redis_target(&self) -> Arc<redis_target::RedisTarget> {
         Arc::clone(&self.client)
@@ -346,7 +370,7 @@ impl Cache {
         &self.keys
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &CacheMetrics {
         &self.metrics
     }
 
@@ -425,7 +449,7 @@ impl Cache {
     /// stays the high-water mark), and the script runs again with it. (A generation already at
     /// the mark is raised too: another instance may have applied this very mark first, but a
     /// mark behind can also have caught up with Redis exactly, and the two look alike.)
-    pub(super) fn move_generation(&self) -> RedisResult<Generation> {
+    pub(crate) fn move_generation(&self) -> RedisResult<Generation> {
         // Read after the change committed, so the mark covers it (see [`generation`]).
         let mut mark = self.with_database(generation::committed)?;
         let generation = loop {
@@ -450,7 +474,7 @@ impl Cache {
     /// The invalidation script at `mark`: the generation now, and the one before.
     fn invalidate_at(&self, mark: Generation) -> RedisResult<(Generation, Generation)> {
         let mut conn = self.connection()?;
-        let reply: Vec<String> = metrics::time_cache_call("EVALSHA invalidate", || {
+        let reply: Vec<String> = timings::time_cache_call("EVALSHA invalidate", || {
             self.scripts
                 .invalidate
                 .key(&self.keys.generation)
@@ -485,7 +509,7 @@ impl Cache {
     /// unreachable Redis would, leaving the outbox row to the worker.
     fn with_database<T>(
         &self,
-        statement: impl FnOnce(&mut crate::db::DbConn) -> diesel::QueryResult<T>,
+        statement: impl FnOnce(&mut db::DbConn) -> diesel::QueryResult<T>,
     ) -> RedisResult<T> {
         let mut conn = self.db.get().map_err(|e| resync::database_error(&e))?;
         statement(&mut conn).map_err(|e| resync::database_error(&e))
@@ -495,7 +519,7 @@ impl Cache {
     /// and the generation in Redis (`None` when missing).
     fn inspect(&self) -> RedisResult<Option<Generation>> {
         let mut conn = self.connection()?;
-        let reply: Vec<String> = metrics::time_cache_call("EVALSHA inspect", || {
+        let reply: Vec<String> = timings::time_cache_call("EVALSHA inspect", || {
             self.scripts
                 .inspect
                 .key(&self.keys.generation)
@@ -530,7 +554,7 @@ impl Cache {
 
     pub fn ping(&self) -> RedisResult<()> {
         let mut conn = self.connection()?;
-        metrics::time_cache_call("PING", || redis::cmd("PING").query::<String>(&mut *conn))?;
+        timings::time_cache_call("PING", || redis::cmd("PING").query::<String>(&mut *conn))?;
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 -- ARGV[1]  a random token naming this request
 -- ARGV[2]  the lease's TTL, in milliseconds
 -- ARGV[3]  this instance's floor: the highest generation it has seen announced
--- ARGV[4]  this instance's database identity (see src/cache/owner.rs)
+-- ARGV[4]  this instance's database identity (see src/owner.rs)
 --
 -- Returns {'hit', value, pttl}, {'lead', generation, foreign, holder} (this request holds the
 -- lease, as `holder`, and must compute the value; foreign is '1' when the value there came from
@@ -15,7 +15,7 @@
 -- and it must be raised to the database's mark before anything here is trusted).
 --
 -- A value counts only if it is an envelope this application wrote from this database at the
--- current generation (src/cache/envelope.rs); the payload inside is not looked at. Anything
+-- current generation (src/envelope.rs); the payload inside is not looked at. Anything
 -- else (a value typed by hand, written by an older release or from another database) is a
 -- miss under the lease, so that one query replaces it.
 --

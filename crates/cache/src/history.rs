@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::redis_target::RedisTarget;
 use super::{Cache, Tier};
-use crate::metrics::Metrics;
+use crate::metrics::CacheMetrics;
 
 /// Minutes kept and shown.
 pub const MINUTES: usize = 60;
@@ -50,7 +50,7 @@ pub struct Published {
 
 /// This instance's per-minute history, the tier of its last hit, and where it listens.
 pub struct History {
-    metrics: Arc<Metrics>,
+    metrics: Arc<CacheMetrics>,
     /// The counters' values at the start of each of the last minutes, oldest first.
     snapshots: Mutex<VecDeque<Minute>>,
     last_tier: AtomicU8,
@@ -63,7 +63,7 @@ pub struct History {
 
 impl History {
     pub fn new(
-        metrics: Arc<Metrics>,
+        metrics: Arc<CacheMetrics>,
         key_prefix: &str,
         address: String,
         target: Arc<RedisTarget>,
@@ -240,7 +240,7 @@ pub async fn run_sampler(history: Arc<History>, cache: std::sync::Weak<Cache>) {
         };
         history.sample();
         let (h, c, kept) = (Arc::clone(&history), strong, conn.take());
-        conn = crate::db::blocking(move || {
+        conn = crate::timings::blocking(move || {
             let mut connection = match kept {
                 Some(connection) => connection,
                 None => match h.target.connect() {
@@ -249,7 +249,7 @@ pub async fn run_sampler(history: Arc<History>, cache: std::sync::Weak<Cache>) {
                 },
             };
             let published = h.publish(&c, &mut connection);
-            Ok::<_, crate::error::AppError>(published.ok().map(|()| connection))
+            Ok::<_, crate::error::CacheError>(published.ok().map(|()| connection))
         })
         .await
         .ok()
@@ -268,7 +268,7 @@ mod tests {
             Duration::from_millis(250),
         );
         History::new(
-            Arc::new(Metrics::new()),
+            Arc::new(CacheMetrics::unregistered()),
             "p",
             "addr".into(),
             Arc::new(target.unwrap()),

@@ -1,0 +1,49 @@
+//! The database the cache keeps its tables in, and which its queries read: one connection type
+//! for PostgreSQL and SQLite, and its pool. The application builds the pool (its settings are
+//! the application's) and shares it.
+
+use diesel::pg::PgConnection;
+use diesel::r2d2::{ConnectionManager, Pool, PooledConnection};
+use diesel::sqlite::SqliteConnection;
+
+/// One connection type for both backends. PostgreSQL comes first: `establish` tries the
+/// variants in order, and SQLite would take any string, a `postgres://` URL included, as a
+/// file name.
+#[derive(diesel::MultiConnection)]
+pub enum DbConn {
+    Pg(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub type DbPool = Pool<ConnectionManager<DbConn>>;
+pub type PooledConn = PooledConnection<ConnectionManager<DbConn>>;
+
+/// Runs `$body` with `$conn` bound to the concrete connection of either backend. For the few
+/// statements that do not type-check through the multi-backend connection (RETURNING, multi-row
+/// INSERT), each arm is compiled for its own backend.
+#[macro_export]
+macro_rules! on_backend {
+    ($multi:expr, $conn:ident => $body:expr) => {
+        match $multi {
+            $crate::db::DbConn::Pg($conn) => $body,
+            $crate::db::DbConn::Sqlite($conn) => $body,
+        }
+    };
+}
+
+/// Runs `f` with a pooled connection, off the executor. The connection is taken inside the
+/// blocking closure because waiting for one can block too.
+pub async fn with_conn<T>(
+    pool: &DbPool,
+    f: impl FnOnce(&mut DbConn) -> Result<T, crate::CacheError> + Send + 'static,
+) -> Result<T, crate::CacheError>
+where
+    T: Send + 'static,
+{
+    let pool = pool.clone();
+    crate::timings::blocking(move || {
+        let mut conn = pool.get()?;
+        f(&mut conn)
+    })
+    .await
+}
