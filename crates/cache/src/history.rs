@@ -240,16 +240,12 @@ pub async fn run_sampler(history: Arc<History>, cache: std::sync::Weak<Cache>) {
         };
         history.sample();
         let (h, c, kept) = (Arc::clone(&history), strong, conn.take());
-        conn = crate::timings::blocking(move || {
+        conn = crate::timings::run_blocking(move || {
             let mut connection = match kept {
                 Some(connection) => connection,
-                None => match h.target.connect() {
-                    Ok(connection) => connection,
-                    Err(_) => return Ok(None),
-                },
+                None => h.target.connect().ok()?,
             };
-            let published = h.publish(&c, &mut connection);
-            Ok::<_, crate::error::CacheError>(published.ok().map(|()| connection))
+            h.publish(&c, &mut connection).ok().map(|()| connection)
         })
         .await
         .ok()

@@ -154,11 +154,7 @@ pub async fn run_renewal(cache: std::sync::Arc<Cache>) {
             continue;
         }
         let renewer = std::sync::Arc::clone(&cache);
-        let renewed = crate::timings::blocking(move || {
-            renewer.renew_lease();
-            Ok::<_, crate::error::CacheError>(())
-        })
-        .await;
+        let renewed = crate::timings::run_blocking(move || renewer.renew_lease()).await;
         if let Err(e) = renewed {
             log::warn!("memory lease renewal: {e}");
         }

@@ -106,7 +106,8 @@
 //! The mark is raised by triggers on the tables the queries read (`students`, in CacheWithRedis)
 //! in the writing transaction, whoever writes (`psql`, an ETL job): the application's writes and
 //! everyone else's alike. Every instance's worker compares the mark with the generation in Redis
-//! every [`outbox::POLL_EVERY`] and invalidates when the mark is ahead ([`Cache::follow_mark`]); no outbox row is needed.
+//! every [`outbox::POLL_EVERY`] and invalidates when the mark is ahead ([`Cache::follow_mark`]);
+//! no outbox row is needed.
 //!
 //! # Why a value the application did not write is replaced at once
 //!

@@ -106,9 +106,7 @@ pub async fn lookup<Q: CachedQuery>(
         }
         let keys = Arc::clone(keys.get_or_insert_with(|| Arc::new(cache.keys().value(&key))));
         let reader = Arc::clone(cache);
-        let read =
-            timings::blocking(move || Ok::<_, CacheError>(reader.read_or_lease::<Q::Value>(&keys)))
-                .await?;
+        let read = timings::run_blocking(move || reader.read_or_lease::<Q::Value>(&keys)).await?;
         match read {
             Ok(ReadOutcome::Hit(found)) => {
                 cache.served(found.generation, query, &found.value);

@@ -98,6 +98,15 @@ fn any_left(conn: &mut DbConn, ids: &[i32]) -> QueryResult<bool> {
     .get_result(conn)
 }
 
+/// Runs one statement on a pooled connection, for the outbox's bookkeeping after Redis answered
+/// or failed: its caller logs a failure and leaves the row to the worker.
+fn pooled<T>(
+    db: &DbPool,
+    statement: impl FnOnce(&mut DbConn) -> QueryResult<T>,
+) -> Result<T, CacheError> {
+    Ok(statement(&mut *db.get()?)?)
+}
+
 impl Cache {
     /// Runs `change` and records the invalidation in one transaction, gives the connection
     /// back, then invalidates. The change is kept even when Redis is down: the outbox row
@@ -133,10 +142,7 @@ impl Cache {
         match self.invalidate() {
             Ok(_) => {
                 self.metrics.cache_invalidations.inc();
-                let deleted = db
-                    .get()
-                    .map_err(CacheError::from)
-                    .and_then(|mut conn| Ok(confirm(&mut conn, outbox_ids)?));
+                let deleted = pooled(db, |conn| confirm(conn, outbox_ids));
                 if let Err(e) = deleted {
                     // Harmless: the worker will invalidate once more and delete the row.
                     log::warn!("could not delete applied outbox rows: {e}");
@@ -167,19 +173,13 @@ impl Cache {
     fn await_handover(&self, db: &DbPool, outbox_ids: &[i32]) {
         let started = Instant::now();
         let deadline = started + HANDOVER_WAIT;
-        let handed = db
-            .get()
-            .map_err(CacheError::from)
-            .and_then(|mut conn| Ok(hand_over(&mut conn, outbox_ids)?));
+        let handed = pooled(db, |conn| hand_over(conn, outbox_ids));
         if let Err(e) = handed {
             log::warn!("could not hand pending invalidations over: {e}");
         }
         while Instant::now() < deadline {
             std::thread::sleep(HANDOVER_POLL);
-            let left = db
-                .get()
-                .map_err(CacheError::from)
-                .and_then(|mut conn| Ok(any_left(&mut conn, outbox_ids)?));
+            let left = pooled(db, |conn| any_left(conn, outbox_ids));
             if let Ok(false) = left {
                 log::debug!(
                     "pending invalidation applied by a peer in {:?}",
@@ -240,10 +240,7 @@ impl Cache {
                 return;
             }
             self.metrics.cache_invalidations.inc();
-            let deleted = db
-                .get()
-                .map_err(CacheError::from)
-                .and_then(|mut conn| Ok(confirm(&mut conn, &ids)?));
+            let deleted = pooled(db, |conn| confirm(conn, &ids));
             if let Err(e) = deleted {
                 log::warn!("outbox: applied but could not delete rows: {e}");
                 return;
@@ -317,12 +314,7 @@ pub async fn run_worker(cache: Arc<Cache>, db: DbPool) {
     loop {
         interval.tick().await;
         let (cache, db) = (Arc::clone(&cache), db.clone());
-        if let Err(e) = timings::blocking(move || {
-            cache.apply_outbox(&db);
-            Ok::<_, crate::error::CacheError>(())
-        })
-        .await
-        {
+        if let Err(e) = timings::run_blocking(move || cache.apply_outbox(&db)).await {
             log::warn!("outbox worker: {e}");
         }
     }
