@@ -14,7 +14,8 @@ use diesel::prelude::*;
 use rand::Rng;
 
 use crate::checker::{History, Read};
-use crate::cluster::{Instance, Proxy};
+use crate::cluster::Instance;
+use testkit::FaultProxy as Proxy;
 
 pub const STAFF_USER: &str = "nemesis";
 pub const STAFF_PASSWORD: &str = "nemesis staff password";

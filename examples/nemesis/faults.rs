@@ -13,7 +13,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::checker::History;
 use crate::clients::DatabaseLink;
-use crate::cluster::{Instance, Proxy, Redis};
+use crate::cluster::Instance;
+use testkit::{FaultProxy as Proxy, RedisServer as Redis};
 
 /// The value a program other than this app's release might leave in the key, with no TTL.
 const FOREIGN_VALUE: &str = "{\"legacy\": true, \"avg\": 1}";

@@ -29,8 +29,9 @@ use cachewithredis::config::DatabaseUrl;
 
 use checker::History;
 use clients::DatabaseLink;
-use cluster::{Database, Instance, Proxy, Redis};
+use cluster::{Database, Instance};
 use faults::Targets;
+use testkit::{FaultProxy as Proxy, RedisServer as Redis};
 
 /// `CACHE_KEY_PREFIX` of both instances.
 const PREFIX: &str = "nemesis";
@@ -199,9 +200,9 @@ fn run(options: Options) -> anyhow::Result<Summary> {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
     });
     let database = Database::create(&dir, postgres_admin)?;
-    let redis = Arc::new(Redis::start(dir.join("redis"))?);
+    let redis = Arc::new(Redis::start_in(&dir.join("redis"))?);
     // The Redis a command reaches when REDIS_URL is left unset on a box that has one.
-    let wrong_redis = Redis::start(dir.join("wrong-redis"))?;
+    let wrong_redis = Redis::start_in(&dir.join("wrong-redis"))?;
     let env_with = |database_url: String, redis_url: String| {
         vec![
             ("DATABASE_URL".to_string(), database_url),
@@ -214,7 +215,7 @@ fn run(options: Options) -> anyhow::Result<Summary> {
             ("RUST_LOG".to_string(), "warn".to_string()),
         ]
     };
-    let cli_env = env_with(database.url.clone(), redis.url());
+    let cli_env = env_with(database.url().to_owned(), redis.url());
     command(&options.bin, &dir, &cli_env, &["migrate"])?;
     command(
         &options.bin,
@@ -235,9 +236,9 @@ fn run(options: Options) -> anyhow::Result<Summary> {
         ],
     )?;
     let db_url = if database.is_postgres() {
-        DatabaseUrl::Postgres(database.url.clone())
+        DatabaseUrl::Postgres(database.url().to_owned())
     } else {
-        DatabaseUrl::Sqlite(database.url.clone())
+        DatabaseUrl::Sqlite(database.url().to_owned())
     };
     let db = cachewithredis::db::build_pool(&db_url)?;
 
@@ -250,13 +251,13 @@ fn run(options: Options) -> anyhow::Result<Summary> {
                 let url = database.url_through(proxy.port);
                 (DatabaseLink::new(Some(proxy)), url)
             }
-            None => (DatabaseLink::new(None), database.url.clone()),
+            None => (DatabaseLink::new(None), database.url().to_owned()),
         };
         let link = Arc::new(link);
         let command = clients::WrongRedisCommand {
             bin: options.bin.clone(),
             dir: dir.clone(),
-            env: env_with(database.url.clone(), wrong_redis.url()),
+            env: env_with(database.url().to_owned(), wrong_redis.url()),
         };
         let mut proxies = Vec::new();
         let mut instances = Vec::new();

@@ -131,7 +131,7 @@ async fn an_instance_whose_subscription_dropped_silently_serves_nothing_old_and_
     other.average().await;
     assert_eq!(count_and_cache(&other).await, (1, "HIT".to_string()));
     // Every connection the other instance has now goes silent, without a FIN; new ones work.
-    other.proxy.black_hole_existing();
+    other.proxy.black_hole();
     assert_eq!(app.add_student("Unheard", "40").await.status(), 303);
 
     every_read_shows(&other, 2, 20).await;

@@ -221,7 +221,7 @@ async fn a_seed_pointed_at_another_redis_leaves_its_invalidation_to_the_instance
     app.average().await;
     assert_eq!(count_on(&app).await, (1, "HIT".to_owned()));
     // REDIS_URL unset on a production box: the command reaches a local Redis that answers.
-    let wrong = RedisServer::start();
+    let wrong = RedisServer::start().expect("redis-server");
     let out = Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
         .args(["seed", "--count", "10"])
         .env("DATABASE_URL", app.database.url_string())
@@ -247,7 +247,7 @@ async fn a_seed_pointed_at_another_redis_leaves_its_invalidation_to_the_instance
     );
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*:students:average_age")
-        .query(&mut wrong.connection())
+        .query(&mut wrong.connection().expect("redis answers"))
         .unwrap();
     assert!(
         keys.is_empty(),

@@ -53,7 +53,7 @@ fn own_as_a_server_would(dir: &TempDir, redis: &RedisServer) {
     let _: () = redis::cmd("SET")
         .arg("clitest:database")
         .arg(identity)
-        .query(&mut redis.connection())
+        .query(&mut redis.connection().expect("redis answers"))
         .unwrap();
 }
 
@@ -89,9 +89,9 @@ fn a_bad_configuration_value_exits_non_zero_naming_the_variable() {
 #[test]
 fn seed_adds_exactly_n_rows_and_invalidates_the_cache() {
     let dir = TempDir::new().unwrap();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server");
     own_as_a_server_would(&dir, &redis);
-    let mut conn = redis.connection();
+    let mut conn = redis.connection().expect("redis answers");
     let generation = |conn: &mut redis::Connection| -> u64 {
         redis::cmd("GET")
             .arg("clitest:generation")
@@ -396,7 +396,7 @@ async fn a_command_run_thirty_times_exits_cleanly_every_time() {
 fn scripts_run(redis: &RedisServer) -> u64 {
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
-        .query(&mut redis.connection())
+        .query(&mut redis.connection().expect("redis answers"))
         .unwrap();
     stats
         .lines()
@@ -426,7 +426,7 @@ const WAITED_A_LEASE: Duration = Duration::from_millis(1_500);
 #[test]
 fn a_command_line_write_waits_out_earlier_leases_only_on_a_server_met_less_than_a_lease_ago() {
     let dir = TempDir::new().unwrap();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server");
     own_as_a_server_would(&dir, &redis);
     // Nobody has met this server: a server before it may have granted leases it does not know.
     let (took, scripts) = clear_counting_scripts(&dir, &redis);
@@ -451,7 +451,7 @@ fn a_command_line_write_waits_out_earlier_leases_only_on_a_server_met_less_than_
 /// `REPLICAOF host port` on `replica` (or `NO ONE` with `None`); then waits until the replica
 /// has synchronised, and has `key` if one is named.
 fn replicate(replica: &RedisServer, master: Option<&RedisServer>, key: Option<&str>) {
-    let mut conn = replica.connection();
+    let mut conn = replica.connection().expect("redis answers");
     let mut command = redis::cmd("REPLICAOF");
     match master {
         Some(master) => command.arg("127.0.0.1").arg(master.port),
@@ -475,7 +475,7 @@ fn replicate(replica: &RedisServer, master: Option<&RedisServer>, key: Option<&s
 fn met_records(redis: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("clitest:server_met:*")
-        .query(&mut redis.connection())
+        .query(&mut redis.connection().expect("redis answers"))
         .unwrap();
     keys.sort();
     keys
@@ -484,7 +484,10 @@ fn met_records(redis: &RedisServer) -> Vec<String> {
 #[test]
 fn a_master_failed_over_and_back_is_met_anew_though_it_keeps_its_run_id() {
     let dir = TempDir::new().unwrap();
-    let (x, y) = (RedisServer::start(), RedisServer::start());
+    let (x, y) = (
+        RedisServer::start().expect("redis-server"),
+        RedisServer::start().expect("redis-server"),
+    );
     own_as_a_server_would(&dir, &x);
     replicate(&y, Some(&x), None);
     clear_counting_scripts(&dir, &x);
@@ -527,7 +530,7 @@ fn a_master_failed_over_and_back_is_met_anew_though_it_keeps_its_run_id() {
 fn a_new_sqlite_file_and_its_journal_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new().unwrap();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server");
     let out = cachewithredis(&dir, &redis.url(), &["seed", "--count", "3"], &[]);
     assert!(
         out.status.success(),
@@ -649,14 +652,14 @@ async fn a_username_that_looks_like_another_is_refused_and_fullwidth_signs_in_as
 #[test]
 fn a_flood_of_idle_connections_does_not_exhaust_the_servers_descriptors() {
     let dir = TempDir::new().unwrap();
-    let redis = RedisServer::start();
+    let redis = RedisServer::start().expect("redis-server");
     let out = cachewithredis(&dir, &redis.url(), &["seed", "--count", "50"], &[]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = crate::helpers::free_port();
+    let port = crate::helpers::free_port().expect("a free port");
     let addr = format!("127.0.0.1:{port}");
     // A process allowed 256 descriptors, as a small container might be.
     let log_path = dir.path().join("serve.log");

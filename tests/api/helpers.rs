@@ -2,10 +2,8 @@
 //! redis-server on a free port (behind a TCP proxy the test can cut), and an HTTP client with a
 //! cookie jar.
 
-use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cachewithredis::config::{DatabaseUrl, Settings};
@@ -15,243 +13,38 @@ use cachewithredis::models::{NewStudent, Student};
 use cachewithredis::startup::Application;
 use reqwest::redirect::Policy;
 use tempfile::TempDir;
-use tokio::io::copy_bidirectional;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+pub use testkit::{free_port, FaultProxy, PgDatabase, RedisServer};
 
 pub mod sentinel;
 
 pub const STAFF_USER: &str = "staff";
 pub const STAFF_PASSWORD: &str = "correct horse battery staple";
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// A redis-server of the test's own, stopped when dropped.
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<Child>,
-    /// Where `SAVE` writes its snapshot, which a restart loads.
-    dir: TempDir,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        let mut server = RedisServer {
-            port: free_port(),
-            child: None,
-            dir: TempDir::new().expect("temp dir"),
-        };
-        server.restart();
-        server
-    }
-
-    /// Starts (again) on the same port: empty, or with the data of the last [`Self::save`]
-    /// (nothing is persisted otherwise).
-    pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis-server already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/install-deps installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.client().get_connection().is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Writes a snapshot that the next [`Self::restart`] loads, as a crash and an RDB restore
-    /// (or a failover to a replica that stopped here) would bring back.
-    pub fn save(&self) {
-        redis::cmd("SAVE")
-            .query::<()>(&mut self.connection())
-            .expect("SAVE");
-    }
-
-    /// Kills the server (SIGKILL: nothing is saved on the way out).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("valid url")
-    }
-
-    pub fn connection(&self) -> redis::Connection {
-        self.client().get_connection().expect("redis answers")
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-const PASS: u8 = 0;
-const CUT: u8 = 1;
-const STALL: u8 = 2;
-const BLACK_HOLE: u8 = 3;
-
-/// A TCP proxy between the application and Redis that can cut the network (connections are
-/// closed and new ones refused) or stall it (connections accepted, nothing answered), while the
-/// test still reaches Redis directly.
-pub struct TcpProxy {
-    pub port: u16,
-    mode: Arc<AtomicU8>,
-    kill: watch::Sender<u64>,
-    stopped: Arc<AtomicBool>,
-}
-
-impl TcpProxy {
-    pub async fn start(upstream_port: u16) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let port = listener.local_addr().expect("addr").port();
-        let mode = Arc::new(AtomicU8::new(PASS));
-        let (kill, _) = watch::channel(0u64);
-        let stopped = Arc::new(AtomicBool::new(false));
-        let (mode2, kill2, stopped2) = (mode.clone(), kill.clone(), stopped.clone());
-        tokio::spawn(async move {
-            while !stopped2.load(Ordering::Relaxed) {
-                let Ok((mut inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                match mode2.load(Ordering::Relaxed) {
-                    CUT => drop(inbound),
-                    STALL => {
-                        let mut killed = kill2.subscribe();
-                        tokio::spawn(async move {
-                            let _ = killed.changed().await;
-                            drop(inbound);
-                        });
-                    }
-                    _ => {
-                        let mut killed = kill2.subscribe();
-                        let mode3 = mode2.clone();
-                        tokio::spawn(async move {
-                            let Ok(mut outbound) =
-                                TcpStream::connect(("127.0.0.1", upstream_port)).await
-                            else {
-                                return;
-                            };
-                            tokio::select! {
-                                _ = copy_bidirectional(&mut inbound, &mut outbound) => {}
-                                _ = killed.changed() => {
-                                    // A stall freezes open connections: nothing flows, nothing
-                                    // closes, until the next change of mode.
-                                    if matches!(mode3.load(Ordering::Relaxed), STALL | BLACK_HOLE) {
-                                        let _ = killed.changed().await;
-                                    }
-                                }
-                            }
-                        });
-                    }
-                }
-            }
-        });
-        TcpProxy {
-            port,
-            mode,
-            kill,
-            stopped,
-        }
-    }
-
-    fn set(&self, mode: u8) {
-        self.mode.store(mode, Ordering::Relaxed);
-        self.kill.send_modify(|n| *n += 1);
-    }
-
-    /// Closes every connection and refuses new ones.
-    pub fn cut(&self) {
-        self.set(CUT);
-    }
-
-    /// Freezes open connections and accepts new ones without answering: a hung Redis.
-    pub fn stall(&self) {
-        self.set(STALL);
-    }
-
-    /// Freezes the connections open now, without closing them (no FIN, as when a NAT or load
-    /// balancer forgets them), while new connections pass.
-    pub fn black_hole_existing(&self) {
-        self.set(BLACK_HOLE);
-    }
-
-    pub fn restore(&self) {
-        self.set(PASS);
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for TcpProxy {
-    fn drop(&mut self) {
-        self.stopped.store(true, Ordering::Relaxed);
-        self.set(CUT);
-    }
-}
-
 /// The database of one test: an SQLite file in the test's temporary folder, or, with
 /// `TEST_DATABASE=postgres`, a fresh PostgreSQL database dropped when the test ends.
 pub struct TestDatabase {
     pub url: DatabaseUrl,
-    postgres_name: Option<String>,
-}
-
-/// The server the PostgreSQL test databases are created on (trust auth on this machine).
-fn postgres_admin_url() -> String {
-    std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    _postgres: Option<PgDatabase>,
 }
 
 pub fn postgres_admin() -> diesel::PgConnection {
-    use diesel::Connection;
-    diesel::PgConnection::establish(&postgres_admin_url())
-        .expect("PostgreSQL answers at TEST_POSTGRES_URL (scripts/test starts one)")
+    testkit::postgres::admin_connection().expect("PostgreSQL for the tests")
 }
 
 impl TestDatabase {
     fn create(dir: &TempDir) -> TestDatabase {
         match std::env::var("TEST_DATABASE").as_deref() {
             Ok("postgres") => {
-                use diesel::connection::SimpleConnection;
-                let name = format!("cwr_test_{}_{:x}", std::process::id(), rand_u64());
-                postgres_admin()
-                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                let database = PgDatabase::create(&testkit::postgres::admin_url(), "cwr_test")
                     .expect("create test database");
-                let base = postgres_admin_url();
-                let server = base
-                    .rsplit_once('/')
-                    .map_or(base.as_str(), |(server, _)| server);
                 TestDatabase {
-                    url: DatabaseUrl::Postgres(format!("{server}/{name}")),
-                    postgres_name: Some(name),
+                    url: DatabaseUrl::Postgres(database.url.clone()),
+                    _postgres: Some(database),
                 }
             }
             Ok("sqlite") | Err(_) => TestDatabase {
                 url: DatabaseUrl::Sqlite(dir.path().join("test.sqlite3").display().to_string()),
-                postgres_name: None,
+                _postgres: None,
             },
             Ok(other) => panic!("TEST_DATABASE={other}: use sqlite or postgres"),
         }
@@ -265,31 +58,13 @@ impl TestDatabase {
     }
 }
 
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Some(name) = &self.postgres_name {
-            use diesel::connection::SimpleConnection;
-            // FORCE ends the connections the application's pools still hold.
-            let _ = postgres_admin()
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        }
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    hasher.finish()
-}
-
 /// A running application and everything it owns.
 pub struct TestApp {
     pub address: String,
     pub db: DbPool,
     pub database: Arc<TestDatabase>,
-    redis: Arc<Mutex<RedisServer>>,
-    pub proxy: TcpProxy,
+    redis: Arc<RedisServer>,
+    pub proxy: FaultProxy,
     /// Stops this instance's server: `server.stop(true)` is what SIGTERM does.
     pub server: actix_web::dev::ServerHandle,
     pub client: reqwest::Client,
@@ -324,7 +99,7 @@ pub struct AppOptions {
 #[derive(Clone)]
 pub struct SharedBackends {
     database: Arc<TestDatabase>,
-    redis: Arc<Mutex<RedisServer>>,
+    redis: Arc<RedisServer>,
     dir: Arc<TempDir>,
     secret_key: String,
 }
@@ -342,6 +117,32 @@ pub async fn spawn_second_instance(first: &TestApp) -> TestApp {
     .await
 }
 
+/// The settings of a test's application: its database, its Redis, a fixed `SECRET_KEY`, port 0,
+/// and the defaults of SPEC §5 otherwise.
+pub fn test_settings(
+    database: &TestDatabase,
+    redis_url: String,
+    prefix: &str,
+    secret_key: &str,
+) -> Settings {
+    Settings {
+        database_url: database.url.clone(),
+        redis_url,
+        redis_pool_size: 16,
+        redis_timeout: Duration::from_millis(250),
+        bind_addr: "127.0.0.1:0".parse().expect("addr"),
+        cache_ttl: Duration::from_secs(300),
+        cache_key_prefix: prefix.to_owned(),
+        secret_key: Some(secret_key.to_owned()),
+        cookie_secure: false,
+        debug: false,
+        session_idle: Duration::from_secs(3600),
+        session_max: Duration::from_secs(1_209_600),
+        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
+        trusted_proxies: Default::default(),
+    }
+}
+
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let (dir, database, secret_key, redis) = match &options.share_with {
@@ -357,33 +158,26 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             let secret_key = format!("test-secret-{}", "k".repeat(40));
             let redis = match &options.share_redis_with {
                 Some(other) => other.redis.clone(),
-                None => Arc::new(Mutex::new(RedisServer::start())),
+                None => Arc::new(RedisServer::start().expect("redis-server")),
             };
             (dir, database, secret_key, redis)
         }
     };
-    let upstream_port = redis.lock().expect("redis").port;
-    let proxy = TcpProxy::start(upstream_port).await;
+    let proxy = FaultProxy::start(redis.port).await.expect("proxy");
     let prefix = "test".to_string();
     let settings = Settings {
-        database_url: database.url.clone(),
-        redis_url: proxy.url(),
-        redis_pool_size: 16,
         redis_timeout: Duration::from_millis(options.redis_timeout_ms.unwrap_or(250)),
-        bind_addr: "127.0.0.1:0".parse().expect("addr"),
         cache_ttl: Duration::from_secs(options.ttl_secs.unwrap_or(300)),
-        cache_key_prefix: prefix.clone(),
-        secret_key: Some(secret_key.clone()),
         cookie_secure: options.cookie_secure,
         debug: options.debug,
         session_idle: Duration::from_secs(options.session_idle_secs.unwrap_or(3600)),
         session_max: Duration::from_secs(options.session_max_secs.unwrap_or(1_209_600)),
-        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
         // The tests speak as the proxy on this host (deploy/nginx.conf) unless told otherwise.
         trusted_proxies: cachewithredis::config::TrustedProxies::parse(
             options.trusted_proxies.unwrap_or("127.0.0.1, ::1"),
         )
         .expect("trusted proxies"),
+        ..test_settings(&database, proxy.url(), &prefix, &secret_key)
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");
@@ -398,7 +192,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let lease_key = format!("{prefix}:instances");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut conn = redis.lock().expect("redis").connection();
+        let mut conn = redis.connection().expect("redis answers");
         // The holders, without the table's marker (scored +inf).
         let holders: i64 = redis::cmd("ZCOUNT")
             .arg(&lease_key)
@@ -496,33 +290,30 @@ impl TestApp {
     }
 
     pub fn redis_get(&self, key: &str) -> Option<String> {
-        redis::cmd("GET")
-            .arg(key)
-            .query(&mut self.redis_direct())
-            .expect("GET")
+        self.redis.get(key).expect("GET")
     }
 
     /// A connection to the Redis this app uses, not through the proxy.
     pub fn redis_direct(&self) -> redis::Connection {
-        self.redis.lock().expect("redis").connection()
+        self.redis.connection().expect("redis answers")
     }
 
     /// Stops the redis-server process (its data is lost: nothing is persisted).
     pub fn stop_redis(&self) {
-        self.redis.lock().expect("redis").stop();
+        self.redis.kill();
     }
 
     pub fn restart_redis(&self) {
-        self.redis.lock().expect("redis").restart();
+        self.redis.restart().expect("redis restarts");
     }
 
     /// Snapshots Redis; the next restart comes back with this data (see [`RedisServer::save`]).
     pub fn save_redis(&self) {
-        self.redis.lock().expect("redis").save();
+        self.redis.save().expect("SAVE");
     }
 
     pub fn redis_url(&self) -> String {
-        self.redis.lock().expect("redis").url()
+        self.redis.url()
     }
 
     pub fn conn(&self) -> db::PooledConn {
@@ -560,7 +351,7 @@ impl TestApp {
         while Instant::now() < deadline {
             let mark =
                 cachewithredis::cache::generation::committed(&mut self.conn()).expect("mark");
-            let Ok(mut conn) = self.redis.lock().expect("redis").client().get_connection() else {
+            let Ok(mut conn) = self.redis.connection() else {
                 return;
             };
             let found: Option<u64> = match redis::cmd("GET").arg(&generation_key).query(&mut conn) {
@@ -691,7 +482,7 @@ pub struct Nginx {
 impl Nginx {
     pub fn start(upstream_ports: &[u16]) -> Nginx {
         let dir = TempDir::new().expect("temp dir");
-        let port = free_port();
+        let port = free_port().expect("a free port");
         let template =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx.conf"))
                 .expect("deploy/nginx.conf");

@@ -10,7 +10,7 @@ use cachewithredis::cache::redis_target::{RedisConnection, RedisTarget};
 use cachewithredis::models::Student;
 use tokio::task::JoinHandle;
 
-use crate::helpers::sentinel::{spawn_app_through, RedisProcess, SentinelCluster};
+use crate::helpers::sentinel::{self, spawn_app_through, SentinelCluster};
 use crate::helpers::{free_port, header, TestApp};
 
 /// How soon after the promotion the cache must hit again (the bound).
@@ -217,7 +217,11 @@ async fn fail_over_and_check(
     // stopped caches the value again, wherever the application now writes.
     wait_for_hit(app, Instant::now(), HIT_AFTER_PROMOTION).await;
     assert!(
-        cluster.replica.get(&app.value_key()).is_some(),
+        cluster
+            .replica
+            .get(&app.value_key())
+            .expect("GET")
+            .is_some(),
         "the value is cached in the new master"
     );
     let during: Vec<&Read> = reads
@@ -262,10 +266,12 @@ async fn a_promoted_replica_that_missed_the_last_write_serves_no_stale_count() {
     let on_replica: u64 = cluster
         .replica
         .get(&generation)
+        .expect("GET")
         .map_or(0, |g| g.parse().unwrap_or(0));
     let on_master: u64 = cluster
         .master
         .get(&generation)
+        .expect("GET")
         .map_or(0, |g| g.parse().unwrap_or(0));
     assert!(
         on_replica < on_master,
@@ -277,15 +283,15 @@ async fn a_promoted_replica_that_missed_the_last_write_serves_no_stale_count() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sentinel_that_is_down_or_names_an_unreachable_master_is_passed_over() {
     let cluster = SentinelCluster::start(false).await;
-    let down = format!("127.0.0.1:{}", free_port());
-    let misinformed = RedisProcess::sentinel(&cluster.dir, free_port());
+    let down = format!("127.0.0.1:{}", free_port().expect("a free port"));
+    let misinformed = sentinel::sentinel(&cluster.dir, free_port().expect("a free port"));
     let url = cluster.url_with(&[down, misinformed.address()]);
     let app = spawn_app_through(&cluster, url).await;
     app.insert_students(&[20, 22]);
     assert_eq!(app.average().await.0["student_count"], 2);
     wait_for_hit(&app, Instant::now(), Duration::from_secs(10)).await;
     assert_eq!(readyz_master(&app).await, cluster.master.address());
-    assert!(cluster.master.get(&app.value_key()).is_some());
+    assert!(cluster.master.get(&app.value_key()).expect("GET").is_some());
 }
 
 #[tokio::test(flavor = "multi_thread")]

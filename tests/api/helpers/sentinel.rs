@@ -1,17 +1,15 @@
 //! A Redis Sentinel deployment of the test's own: a master, a replica and three sentinels on free
 //! ports (`down-after-milliseconds` 1000), and an application that finds Redis through them.
 
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cachewithredis::config::Settings;
 use cachewithredis::db;
 use cachewithredis::startup::Application;
 use reqwest::redirect::Policy;
 use tempfile::TempDir;
 
-use super::{free_port, RedisServer, TcpProxy, TestApp, TestDatabase};
+use super::{test_settings, FaultProxy, RedisServer, TestApp, TestDatabase};
 
 pub const SERVICE: &str = "cache";
 /// How long a sentinel waits without a reply before it calls the master down.
@@ -21,140 +19,41 @@ const DOWN_AFTER_MS: u64 = 1000;
 /// back at the master, which [`SentinelCluster::route_replica_through_proxy`] undoes.
 const FAILOVER_TIMEOUT_MS: u64 = 3000;
 
-/// A redis-server (as a server or as a sentinel), killed with SIGKILL when dropped.
-pub struct RedisProcess {
-    pub port: u16,
-    child: Option<Child>,
-}
-
-impl RedisProcess {
-    fn spawn(port: u16, args: &[String]) -> RedisProcess {
-        let child = Command::new("redis-server")
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/install-deps installs it)");
-        let process = RedisProcess {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process.try_connection().is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        process
-    }
-
-    /// A data server (no persistence), optionally replicating from `master_port`; a replica
-    /// keeps the snapshot it syncs from in `dir`.
-    fn server(dir: &TempDir, replica_of: Option<u16>) -> RedisProcess {
-        let port = free_port();
-        let dir = dir.path().display().to_string();
-        let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
-            .into_iter()
-            .chain(["--save", "", "--appendonly", "no", "--dir", &dir])
-            .chain(["--dbfilename", &format!("dump-{port}.rdb")])
-            .map(String::from)
-            .collect();
-        if let Some(master) = replica_of {
-            args.extend(["--replicaof".into(), "127.0.0.1".into(), master.to_string()]);
-        }
-        RedisProcess::spawn(port, &args)
-    }
-
-    /// A sentinel watching `SERVICE` at `master_port`; its config file lives in `dir` (a
-    /// sentinel rewrites it).
-    pub fn sentinel(dir: &TempDir, master_port: u16) -> RedisProcess {
-        let port = free_port();
-        let config = dir.path().join(format!("sentinel-{port}.conf"));
-        std::fs::write(
-            &config,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
-                 sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
-                 sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n\
-                 sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n\
-                 sentinel parallel-syncs {SERVICE} 1\n",
-                dir = dir.path().display()
-            ),
-        )
-        .expect("write sentinel.conf");
-        RedisProcess::spawn(port, &[config.display().to_string(), "--sentinel".into()])
-    }
-
-    pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
-        let client = redis::Client::open(format!("redis://{}", self.address()))?;
-        let conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
-        conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-        Ok(conn)
-    }
-
-    pub fn connection(&self) -> redis::Connection {
-        self.try_connection().expect("redis answers")
-    }
-
-    /// SIGKILL: no goodbye to the replica or the sentinels.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// `ROLE`'s first element: "master", "slave" or "sentinel" (empty when unreachable).
-    pub fn role(&self) -> String {
-        self.try_connection()
-            .and_then(|mut c| redis::cmd("ROLE").query::<Vec<redis::Value>>(&mut c))
-            .ok()
-            .and_then(|role| role.into_iter().next())
-            .and_then(|first| redis::from_redis_value::<String>(first).ok())
-            .unwrap_or_default()
-    }
-
-    pub fn get(&self, key: &str) -> Option<String> {
-        redis::cmd("GET")
-            .arg(key)
-            .query(&mut self.connection())
-            .expect("GET")
-    }
-}
-
-impl Drop for RedisProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A sentinel watching [`SERVICE`] at `master_port`.
+pub fn sentinel(dir: &TempDir, master_port: u16) -> RedisServer {
+    RedisServer::sentinel(
+        dir.path(),
+        &format!(
+            "sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
+             sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n\
+             sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n\
+             sentinel parallel-syncs {SERVICE} 1\n"
+        ),
+    )
+    .expect("sentinel starts")
 }
 
 /// A master, its replica and three sentinels that agree on them.
 pub struct SentinelCluster {
-    pub master: RedisProcess,
-    pub replica: RedisProcess,
-    pub sentinels: Vec<RedisProcess>,
+    pub master: Arc<RedisServer>,
+    pub replica: RedisServer,
+    pub sentinels: Vec<RedisServer>,
     /// Between the replica and the master, when asked for: freezing it makes the replica miss
     /// writes while everyone else still reaches the master.
-    pub replica_link: Option<TcpProxy>,
+    pub replica_link: Option<FaultProxy>,
     pub dir: TempDir,
 }
 
 impl SentinelCluster {
     pub async fn start(replica_behind_proxy: bool) -> SentinelCluster {
         let dir = TempDir::new().expect("temp dir");
-        let master = RedisProcess::server(&dir, None);
+        let master = Arc::new(RedisServer::start_in(dir.path()).expect("master starts"));
         let replica_link = match replica_behind_proxy {
-            true => Some(TcpProxy::start(master.port).await),
+            true => Some(FaultProxy::start(master.port).await.expect("proxy")),
             false => None,
         };
         let upstream = replica_link.as_ref().map_or(master.port, |p| p.port);
-        let replica = RedisProcess::server(&dir, Some(upstream));
+        let replica = RedisServer::replica_of(dir.path(), upstream).expect("replica starts");
         let cluster = SentinelCluster {
             sentinels: Vec::new(),
             master,
@@ -164,7 +63,7 @@ impl SentinelCluster {
         };
         cluster.wait_for_replica_in_sync().await;
         let sentinels = (0..3)
-            .map(|_| RedisProcess::sentinel(&cluster.dir, cluster.master.port))
+            .map(|_| sentinel(&cluster.dir, cluster.master.port))
             .collect();
         let cluster = SentinelCluster {
             sentinels,
@@ -179,7 +78,7 @@ impl SentinelCluster {
         let hosts: Vec<String> = before
             .iter()
             .cloned()
-            .chain(self.sentinels.iter().map(RedisProcess::address))
+            .chain(self.sentinels.iter().map(RedisServer::address))
             .collect();
         format!("redis+sentinel://{}/{SERVICE}/0", hosts.join(","))
     }
@@ -195,7 +94,7 @@ impl SentinelCluster {
             let synced: redis::RedisResult<i64> = redis::cmd("WAIT")
                 .arg(1)
                 .arg(500)
-                .query(&mut self.master.connection());
+                .query(&mut self.master.connection().expect("redis answers"));
             if synced.is_ok_and(|n| n >= 1) {
                 return;
             }
@@ -210,7 +109,7 @@ impl SentinelCluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let agreed = self.sentinels.iter().all(|s| {
-                let mut conn = s.connection();
+                let mut conn = s.connection().expect("redis answers");
                 let others: Vec<redis::Value> = redis::cmd("SENTINEL")
                     .arg("SENTINELS")
                     .arg(SERVICE)
@@ -238,7 +137,7 @@ impl SentinelCluster {
         let _: () = redis::cmd("REPLICAOF")
             .arg("127.0.0.1")
             .arg(proxy.port)
-            .query(&mut self.replica.connection())
+            .query(&mut self.replica.connection().expect("redis answers"))
             .expect("REPLICAOF");
         self.wait_for_replica_in_sync().await;
     }
@@ -250,15 +149,15 @@ impl SentinelCluster {
         let _: () = redis::cmd("REPLICAOF")
             .arg("NO")
             .arg("ONE")
-            .query(&mut self.replica.connection())
+            .query(&mut self.replica.connection().expect("redis answers"))
             .expect("promote");
         let _: () = redis::cmd("REPLICAOF")
             .arg("127.0.0.1")
             .arg(self.replica.port)
-            .query(&mut self.master.connection())
+            .query(&mut self.master.connection().expect("redis answers"))
             .expect("demote");
         for sentinel in &self.sentinels[1..] {
-            let mut conn = sentinel.connection();
+            let mut conn = sentinel.connection().expect("redis answers");
             let _: () = redis::cmd("SENTINEL")
                 .arg("REMOVE")
                 .arg(SERVICE)
@@ -294,22 +193,7 @@ pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> 
     let database = Arc::new(TestDatabase::create(&dir));
     let secret_key = format!("test-secret-{}", "k".repeat(40));
     let prefix = "test".to_string();
-    let settings = Settings {
-        database_url: database.url.clone(),
-        redis_url,
-        redis_pool_size: 16,
-        redis_timeout: Duration::from_millis(250),
-        bind_addr: "127.0.0.1:0".parse().expect("addr"),
-        cache_ttl: Duration::from_secs(300),
-        cache_key_prefix: prefix.clone(),
-        secret_key: Some(secret_key.clone()),
-        cookie_secure: false,
-        debug: false,
-        session_idle: Duration::from_secs(3600),
-        session_max: Duration::from_secs(1_209_600),
-        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
-        trusted_proxies: Default::default(),
-    };
+    let settings = test_settings(&database, redis_url, &prefix, &secret_key);
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -320,7 +204,7 @@ pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> 
     loop {
         let holders: i64 = redis::cmd("ZCARD")
             .arg(&lease_key)
-            .query(&mut cluster.master.connection())
+            .query(&mut cluster.master.connection().expect("redis answers"))
             .expect("ZCARD");
         if holders > 0 {
             break;
@@ -332,12 +216,8 @@ pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> 
         address,
         db,
         database,
-        redis: Arc::new(Mutex::new(RedisServer {
-            port: cluster.master.port,
-            child: None,
-            dir: TempDir::new().expect("temp dir"),
-        })),
-        proxy: TcpProxy::start(cluster.master.port).await,
+        redis: cluster.master.clone(),
+        proxy: FaultProxy::start(cluster.master.port).await.expect("proxy"),
         server,
         client: reqwest::Client::builder()
             .redirect(Policy::none())
