@@ -21,7 +21,7 @@
 //! - `{prefix}:generation`: the generation. It only ever moves to the maximum of itself and the
 //!   database's high-water mark (see [`generation`]). No TTL.
 //! - `{prefix}:invalidations` (pub/sub), `{prefix}:instances` and `{prefix}:acks`: the memory
-//!   tier's announcements, leases and acknowledgements (see [`local`] and [`lease`]); the
+//!   tier's announcements, leases and acknowledgements (see [`local`] and [`memory_lease`]); the
 //!   lease table carries a marker member `since:<ms>` scored `+inf`, when it was created.
 //! - `{prefix}:database`: the identity of the database whose cache the keys are (see
 //!   [`owner`]); the value carries it too, as `"database"`.
@@ -96,7 +96,7 @@
 //!   refused below the floor and every read run its own aggregate until the next write.
 //! - The lease table missing: it may have named leases that still run. A table is created with
 //!   a marker saying when (`renew_lease.lua`, `unacknowledged.lua`), and a writer waits until a
-//!   lease has passed since then, as after meeting a new server ([`lease`]).
+//!   lease has passed since then, as after meeting a new server ([`memory_lease`]).
 //! - The value, the computing lease or an acknowledgement missing: a miss, a second aggregate,
 //!   or a writer waiting for a holder to acknowledge again; slower, never older.
 //! - The owner missing: the next server to look claims it ([`owner`]).
@@ -153,15 +153,17 @@ pub mod envelope;
 pub mod error;
 pub mod generation;
 pub mod history;
-pub mod lease;
+pub mod keys;
 pub mod local;
 pub mod lookup;
+pub mod memory_lease;
 pub mod metrics;
 pub mod migrations;
 pub mod monitor;
 pub mod outbox;
 pub mod owner;
 pub mod query;
+pub mod redis_link;
 pub mod redis_pool;
 pub mod redis_target;
 pub mod redis_value;
@@ -187,8 +189,10 @@ use crate::metrics::CacheMetrics;
 use generation::Generation;
 use local::LocalTier;
 use redis_pool::RedisPool;
-use scripts::Scripts;
 use trust::{RedisTrust, TrustEpoch};
+
+pub use keys::{Keys, ValueKeys};
+pub use redis_link::RedisLink;
 
 pub use error::CacheError;
 pub use lookup::{CacheOutcome, Lookup};
@@ -206,68 +210,10 @@ pub const RENEW_LOCK_EVERY: Duration = Duration::from_secs(1);
 /// query has failed anyway.
 pub const WAIT_FOR_LEADER: Duration = Duration::from_secs(30);
 
-/// The names of the keys every cached value shares. Each value has two of its own
-/// ([`ValueKeys`]).
-#[derive(Clone, Debug)]
-pub struct Keys {
-    prefix: String,
-    pub generation: String,
-    /// Pub/sub channel on which invalidations announce their generation.
-    pub channel: String,
-    /// Sorted set of instance ids scored by the end of their lease (Redis time, ms).
-    pub instances: String,
-    /// Hash of instance id → the last generation it acknowledged.
-    pub acks: String,
-    /// Prefix of the records of when each server was first met (see [`resync::ServerMet`]).
-    server_met_prefix: String,
-    /// The identity of the database whose cache these keys are (see [`owner`]).
-    pub owner: String,
-}
-
-/// The keys of one cached value: the value and its computing lease.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ValueKeys {
-    pub value: String,
-    pub lock: String,
-}
-
-impl Keys {
-    pub fn new(prefix: &str) -> Self {
-        Keys {
-            prefix: prefix.to_owned(),
-            generation: format!("{prefix}:generation"),
-            channel: format!("{prefix}:invalidations"),
-            instances: format!("{prefix}:instances"),
-            acks: format!("{prefix}:acks"),
-            server_met_prefix: format!("{prefix}:server_met"),
-            owner: format!("{prefix}:database"),
-        }
-    }
-
-    /// `CACHE_KEY_PREFIX`.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// The keys of the value a query stores under `key` (see [`CachedQuery::key`]).
-    pub fn value(&self, key: &str) -> ValueKeys {
-        let value = format!("{}:{key}", self.prefix);
-        ValueKeys {
-            lock: format!("{value}:lock"),
-            value,
-        }
-    }
-
-    /// The record of when the server with this `run_id` and replication id was first met.
-    pub fn server_met(&self, run_id: &str, replication_id: &str) -> String {
-        format!("{}:{run_id}:{replication_id}", self.server_met_prefix)
-    }
-}
-
 /// The cache: Redis, whether it may be read now, the memory tier, and what keeps them correct.
 pub struct Cache {
-    pool: RedisPool,
-    keys: Keys,
+    /// The pool, the server, the key names, the scripts, this database's identity.
+    redis: RedisLink,
     ttl: Duration,
     /// Where the generation's high-water mark is read (see [`generation`]).
     db: DbPool,
@@ -276,8 +222,6 @@ pub struct Cache {
     trust: RedisTrust,
     metrics: Arc<CacheMetrics>,
     local: LocalTier,
-    client: Arc<redis_target::RedisTarget>,
-    scripts: Scripts,
     /// True while this process runs an early refresh.
     refreshing: AtomicBool,
     /// When this instance first saw each outbox row (see [`outbox::Sightings`]).
@@ -287,8 +231,6 @@ pub struct Cache {
     /// Puts back a generation Redis lost, and knows when the previous server's leases end
     /// (see [`resync`]).
     resync: Arc<resync::Resync>,
-    /// This process' database identity (see [`owner`]).
-    owner: owner::Owner,
     /// The last value served from the cache, for the consistency [`monitor`].
     served: monitor::LastServed,
 }
@@ -306,16 +248,12 @@ impl Cache {
         let identity = owner::database_identity(&mut *db.get()?)?;
         Ok(Cache {
             resync,
-            owner: owner::Owner::new(identity),
+            redis: RedisLink::new(pool, client, Keys::new(prefix), owner::Owner::new(identity)),
             local: LocalTier::new(format!("{:016x}", rand::rng().random::<u64>())),
-            client,
-            pool,
-            keys: Keys::new(prefix),
             ttl,
             db,
             trust: RedisTrust::default(),
             metrics,
-            scripts: Scripts::default(),
             refreshing: AtomicBool::new(false),
             outbox_sightings: outbox::Sightings::default(),
             database_flights: single_flight::Flights::default(),
@@ -326,7 +264,7 @@ impl Cache {
     /// Lets this process claim Redis keys that no database owns: servers do, commands never
     /// (see [`owner`]).
     pub fn claim_unowned_keys(&self) {
-        self.owner.claim_unowned();
+        self.redis.owner.claim_unowned();
     }
 
     /// The in-process tier.
@@ -337,7 +275,7 @@ impl Cache {
     /// Starts the thread that listens for invalidations (servers only; the commands write but
     /// never serve from memory).
     pub fn start_subscriber(self: &Arc<Self>) {
-        let (cache, client) = (Arc::downgrade(self), self.client.clone());
+        let (cache, client) = (Arc::downgrade(self), self.redis.target.clone());
         let spawned = std::thread::Builder::new()
             .name("cache-invalidations".into())
             .spawn(move || local::run_subscriber(cache, client));
@@ -347,28 +285,28 @@ impl Cache {
     }
 
     /// Starts, in one place, what keeps this instance's copies correct while it serves: the
-    /// invalidation listener, the memory lease's own ticker ([`lease::run_renewal`]), the outbox
+    /// invalidation listener, the memory lease's own ticker ([`memory_lease::run_renewal`]), the outbox
     /// worker and the consistency monitor. Called once the outbox was applied
     /// ([`Cache::apply_outbox`]), on the tokio runtime the server runs on.
     pub fn start_background(self: &Arc<Self>, db: DbPool) {
         self.start_subscriber();
-        tokio::spawn(lease::run_renewal(Arc::clone(self)));
+        tokio::spawn(memory_lease::run_renewal(Arc::clone(self)));
         tokio::spawn(outbox::run_worker(Arc::clone(self), db.clone()));
         tokio::spawn(monitor::run(Arc::clone(self), db));
     }
 
     /// Where Redis is, for connections of its own outside the pool (the staff page's sampler).
     pub fn redis_target(&self) -> Arc<redis_target::RedisTarget> {
-        Arc::clone(&self.client)
+        Arc::clone(&self.redis.target)
     }
 
     /// The Redis in use (`host:port`); through Sentinel, the master last named.
     pub fn redis_master(&self) -> Option<String> {
-        self.client.master()
+        self.redis.target.master()
     }
 
     pub fn keys(&self) -> &Keys {
-        &self.keys
+        &self.redis.keys
     }
 
     pub fn metrics(&self) -> &CacheMetrics {
@@ -378,15 +316,6 @@ impl Cache {
     /// Whether requests may read Redis now (see [`trust`]).
     pub fn is_usable(&self) -> bool {
         self.trust.is_trusted()
-    }
-
-    fn connection(&self) -> RedisResult<r2d2::PooledConnection<redis_pool::RedisManager>> {
-        self.pool.get().map_err(|e| {
-            redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no redis connection: {e}"),
-            ))
-        })
     }
 
     /// Records a failed call (counter, rate-limited log) and stops reading Redis.
@@ -454,7 +383,7 @@ impl Cache {
         // Read after the change committed, so the mark covers it (see [`generation`]).
         let mut mark = self.with_database(generation::committed)?;
         let generation = loop {
-            let (generation, before) = self.invalidate_at(mark)?;
+            let (generation, before) = self.redis.invalidate_at(mark)?;
             if before < mark {
                 break generation;
             }
@@ -470,32 +399,6 @@ impl Cache {
         };
         self.local.invalidated(generation);
         Ok(generation)
-    }
-
-    /// The invalidation script at `mark`: the generation now, and the one before.
-    fn invalidate_at(&self, mark: Generation) -> RedisResult<(Generation, Generation)> {
-        let mut conn = self.connection()?;
-        let reply: Vec<String> = timings::time_cache_call("EVALSHA invalidate", || {
-            self.scripts
-                .invalidate
-                .key(&self.keys.generation)
-                .key(&self.keys.owner)
-                .arg(mark)
-                .arg(self.owner.identity())
-                .arg(self.owner.claim_flag())
-                .arg(&self.keys.channel)
-                .invoke(&mut *conn)
-        })?;
-        match reply.as_slice() {
-            [kind, generation, before] if kind == "ok" => {
-                Ok((Generation::parse(generation)?, Generation::parse(before)?))
-            }
-            [kind, owner] if kind == "not_ours" => Err(owner::not_ours(owner)),
-            _ => Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "unexpected reply from the invalidation script",
-            ))),
-        }
     }
 
     /// Invalidates without a data change (`cache-clear`, after changes made behind the
@@ -516,47 +419,13 @@ impl Cache {
         statement(&mut conn).map_err(|e| resync::database_error(&e))
     }
 
-    /// Whether the keys are this database's (claiming them if nobody's and this process may),
-    /// and the generation in Redis (`None` when missing).
-    fn inspect(&self) -> RedisResult<Option<Generation>> {
-        let mut conn = self.connection()?;
-        let reply: Vec<String> = timings::time_cache_call("EVALSHA inspect", || {
-            self.scripts
-                .inspect
-                .key(&self.keys.generation)
-                .key(&self.keys.owner)
-                .arg(self.owner.identity())
-                .arg(self.owner.claim_flag())
-                .invoke(&mut *conn)
-        })?;
-        match reply.as_slice() {
-            [kind, generation] if kind == "ours" => match generation.as_str() {
-                "-1" => Ok(None),
-                text => Generation::parse(text).map(Some),
-            },
-            [kind, owner] if kind == "not_ours" => Err(owner::not_ours(owner)),
-            _ => Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "unexpected reply from the inspection script",
-            ))),
-        }
-    }
-
     /// The generation now in Redis.
     pub fn current_generation(&self) -> RedisResult<Generation> {
-        let mut conn = self.connection()?;
-        let generation: Option<String> = redis::cmd("GET")
-            .arg(&self.keys.generation)
-            .query(&mut *conn)?;
-        generation
-            .as_deref()
-            .map_or(Ok(Generation::ZERO), Generation::parse)
+        self.redis.current_generation()
     }
 
     pub fn ping(&self) -> RedisResult<()> {
-        let mut conn = self.connection()?;
-        timings::time_cache_call("PING", || redis::cmd("PING").query::<String>(&mut *conn))?;
-        Ok(())
+        self.redis.ping()
     }
 
     /// `CACHE_TTL_SECS` less a random 0–10%, never below one millisecond.
@@ -564,20 +433,5 @@ impl Cache {
         let ttl_ms = self.ttl.as_millis() as u64;
         let jitter = rand::rng().random_range(0..=ttl_ms / 10);
         Duration::from_millis((ttl_ms - jitter).max(1))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_carry_the_prefix() {
-        let keys = Keys::new("app");
-        assert_eq!(keys.generation, "app:generation");
-        assert_eq!(keys.channel, "app:invalidations");
-        let value = keys.value("students:average_age");
-        assert_eq!(value.value, "app:students:average_age");
-        assert_eq!(value.lock, "app:students:average_age:lock");
     }
 }

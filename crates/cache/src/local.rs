@@ -18,16 +18,15 @@
 //! A copy is accepted into memory only if its generation is at least the floor: a read that
 //! fetched the old value from Redis just before the invalidation cannot plant it afterwards.
 //! An instance renews its lease only while its subscription is up, and only while its floor is
-//! at least the generation in Redis (see [`super::lease`]); after a reconnection it starts
+//! at least the generation in Redis (see [`super::memory_lease`]); after a reconnection it starts
 //! empty, with its floor set to the generation then current in Redis. A subscription that
 //! stops answering without closing (a NAT or load balancer that forgot it) is found by a PING
 //! after `REDIS_TIMEOUT_MS` without a message, which must answer within as long, and
 //! reconnected.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::RedisResult;
 
@@ -36,11 +35,7 @@ use super::redis_target::RedisTarget;
 use super::single_flight::Shared;
 use super::Cache;
 
-pub use super::lease::{LEASE, RENEW_EVERY};
-
-/// Served from memory no later than this before the lease's end, as a guard against small
-/// differences in clock rates.
-const MARGIN: Duration = Duration::from_millis(300);
+pub use super::memory_lease::{MemoryLease, LEASE, RENEW_EVERY};
 
 /// At most this many values in memory: anyone can ask for any page of the list, and a crawl
 /// must not grow the process. A full tier makes room by dropping the copy closest to its
@@ -50,13 +45,8 @@ pub const MAX_ENTRIES: usize = 1024;
 /// The copy in memory and the guards around it.
 pub struct LocalTier {
     pub instance_id: String,
-    /// Milliseconds since `epoch` until which this instance may serve from memory.
-    valid_until_ms: AtomicU64,
-    epoch: Instant,
-    /// True while the invalidation subscription is up.
-    subscribed: AtomicBool,
-    /// True once the instance has stopped: its lease is never renewed again.
-    withdrawn: AtomicBool,
+    /// Whether this instance may serve from memory now; also the clock entries expire by.
+    lease: MemoryLease,
     state: RwLock<LocalState>,
 }
 
@@ -64,7 +54,7 @@ pub struct LocalTier {
 struct LocalState {
     /// The highest generation announced; copies older than it are refused.
     floor: Generation,
-    /// The copies by key, each with its generation and when it expires (ms since `epoch`): no
+    /// The copies by key, each with its generation and when it expires (ms since `started`): no
     /// later than the key in Redis, so `CACHE_TTL_SECS` bounds the age of a value served from
     /// memory too.
     entries: HashMap<String, Entry>,
@@ -92,26 +82,20 @@ impl LocalTier {
     pub fn new(instance_id: String) -> Self {
         LocalTier {
             instance_id,
-            valid_until_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            subscribed: AtomicBool::new(false),
-            withdrawn: AtomicBool::new(false),
+            lease: MemoryLease::default(),
             state: RwLock::new(LocalState::default()),
         }
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    fn holds_lease(&self, now: u64) -> bool {
-        now < self.valid_until_ms.load(Ordering::Acquire)
+    /// This instance's memory lease.
+    pub fn lease(&self) -> &MemoryLease {
+        &self.lease
     }
 
     /// The value of `key` in memory, if this instance may serve it now.
     pub fn get(&self, key: &str) -> Option<MemoryHit> {
-        let now = self.now_ms();
-        if !self.holds_lease(now) {
+        let now = self.lease.now_ms();
+        if !self.lease.holds(now) {
             return None;
         }
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -128,8 +112,8 @@ impl LocalTier {
 
     /// Whether this instance serves anything from memory now (the staff cache page's figure).
     pub fn is_serving(&self) -> bool {
-        let now = self.now_ms();
-        if !self.holds_lease(now) {
+        let now = self.lease.now_ms();
+        if !self.lease.holds(now) {
             return false;
         }
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -149,7 +133,7 @@ impl LocalTier {
         ttl: Duration,
         compute: Duration,
     ) {
-        let now = self.now_ms();
+        let now = self.lease.now_ms();
         let expires_ms = now + ttl.as_millis() as u64;
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         if generation < state.floor {
@@ -187,11 +171,6 @@ impl LocalTier {
         state.entries.retain(|_, e| e.generation >= floor);
     }
 
-    /// Stops serving from memory at once (subscription lost, Redis failing).
-    pub fn revoke(&self) {
-        self.valid_until_ms.store(0, Ordering::Release);
-    }
-
     /// Starts empty, above every generation up to `generation` (after a reconnection, or a
     /// renewal refused because an announcement was missed).
     pub(super) fn restart_from(&self, generation: Generation) {
@@ -200,36 +179,12 @@ impl LocalTier {
         state.entries.clear();
     }
 
-    pub fn is_subscribed(&self) -> bool {
-        self.subscribed.load(Ordering::Acquire)
-    }
-
     /// The highest generation announced: this instance holds no copy older than it.
     pub fn floor(&self) -> Generation {
         self.state
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .floor
-    }
-
-    /// Stops serving from memory for good (the instance is stopping).
-    pub fn withdraw(&self) {
-        self.withdrawn.store(true, Ordering::Release);
-        self.revoke();
-    }
-
-    pub fn is_withdrawn(&self) -> bool {
-        self.withdrawn.load(Ordering::Acquire)
-    }
-
-    /// Time before sending a renewal, to be passed to [`LocalTier::renewed`].
-    pub fn renewal_started(&self) -> u64 {
-        self.now_ms()
-    }
-
-    pub fn renewed(&self, started_ms: u64) {
-        let until = started_ms + (LEASE - MARGIN).as_millis() as u64;
-        self.valid_until_ms.fetch_max(until, Ordering::AcqRel);
     }
 }
 
@@ -246,8 +201,7 @@ pub fn run_subscriber(cache: Weak<Cache>, client: Arc<RedisTarget>) {
             Ok(()) => return,
             Err(e) => {
                 if let Some(cache) = cache.upgrade() {
-                    cache.local().subscribed.store(false, Ordering::Release);
-                    cache.local().revoke();
+                    cache.local().lease().set_subscribed(false);
                     log::debug!("invalidation subscription lost: {e}");
                 }
                 std::thread::sleep(backoff);
@@ -270,7 +224,7 @@ fn subscribe_once(cache: &Weak<Cache>, client: &RedisTarget, channel: &str) -> R
         };
         // Invalidations sent while unsubscribed were missed: start empty, above all of them.
         cache.local().restart_from(cache.current_generation()?);
-        cache.local().subscribed.store(true, Ordering::Release);
+        cache.local().lease().set_subscribed(true);
         if cache.is_usable() {
             cache.renew_lease();
         }
@@ -321,17 +275,17 @@ mod tests {
         offer(&local, KEY, 1, 0, TTL);
         assert_eq!(get(&local, KEY), None);
         assert!(!local.is_serving());
-        local.renewed(local.renewal_started());
+        local.lease().renewed(local.lease().renewal_started());
         assert_eq!(get(&local, KEY), Some(1));
         assert!(local.is_serving());
-        local.revoke();
+        local.lease().revoke();
         assert_eq!(get(&local, KEY), None);
     }
 
     #[test]
     fn a_copy_older_than_an_announced_invalidation_is_dropped_and_refused() {
         let local = LocalTier::new("a".into());
-        local.renewed(local.renewal_started());
+        local.lease().renewed(local.lease().renewal_started());
         offer(&local, KEY, 1, 4, TTL);
         offer(&local, "students:page:2", 7, 4, TTL);
         local.invalidated(Generation::new(5));
@@ -354,7 +308,7 @@ mod tests {
     #[test]
     fn a_copy_expires_with_the_redis_key() {
         let local = LocalTier::new("a".into());
-        local.renewed(local.renewal_started());
+        local.lease().renewed(local.lease().renewal_started());
         offer(&local, KEY, 1, 0, Duration::ZERO);
         assert_eq!(get(&local, KEY), None);
     }
@@ -362,7 +316,7 @@ mod tests {
     #[test]
     fn the_tier_is_bounded_and_makes_room_by_dropping_the_soonest_to_expire() {
         let local = LocalTier::new("a".into());
-        local.renewed(local.renewal_started());
+        local.lease().renewed(local.lease().renewal_started());
         offer(&local, "first", 0, 0, Duration::from_secs(1));
         for page in 1..MAX_ENTRIES {
             offer(&local, &format!("students:page:{page}"), 1, 0, TTL);

@@ -1,5 +1,9 @@
-//! The memory tier's lease in Redis: renewing it, acknowledging invalidations, a writer
-//! waiting for the acknowledgements, and withdrawing the lease when the instance stops.
+//! The memory tier's lease ([`MemoryLease`]): what this process knows of it (until when it may
+//! serve from memory, whether it hears invalidations, whether it has left), and its side in
+//! Redis: renewing it on its own ticker, acknowledging invalidations, a writer waiting for the
+//! acknowledgements, withdrawing it when the instance stops. Not to be confused with a value's
+//! computing lease ([`super::redis_value::FillLease`]), which one request holds while it runs a
+//! query.
 //!
 //! See [`super::local`] for the argument. What this module adds to it:
 //!
@@ -14,6 +18,7 @@
 //! - A graceful stop withdraws the lease and the acknowledgement entry, so writers do not wait
 //!   out the lease of an instance that has left.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::{RedisError, RedisResult};
@@ -37,21 +42,101 @@ const ACK_SLACK: Duration = Duration::from_millis(500);
 /// per waiting write, at the moment Redis or a peer is in trouble.
 const ACK_POLL_FIRST: Duration = Duration::from_millis(1);
 const ACK_POLL_MAX: Duration = Duration::from_millis(20);
+/// Served from memory no later than this before the lease's end, as a guard against small
+/// differences in clock rates.
+const MARGIN: Duration = Duration::from_millis(300);
+
+/// This instance's memory lease as this process sees it. Atomics, not a lock: the read path
+/// checks it on every memory hit.
+pub struct MemoryLease {
+    /// Milliseconds since `started` until which this instance may serve from memory.
+    valid_until_ms: AtomicU64,
+    /// The origin of this process' lease clock (monotonic: never compared with Redis' clock).
+    started: Instant,
+    /// True while the invalidation subscription is up.
+    subscribed: AtomicBool,
+    /// True once the instance has stopped: the lease is never renewed again.
+    withdrawn: AtomicBool,
+}
+
+impl Default for MemoryLease {
+    fn default() -> Self {
+        MemoryLease {
+            valid_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            subscribed: AtomicBool::new(false),
+            withdrawn: AtomicBool::new(false),
+        }
+    }
+}
+
+impl MemoryLease {
+    /// Now, in the lease's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether the lease is held at `now` ([`MemoryLease::now_ms`]).
+    pub fn holds(&self, now: u64) -> bool {
+        now < self.valid_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Stops serving from memory at once (subscription lost, Redis failing).
+    pub fn revoke(&self) {
+        self.valid_until_ms.store(0, Ordering::Release);
+    }
+
+    /// The subscription came up (after which a renewal may succeed) or went down (the lease
+    /// is revoked at once: announcements may now be missed).
+    pub fn set_subscribed(&self, up: bool) {
+        self.subscribed.store(up, Ordering::Release);
+        if !up {
+            self.revoke();
+        }
+    }
+
+    pub fn is_subscribed(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire)
+    }
+
+    /// Stops serving from memory for good (the instance is stopping).
+    pub fn withdraw(&self) {
+        self.withdrawn.store(true, Ordering::Release);
+        self.revoke();
+    }
+
+    pub fn is_withdrawn(&self) -> bool {
+        self.withdrawn.load(Ordering::Acquire)
+    }
+
+    /// The time before sending a renewal, to be passed to [`MemoryLease::renewed`]: Redis
+    /// computes the lease's end after it receives the renewal, so an end counted from here
+    /// always comes first.
+    pub fn renewal_started(&self) -> u64 {
+        self.now_ms()
+    }
+
+    pub fn renewed(&self, started_ms: u64) {
+        let until = started_ms + (LEASE - MARGIN).as_millis() as u64;
+        self.valid_until_ms.fetch_max(until, Ordering::AcqRel);
+    }
+}
 
 impl Cache {
     /// Polls until no live lease holder lacks `generation`; bounded by the lease length, since
     /// by then every lease that was not renewed has expired.
     pub(super) fn wait_for_acknowledgements(&self, generation: Generation) -> RedisResult<()> {
         let deadline = Instant::now() + LEASE + ACK_SLACK;
-        let mut conn = self.connection()?;
+        let mut conn = self.redis.connection()?;
         let mut pause = ACK_POLL_FIRST;
         loop {
             let (waiting, lost_table_left_ms): (i64, u64) =
                 timings::time_cache_call("EVALSHA unacknowledged", || {
-                    self.scripts
+                    self.redis
+                        .scripts
                         .unacknowledged
-                        .key(&self.keys.instances)
-                        .key(&self.keys.acks)
+                        .key(&self.redis.keys.instances)
+                        .key(&self.redis.keys.acks)
                         .arg(generation)
                         .arg(LEASE.as_millis() as u64)
                         .invoke(&mut *conn)
@@ -75,9 +160,9 @@ impl Cache {
 
     /// Records that this instance dropped every value older than `generation`.
     pub fn acknowledge(&self, generation: Generation) -> RedisResult<()> {
-        let mut conn = self.connection()?;
+        let mut conn = self.redis.connection()?;
         redis::cmd("HSET")
-            .arg(&self.keys.acks)
+            .arg(&self.redis.keys.acks)
             .arg(&self.local.instance_id)
             .arg(generation)
             .query::<i64>(&mut *conn)
@@ -87,18 +172,20 @@ impl Cache {
     /// Renews this instance's lease, if it is listening for invalidations and has dropped
     /// every value older than the generation in Redis.
     pub fn renew_lease(&self) {
-        if !self.local.is_subscribed() || self.local.is_withdrawn() {
-            self.local.revoke();
+        let lease = self.local.lease();
+        if !lease.is_subscribed() || lease.is_withdrawn() {
+            lease.revoke();
             return;
         }
-        let started = self.local.renewal_started();
+        let started = lease.renewal_started();
         let floor = self.local.floor();
-        let renewed = self.connection().and_then(|mut conn| {
-            self.scripts
+        let renewed = self.redis.connection().and_then(|mut conn| {
+            self.redis
+                .scripts
                 .renew_lease
-                .key(&self.keys.instances)
-                .key(&self.keys.acks)
-                .key(&self.keys.generation)
+                .key(&self.redis.keys.instances)
+                .key(&self.redis.keys.acks)
+                .key(&self.redis.keys.generation)
                 .arg(&self.local.instance_id)
                 .arg(LEASE.as_millis() as u64)
                 .arg(floor)
@@ -106,8 +193,8 @@ impl Cache {
         });
         match renewed {
             // A subscription lost during the call must not be covered by this renewal.
-            Ok(1) if self.local.is_subscribed() && !self.local.is_withdrawn() => {
-                self.local.renewed(started);
+            Ok(1) if lease.is_subscribed() && !lease.is_withdrawn() => {
+                lease.renewed(started);
             }
             // Refused: an announcement this instance has not heard (lost, or its subscription
             // is silent). Stop serving from memory, then start empty above the generation, as
@@ -115,15 +202,15 @@ impl Cache {
             // instance misses after that is covered the same way, its writer waiting at most
             // for this lease to lapse.
             Ok(0) => {
-                self.local.revoke();
+                lease.revoke();
                 match self.current_generation() {
                     Ok(generation) => self.local.restart_from(generation),
                     Err(e) => self.report_failure("lease", &e),
                 }
             }
-            Ok(_) => self.local.revoke(),
+            Ok(_) => lease.revoke(),
             Err(e) => {
-                self.local.revoke();
+                lease.revoke();
                 self.report_failure("lease", &e);
             }
         }
@@ -132,12 +219,13 @@ impl Cache {
     /// Stops serving from memory for good and takes this instance out of the lease holders,
     /// so writers stop waiting for it (a graceful stop).
     pub fn withdraw_lease(&self) -> RedisResult<()> {
-        self.local.withdraw();
-        let mut conn = self.connection()?;
-        self.scripts
+        self.local.lease().withdraw();
+        let mut conn = self.redis.connection()?;
+        self.redis
+            .scripts
             .withdraw_lease
-            .key(&self.keys.instances)
-            .key(&self.keys.acks)
+            .key(&self.redis.keys.instances)
+            .key(&self.redis.keys.acks)
             .arg(&self.local.instance_id)
             .invoke::<i64>(&mut *conn)
             .map(drop)

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use diesel::prelude::*;
 
 use super::trust::now_ms;
-use super::{lease, Cache};
+use super::{memory_lease, Cache};
 use crate::db::{DbConn, DbPool};
 use crate::error::CacheError;
 use crate::on_backend;
@@ -25,7 +25,7 @@ pub const POLL_EVERY: Duration = Duration::from_millis(250);
 /// row: a worker's poll, one more round of it, its invalidation and its wait for
 /// acknowledgements (see [`Cache::await_handover`]).
 pub const HANDOVER_WAIT: Duration = Duration::from_millis(
-    2 * POLL_EVERY.as_millis() as u64 + lease::LEASE.as_millis() as u64 + 1_000,
+    2 * POLL_EVERY.as_millis() as u64 + memory_lease::LEASE.as_millis() as u64 + 1_000,
 );
 const HANDOVER_POLL: Duration = Duration::from_millis(20);
 /// A row this instance has seen for less than this, and that was not handed over, belongs to a
@@ -33,7 +33,7 @@ const HANDOVER_POLL: Duration = Duration::from_millis(20);
 /// lease and a half second (longer than that and a worker would apply it again, distrusting
 /// Redis meanwhile, for nothing). A row outlives it only when its writer died mid-write, and no
 /// reader is owed a write that never answered.
-pub const GRACE: Duration = Duration::from_millis(lease::LEASE.as_millis() as u64 + 1_000);
+pub const GRACE: Duration = Duration::from_millis(memory_lease::LEASE.as_millis() as u64 + 1_000);
 
 /// When this instance first saw each row of the outbox, on its own monotonic clock. A row is due
 /// once it has been seen for [`GRACE`]: its age is never read from the writer's clock, which may
@@ -166,7 +166,7 @@ impl Cache {
     /// from Redis or from memory under a lease it keeps renewing: only its worker applying the
     /// row stops that, so the write waits for the row to go. A handed-over row is due at once
     /// on every instance; a worker sees it within [`POLL_EVERY`], invalidates, waits at most
-    /// [`lease::LEASE`] and a half for acknowledgements, and deletes it. If it is still there
+    /// [`memory_lease::LEASE`] and a half for acknowledgements, and deletes it. If it is still there
     /// after [`HANDOVER_WAIT`], no instance could apply it: each one that tried distrusts Redis
     /// (reading neither it nor its memory), and one that cannot reach Redis lost its memory
     /// lease by then.
@@ -273,8 +273,8 @@ impl Cache {
         db: &DbPool,
         mark: super::generation::Generation,
     ) -> redis::RedisResult<()> {
-        let Some(found) = self.inspect()? else {
-            let mut conn = self.connection()?;
+        let Some(found) = self.redis.inspect()? else {
+            let mut conn = self.redis.connection()?;
             return self.resync.repair(&mut *conn, self.local.floor());
         };
         // What this instance's subscriber does on an announcement; here too, so that one whose

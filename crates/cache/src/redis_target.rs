@@ -154,9 +154,9 @@ pub struct RedisTarget {
     connect_timeout: Duration,
     command_timeout: Duration,
     master: Mutex<Option<Master>>,
-    /// How many times the master changed: a connection opened under an older one is retired.
+    /// How many times the master changed: a connection opened under an older count is retired.
     /// Written under the `master` lock; read without it on every command.
-    epoch: AtomicU64,
+    master_changes: AtomicU64,
 }
 
 impl RedisTarget {
@@ -189,7 +189,7 @@ impl RedisTarget {
             connect_timeout,
             command_timeout,
             master: Mutex::new(master),
-            epoch: AtomicU64::new(0),
+            master_changes: AtomicU64::new(0),
         })
     }
 
@@ -202,33 +202,33 @@ impl RedisTarget {
     /// A connection with the connect and command timeouts; through Sentinel, to a server that
     /// says it is the master.
     pub fn connect(&self) -> RedisResult<redis::Connection> {
-        self.connect_in_epoch().map(|(conn, _)| conn)
+        self.connect_counted().map(|(conn, _)| conn)
     }
 
     /// A connection for the pool, retired once the master changes.
     pub fn connect_pooled(self: &Arc<Self>) -> RedisResult<RedisConnection> {
-        let (conn, epoch) = self.connect_in_epoch()?;
+        let (conn, opened_under) = self.connect_counted()?;
         Ok(RedisConnection {
             conn,
             broken: false,
-            epoch,
+            opened_under,
             target: Arc::clone(self),
         })
     }
 
     /// How many times the master changed.
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    fn master_changes(&self) -> u64 {
+        self.master_changes.load(Ordering::Acquire)
     }
 
-    fn connect_in_epoch(&self) -> RedisResult<(redis::Connection, u64)> {
+    fn connect_counted(&self) -> RedisResult<(redis::Connection, u64)> {
         let (url, sentinels) = match &self.kind {
             Kind::Direct(client) => return Ok((self.open_with_timeouts(client)?, 0)),
             Kind::Sentinel { url, sentinels } => (url, sentinels),
         };
-        if let Some((client, epoch)) = self.trusted_master() {
+        if let Some((client, changes)) = self.trusted_master() {
             match self.open_master(&client) {
-                Ok(conn) => return Ok((conn, epoch)),
+                Ok(conn) => return Ok((conn, changes)),
                 Err(e) => {
                     log::info!("redis master unusable ({e}), asking the sentinels");
                     self.forget_master();
@@ -265,7 +265,7 @@ impl RedisTarget {
         master
             .as_ref()
             .filter(|m| m.trusted)
-            .map(|m| (m.client.clone(), self.epoch()))
+            .map(|m| (m.client.clone(), self.master_changes()))
     }
 
     /// Asks one sentinel for the master, and connects to it.
@@ -289,7 +289,7 @@ impl RedisTarget {
         if !master.as_ref().is_some_and(|m| m.address == address) {
             log::info!("redis master for {}: {address}", url.service);
             if master.is_some() {
-                self.epoch.fetch_add(1, Ordering::AcqRel);
+                self.master_changes.fetch_add(1, Ordering::AcqRel);
             }
         }
         *master = Some(Master {
@@ -297,7 +297,7 @@ impl RedisTarget {
             client,
             trusted: true,
         });
-        Ok((conn, self.epoch()))
+        Ok((conn, self.master_changes()))
     }
 
     /// A connection to `client` if the server there is a master.
@@ -340,7 +340,8 @@ fn is_readonly_reply(value: &redis::Value) -> bool {
 pub struct RedisConnection {
     conn: redis::Connection,
     broken: bool,
-    epoch: u64,
+    /// The master-change count when it was opened.
+    opened_under: u64,
     target: Arc<RedisTarget>,
 }
 
@@ -348,13 +349,13 @@ impl RedisConnection {
     /// True after a failover sign, when the socket closed, or when the master changed since
     /// it was opened.
     pub fn is_broken(&self) -> bool {
-        self.broken || !self.conn.is_open() || self.epoch != self.target.epoch()
+        self.broken || !self.conn.is_open() || self.opened_under != self.target.master_changes()
     }
 
     /// An idle connection to a master that has since been replaced is not used: that server
     /// may now be a replica that still answers reads, with values the new master no longer has.
     fn check_master(&mut self) -> RedisResult<()> {
-        if self.epoch != self.target.epoch() {
+        if self.opened_under != self.target.master_changes() {
             self.broken = true;
             return Err(RedisError::from((
                 ErrorKind::Io,

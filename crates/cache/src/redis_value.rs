@@ -58,19 +58,20 @@ impl Cache {
         &self,
         keys: &ValueKeys,
     ) -> RedisResult<ReadOutcome<V>> {
-        let mut conn = self.connection()?;
+        let mut conn = self.redis.connection()?;
         let token = token();
         let read = |conn: &mut redis_target::RedisConnection| -> RedisResult<Vec<String>> {
             timings::time_cache_call("EVALSHA read_or_lease", || {
-                self.scripts
+                self.redis
+                    .scripts
                     .read_or_lease
                     .key(&keys.value)
-                    .key(&self.keys.generation)
+                    .key(&self.redis.keys.generation)
                     .key(&keys.lock)
                     .arg(&token)
                     .arg(LOCK_TTL.as_millis() as u64)
                     .arg(self.local.floor())
-                    .arg(self.owner.identity())
+                    .arg(self.redis.owner.identity())
                     .invoke(conn)
             })
         };
@@ -129,11 +130,11 @@ impl Cache {
         value: Option<&V>,
         compute: Duration,
     ) -> RedisResult<Option<Duration>> {
-        let mut conn = self.connection()?;
+        let mut conn = self.redis.connection()?;
         let json = value.map_or_else(String::new, |payload| {
             Sealed {
                 generation: lease.generation.get(),
-                database: self.owner.identity(),
+                database: self.redis.owner.identity(),
                 computed_at_ms: trust::now_ms(),
                 compute_us: compute.as_micros() as u64,
                 payload,
@@ -143,10 +144,11 @@ impl Cache {
         let ttl = self.ttl_with_jitter();
         let ttl_ms = ttl.as_millis() as u64;
         let stored: i64 = timings::time_cache_call("EVALSHA fill_if_generation", || {
-            self.scripts
+            self.redis
+                .scripts
                 .fill
                 .key(&keys.value)
-                .key(&self.keys.generation)
+                .key(&self.redis.keys.generation)
                 .key(&keys.lock)
                 .arg(lease.generation)
                 .arg(json)
@@ -160,12 +162,13 @@ impl Cache {
     /// Takes the computing lease without touching the value, for an early refresh; `None` when
     /// another request holds it.
     pub fn try_lease(&self, keys: &ValueKeys) -> RedisResult<Option<FillLease>> {
-        let mut conn = self.connection()?;
+        let mut conn = self.redis.connection()?;
         let taken: Option<(String, String)> =
             timings::time_cache_call("EVALSHA try_lease", || {
-                self.scripts
+                self.redis
+                    .scripts
                     .try_lease
-                    .key(&self.keys.generation)
+                    .key(&self.redis.keys.generation)
                     .key(&keys.lock)
                     .arg(token())
                     .arg(LOCK_TTL.as_millis() as u64)
@@ -184,9 +187,10 @@ impl Cache {
     /// Extends the computing lease by [`LOCK_TTL`]; false once it is no longer held (it
     /// expired, or an invalidation freed it and a reader took it).
     pub fn renew_fill_lease(&self, keys: &ValueKeys, lease: &FillLease) -> RedisResult<bool> {
-        let mut conn = self.connection()?;
+        let mut conn = self.redis.connection()?;
         let renewed: i64 = timings::time_cache_call("EVALSHA renew_lock", || {
-            self.scripts
+            self.redis
+                .scripts
                 .renew_lock
                 .key(&keys.lock)
                 .arg(&lease.holder)

@@ -23,13 +23,16 @@ use std::time::{Duration, Instant};
 use redis::{ConnectionLike, RedisError, RedisResult};
 
 use super::generation::{self, Generation};
-use super::lease::LEASE;
+use super::memory_lease::LEASE;
 use super::redis_pool::OnConnect;
 use super::scripts::Scripts;
 use super::Keys;
 use crate::db::DbPool;
 
 pub struct Resync {
+    /// Where the mark is read and raised: a pool of its own (one connection is enough, the
+    /// raises are serialised by `server`), so that opening a Redis connection never waits
+    /// for a database connection that a page's query holds.
     db: DbPool,
     keys: Keys,
     scripts: Scripts,
