@@ -85,19 +85,28 @@ fn create_private(path: &str) -> anyhow::Result<()> {
 /// that is down is reported with the real reason (the multi-backend connection would only say
 /// "invalid connection url").
 pub fn build_pool(url: &DatabaseUrl) -> anyhow::Result<DbPool> {
+    let size = match url {
+        DatabaseUrl::Postgres(_) => 16,
+        DatabaseUrl::Sqlite(_) => 8,
+    };
+    build_pool_of(url, size)
+}
+
+/// [`build_pool`] with `max_size` connections.
+pub fn build_pool_of(url: &DatabaseUrl, max_size: u32) -> anyhow::Result<DbPool> {
     // Every new connection records its queries into the current request's timings, if any.
     let _ = diesel::connection::set_default_instrumentation(|| {
         Some(Box::new(metrics::QueryRecorder::default()))
     });
-    let (url, max_size) = match url {
+    let url = match url {
         DatabaseUrl::Postgres(url) => {
             PgConnection::establish(url)
                 .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {e}"))?;
-            (url.as_str(), 16)
+            url.as_str()
         }
         DatabaseUrl::Sqlite(path) => {
             create_private(path)?;
-            (path.as_str(), 8)
+            path.as_str()
         }
     };
     let pool = Pool::builder()

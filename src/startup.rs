@@ -57,10 +57,13 @@ impl Resources {
             timeouts.connect,
             timeouts.command,
         )?);
-        // Every new connection is checked for a Redis that lost data before it is used.
+        // Every new connection is checked for a Redis that lost data before it is used. The check
+        // reads the database's mark through a connection of its own: through the shared pool, a
+        // Redis connect (and so every cache hit that needs a new connection) would queue behind
+        // the pages' queries, and fail when they hold every connection.
         let server_met = Arc::new(ServerMet::default());
         let resync = Arc::new(Resync::new(
-            db.clone(),
+            db::build_pool_of(&settings.database_url, 1)?,
             &settings.cache_key_prefix,
             server_met,
         ));

@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use crate::helpers::{header, spawn_app};
+use cachewithredis::startup::Resources;
+
+use crate::helpers::{header, spawn_app, test_settings};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_redis_stopped_pages_are_served_from_the_database_as_bypass() {
@@ -165,4 +167,33 @@ async fn readyz_names_the_redis_in_use_only_on_this_host_or_to_staff() {
     assert!(readiness(false).await["redis_master"].is_string());
     app.sign_in().await;
     assert!(readiness(true).await["redis_master"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_server_is_met_while_every_database_connection_is_busy() {
+    // Meeting a server raises its generation to the database's mark before the connection is
+    // used. That read must not queue behind the pages' queries: with every connection of the
+    // pool taken, a cache that opens its first connection to Redis still gets one.
+    let app = spawn_app().await;
+    app.insert_students(&[20]);
+    let settings = test_settings(&app.database, app.redis_url(), "busy", &app.secret_key);
+    let resources = tokio::task::spawn_blocking(move || Resources::open(&settings))
+        .await
+        .unwrap()
+        .expect("resources open");
+    let held: Vec<_> = (0..resources.db.max_size())
+        .map(|_| resources.db.get().expect("a database connection"))
+        .collect();
+    let cache = resources.cache.clone();
+    let met = tokio::task::spawn_blocking(move || cache.ping())
+        .await
+        .unwrap();
+    assert!(met.is_ok(), "the first redis connection failed: {met:?}");
+    let mark = cachewithredis::cache::generation::committed(&mut app.conn()).expect("mark");
+    assert_eq!(
+        app.redis_get("busy:generation"),
+        Some(mark.to_string()),
+        "the new server's generation was raised to the mark"
+    );
+    drop(held);
 }
