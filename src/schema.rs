@@ -19,22 +19,22 @@ diesel::table! {
 }
 
 diesel::table! {
-    staff_users (id) {
-        id -> Integer,
-        username -> Text,
-        password_hash -> Text,
-        created_at -> Timestamp,
-        is_active -> Bool,
-    }
-}
-
-diesel::table! {
     staff_sessions (session_key) {
         session_key -> Text,
         staff_id -> Nullable<Integer>,
         state -> Text,
         created_at -> BigInt,
         expires_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    staff_users (id) {
+        id -> Integer,
+        username -> Text,
+        password_hash -> Text,
+        created_at -> Timestamp,
+        is_active -> Bool,
     }
 }
 
