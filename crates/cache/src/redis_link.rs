@@ -52,21 +52,17 @@ impl RedisLink {
                 .invalidate
                 .key(&self.keys.generation)
                 .key(&self.keys.owner)
-                .arg(mark)
                 .arg(self.owner.identity())
                 .arg(self.owner.claim_flag())
+                .arg(mark)
                 .arg(&self.keys.channel)
                 .invoke(&mut *conn)
         })?;
-        match reply.as_slice() {
-            [kind, generation, before] if kind == "ok" => {
+        match owned_reply(&reply, "ok", "the invalidation script")? {
+            [generation, before] => {
                 Ok((Generation::parse(generation)?, Generation::parse(before)?))
             }
-            [kind, owner] if kind == "not_ours" => Err(owner::not_ours(owner)),
-            _ => Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "unexpected reply from the invalidation script",
-            ))),
+            _ => Err(unexpected("the invalidation script")),
         }
     }
 
@@ -83,16 +79,10 @@ impl RedisLink {
                 .arg(self.owner.claim_flag())
                 .invoke(&mut *conn)
         })?;
-        match reply.as_slice() {
-            [kind, generation] if kind == "ours" => match generation.as_str() {
-                "-1" => Ok(None),
-                text => Generation::parse(text).map(Some),
-            },
-            [kind, owner] if kind == "not_ours" => Err(owner::not_ours(owner)),
-            _ => Err(redis::RedisError::from((
-                redis::ErrorKind::UnexpectedReturnType,
-                "unexpected reply from the inspection script",
-            ))),
+        match owned_reply(&reply, "ours", "the inspection script")? {
+            [generation] if generation == "-1" => Ok(None),
+            [generation] => Generation::parse(generation).map(Some),
+            _ => Err(unexpected("the inspection script")),
         }
     }
 
@@ -112,4 +102,22 @@ impl RedisLink {
         timings::time_cache_call("PING", || redis::cmd("PING").query::<String>(&mut *conn))?;
         Ok(())
     }
+}
+
+/// The reply of a script that first checks who owns the keys (`inspect.lua`, `invalidate.lua`):
+/// the fields after `ok_kind`, or the error for keys another database owns.
+fn owned_reply<'a>(reply: &'a [String], ok_kind: &str, script: &str) -> RedisResult<&'a [String]> {
+    match reply {
+        [kind, rest @ ..] if kind == ok_kind => Ok(rest),
+        [kind, owner] if kind == "not_ours" => Err(owner::not_ours(owner)),
+        _ => Err(unexpected(script)),
+    }
+}
+
+fn unexpected(script: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        script.to_owned(),
+    ))
 }

@@ -1,4 +1,5 @@
-//! The Lua scripts Redis runs atomically; each file documents its KEYS and ARGV.
+//! The Lua scripts Redis runs atomically; each file documents its KEYS and ARGV. The scripts
+//! that may claim the keys start with one prelude, `owner_check.lua`.
 
 use redis::Script;
 
@@ -22,12 +23,18 @@ impl Default for Scripts {
             try_lease: Script::new(include_str!("scripts/try_lease.lua")),
             renew_lock: Script::new(include_str!("scripts/renew_lock.lua")),
             fill: Script::new(include_str!("scripts/fill.lua")),
-            invalidate: Script::new(include_str!("scripts/invalidate.lua")),
+            invalidate: Script::new(concat!(
+                include_str!("scripts/owner_check.lua"),
+                include_str!("scripts/invalidate.lua")
+            )),
             resync: Script::new(include_str!("scripts/resync.lua")),
             renew_lease: Script::new(include_str!("scripts/renew_lease.lua")),
             unacknowledged: Script::new(include_str!("scripts/unacknowledged.lua")),
             withdraw_lease: Script::new(include_str!("scripts/withdraw_lease.lua")),
-            inspect: Script::new(include_str!("scripts/inspect.lua")),
+            inspect: Script::new(concat!(
+                include_str!("scripts/owner_check.lua"),
+                include_str!("scripts/inspect.lua")
+            )),
         }
     }
 }
