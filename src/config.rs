@@ -299,7 +299,8 @@ fn parse_key_prefix(value: &str) -> Result<String, ConfigError> {
         Err(invalid(
             "CACHE_KEY_PREFIX",
             value,
-            "1 to 64 characters of ASCII letters, digits and - _ . :",
+            "1 to 64 characters of ASCII letters, digits and - _ . : (no braces: every key is \
+             {PREFIX}:..., the prefix as a Redis Cluster hash tag)",
         ))
     }
 }

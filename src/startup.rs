@@ -128,7 +128,6 @@ impl Application {
 
         let history = Arc::new(History::new(
             Arc::clone(&resources.metrics.cache),
-            &settings.cache_key_prefix,
             format!("{}:{port}", settings.bind_addr.ip()),
             resources.cache.redis_target(),
         ));

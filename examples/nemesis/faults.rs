@@ -116,15 +116,15 @@ pub struct Targets {
 /// The application's keys, for [`Fault::KeysEvicted`].
 fn application_keys(prefix: &str) -> [String; 8] {
     [
-        format!("{prefix}:students:average_age"),
-        format!("{prefix}:generation"),
-        format!("{prefix}:students:average_age:lock"),
-        format!("{prefix}:instances"),
-        format!("{prefix}:acks"),
-        format!("{prefix}:database"),
-        format!("{prefix}:server_met:*"),
+        format!("{{{prefix}}}:students:average_age"),
+        format!("{{{prefix}}}:generation"),
+        format!("{{{prefix}}}:students:average_age:lock"),
+        format!("{{{prefix}}}:instances"),
+        format!("{{{prefix}}}:acks"),
+        format!("{{{prefix}}}:database"),
+        format!("{{{prefix}}}:server_met:*"),
         // The list's pages and their leases.
-        format!("{prefix}:students:page:*"),
+        format!("{{{prefix}}}:students:page:*"),
     ]
 }
 
@@ -260,7 +260,7 @@ fn apply(
         }
         Fault::ForeignValue => {
             let _: () = redis::cmd("SET")
-                .arg(format!("{}:students:average_age", targets.prefix))
+                .arg(format!("{{{}}}:students:average_age", targets.prefix))
                 .arg(FOREIGN_VALUE)
                 .query(&mut redis.connection()?)?;
         }

@@ -109,7 +109,7 @@ async fn every_instance_is_listed_and_the_figures_add_up_across_instances() {
 
     // The lease holders, without the table's marker (scored +inf).
     let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-        .arg(format!("{}:instances", app.prefix))
+        .arg(app.key("instances"))
         .arg("-inf")
         .arg("(+inf")
         .query(&mut app.redis_direct())
@@ -205,4 +205,69 @@ async fn with_redis_down_the_page_shows_the_pending_invalidation_and_the_closed_
     assert!(by_id(&body, "redis-gate").contains("distrusted"), "{body}");
     assert!(by_id(&body, "cached-value").starts_with("Redis did not answer"));
     assert!(body.contains("added “Ada” (age 40)"), "the write is logged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_key_is_under_the_prefix_as_a_hash_tag_so_a_cluster_keeps_them_in_one_slot() {
+    let app = spawn_app().await;
+    let other = spawn_second_instance(&app).await;
+    app.insert_students(&[20, 30]);
+    app.sign_in().await;
+    app.average().await;
+    other.average().await;
+    assert_eq!(other.get("/students").await.status(), 200);
+    assert_eq!(app.add_student("Tagged", "40").await.status(), 303);
+    assert_eq!(app.get("/admin/cache").await.status(), 200);
+    // Both instances' figures, in the one hash (published every second).
+    app.eventually(
+        Duration::from_secs(5),
+        "both instances published",
+        || async {
+            let fields: Vec<String> = redis::cmd("HKEYS")
+                .arg(app.key("stats"))
+                .query(&mut app.redis_direct())
+                .unwrap();
+            fields.len() == 2
+        },
+    )
+    .await;
+
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut app.redis_direct())
+        .unwrap();
+    for expected in ["generation", "instances", "acks", "database", "stats"] {
+        assert!(keys.contains(&app.key(expected)), "{expected} in {keys:?}");
+    }
+    assert!(keys.contains(&app.value_key()), "{keys:?}");
+    assert!(keys.contains(&app.key("students:page:1")), "{keys:?}");
+    let outside: Vec<&String> = keys.iter().filter(|k| !k.starts_with("{test}:")).collect();
+    assert!(outside.is_empty(), "keys outside the hash tag: {outside:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_that_left_is_forgotten_from_the_published_figures() {
+    let app = spawn_app().await;
+    let other = spawn_second_instance(&app).await;
+    let stats = app.key("stats");
+    let published = |app: &TestApp| -> usize {
+        redis::cmd("HLEN")
+            .arg(&stats)
+            .query(&mut app.redis_direct())
+            .unwrap()
+    };
+    app.eventually(
+        Duration::from_secs(5),
+        "both instances published",
+        || async { published(&app) == 2 },
+    )
+    .await;
+    // A graceful stop withdraws the lease; the figures stay until a publisher forgets them.
+    other.server.stop(true).await;
+    app.eventually(
+        Duration::from_secs(5),
+        "the instance that left is forgotten",
+        || async { published(&app) == 1 },
+    )
+    .await;
 }

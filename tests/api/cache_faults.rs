@@ -105,13 +105,13 @@ fn lease_holders(app: &TestApp) -> (i64, Vec<u64>, u64) {
     let mut conn = app.redis_direct();
     // Without the table's marker (scored +inf).
     let holders: i64 = redis::cmd("ZCOUNT")
-        .arg(format!("{}:instances", app.prefix))
+        .arg(app.key("instances"))
         .arg("-inf")
         .arg("(+inf")
         .query(&mut conn)
         .unwrap();
     let acks: Vec<u64> = redis::cmd("HVALS")
-        .arg(format!("{}:acks", app.prefix))
+        .arg(app.key("acks"))
         .query(&mut conn)
         .unwrap();
     let generation: Option<u64> = redis::cmd("GET")
@@ -151,7 +151,7 @@ async fn an_instance_whose_subscription_dropped_silently_serves_nothing_old_and_
     // subscription acknowledges a generation that the renewals do not know of).
     let (_, _, generation) = lease_holders(&app);
     redis::cmd("PUBLISH")
-        .arg(format!("{}:invalidations", app.prefix))
+        .arg(app.key("invalidations"))
         .arg(generation + 1)
         .query::<()>(&mut app.redis_direct())
         .unwrap();
@@ -255,7 +255,7 @@ async fn an_acknowledgement_still_missing_at_the_deadline_leaves_the_invalidatio
     // A lease holder that never acknowledges: its lease reaches far past the write's deadline.
     let far: u64 = 32_503_680_000_000;
     redis::cmd("ZADD")
-        .arg(format!("{}:instances", app.prefix))
+        .arg(app.key("instances"))
         .arg(far)
         .arg("never-acknowledges")
         .query::<()>(&mut app.redis_direct())

@@ -139,7 +139,7 @@ async fn a_lost_lease_table_does_not_let_a_write_skip_an_instance_still_serving_
     // it as a lease holder is evicted.
     other.proxy.stall();
     redis::cmd("DEL")
-        .arg(format!("{}:instances", app.prefix))
+        .arg(app.key("instances"))
         .query::<()>(&mut app.redis_direct())
         .unwrap();
     assert_eq!(app.add_student("Unheard", "40").await.status(), 303);
@@ -207,9 +207,7 @@ async fn two_deployments_sharing_one_redis_and_prefix_never_serve_each_others_va
     assert_eq!(count_on(&staging).await, (2, "BYPASS".to_owned()));
     assert_eq!(count_on(&production).await, (2, "HIT".to_owned()));
     assert_eq!(
-        production
-            .redis_get(&format!("{}:database", production.prefix))
-            .as_deref(),
+        production.redis_get(&production.key("database")).as_deref(),
         Some(production.database_identity().as_str())
     );
 }

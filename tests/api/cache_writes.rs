@@ -146,7 +146,7 @@ async fn writes_waiting_on_redis_give_their_database_connection_back_so_every_re
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query(&mut redis).expect("TIME");
     let lease_end = secs * 1000 + micros / 1000 + 60_000;
     let _: i64 = redis::cmd("ZADD")
-        .arg(format!("{}:instances", app.prefix))
+        .arg(app.key("instances"))
         .arg(lease_end)
         .arg("silent-peer")
         .query(&mut redis)

@@ -51,7 +51,7 @@ fn own_as_a_server_would(dir: &TempDir, redis: &RedisServer) {
     );
     let identity = cachewithredis::cache::owner::database_identity(&mut cli_database(dir)).unwrap();
     let _: () = redis::cmd("SET")
-        .arg("clitest:database")
+        .arg("{clitest}:database")
         .arg(identity)
         .query(&mut redis.connection().expect("redis answers"))
         .unwrap();
@@ -94,7 +94,7 @@ fn seed_adds_exactly_n_rows_and_invalidates_the_cache() {
     let mut conn = redis.connection().expect("redis answers");
     let generation = |conn: &mut redis::Connection| -> u64 {
         redis::cmd("GET")
-            .arg("clitest:generation")
+            .arg("{clitest}:generation")
             .query::<Option<u64>>(conn)
             .unwrap()
             .unwrap_or(0)
@@ -474,7 +474,7 @@ fn replicate(replica: &RedisServer, master: Option<&RedisServer>, key: Option<&s
 
 fn met_records(redis: &RedisServer) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg("clitest:server_met:*")
+        .arg("{clitest}:server_met:*")
         .query(&mut redis.connection().expect("redis answers"))
         .unwrap();
     keys.sort();

@@ -189,7 +189,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         Some(_) => 1,
         None => 0,
     };
-    let lease_key = format!("{prefix}:instances");
+    let lease_key = format!("{{{prefix}}}:instances");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut conn = redis.connection().expect("redis answers");
@@ -271,8 +271,13 @@ impl TestApp {
         (response.json().await.expect("json"), x_cache)
     }
 
+    /// The name of one of this app's keys: `{prefix}:suffix`, the prefix as a hash tag.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{{{}}}:{suffix}", self.prefix)
+    }
+
     pub fn value_key(&self) -> String {
-        format!("{}:students:average_age", self.prefix)
+        self.key("students:average_age")
     }
 
     /// The cached average as Redis holds it, if it is current: at the generation in Redis.
@@ -286,7 +291,7 @@ impl TestApp {
 
     /// The generation every cached value is checked against.
     pub fn generation_key(&self) -> String {
-        format!("{}:generation", self.prefix)
+        self.key("generation")
     }
 
     pub fn redis_get(&self, key: &str) -> Option<String> {

@@ -11,7 +11,7 @@ use crate::helpers::{header, spawn_app, spawn_second_instance, DatabaseOutage, T
 const AGGREGATES: &str = "cachewithredis_db_aggregate_queries_total";
 
 fn page_key(app: &TestApp, page: i64) -> String {
-    format!("{}:students:page:{page}", app.prefix)
+    app.key(&format!("students:page:{page}"))
 }
 
 /// The total the list shows, and the `X-Cache` and `X-Cache-Tier` it was served with.

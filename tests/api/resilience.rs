@@ -191,7 +191,7 @@ async fn a_redis_server_is_met_while_every_database_connection_is_busy() {
     assert!(met.is_ok(), "the first redis connection failed: {met:?}");
     let mark = cachewithredis::cache::generation::committed(&mut app.conn()).expect("mark");
     assert_eq!(
-        app.redis_get("busy:generation"),
+        app.redis_get("{busy}:generation"),
         Some(mark.to_string()),
         "the new server's generation was raised to the mark"
     );

@@ -20,7 +20,8 @@ use crate::metrics::CacheMetrics;
 pub const MINUTES: usize = 60;
 /// How often the counters are sampled and this instance's figures published.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
-/// A published record outlives its instance by this much, then disappears from the sums.
+/// The published figures outlive the last instance to publish by this much. An instance that
+/// left earlier is forgotten by the next publisher, once it no longer holds a memory lease.
 const PUBLISHED_TTL: Duration = Duration::from_secs(10);
 
 /// What is counted, in this order in every [`Counts`].
@@ -40,7 +41,7 @@ pub struct Minute {
     pub counts: Counts,
 }
 
-/// What an instance publishes under `{prefix}:stats:{id}`.
+/// What an instance publishes in the hash `{prefix}:stats`, under its id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Published {
     pub address: String,
@@ -58,29 +59,17 @@ pub struct History {
     /// For the sampler's and the page's own connections, outside the requests' pool; through
     /// Sentinel, to the master in use.
     pub target: Arc<RedisTarget>,
-    stats_prefix: String,
 }
 
 impl History {
-    pub fn new(
-        metrics: Arc<CacheMetrics>,
-        key_prefix: &str,
-        address: String,
-        target: Arc<RedisTarget>,
-    ) -> History {
+    pub fn new(metrics: Arc<CacheMetrics>, address: String, target: Arc<RedisTarget>) -> History {
         History {
             metrics,
             snapshots: Mutex::new(VecDeque::with_capacity(MINUTES + 1)),
             last_tier: AtomicU8::new(0),
             address,
             target,
-            stats_prefix: format!("{key_prefix}:stats:"),
         }
-    }
-
-    /// The Redis key under which instance `id` publishes its figures.
-    pub fn stats_key(&self, id: &str) -> String {
-        format!("{}{id}", self.stats_prefix)
     }
 
     fn counters(&self) -> Counts {
@@ -185,12 +174,17 @@ impl History {
             minutes: self.minutes(),
         };
         let json = serde_json::to_string(&record).unwrap_or_default();
-        redis::cmd("SET")
-            .arg(self.stats_key(&cache.local().instance_id))
+        let keys = cache.keys();
+        cache
+            .scripts()
+            .publish_stats
+            .key(&keys.stats)
+            .key(&keys.instances)
+            .arg(&cache.local().instance_id)
             .arg(json)
-            .arg("PX")
             .arg(PUBLISHED_TTL.as_millis() as u64)
-            .query(conn)
+            .invoke::<i64>(conn)
+            .map(drop)
     }
 }
 
@@ -265,7 +259,6 @@ mod tests {
         );
         History::new(
             Arc::new(CacheMetrics::unregistered()),
-            "p",
             "addr".into(),
             Arc::new(target.unwrap()),
         )

@@ -1,10 +1,20 @@
 //! The names of the keys in Redis (see the crate's documentation, "Keys").
+//!
+//! Every key starts with the prefix as a hash tag, `{prefix}:`, so all of them hash to one slot
+//! of a Redis Cluster: the scripts touch several keys at once (a value, the generation and a
+//! lease; the lease table and the acknowledgements), and a cluster refuses a script whose keys
+//! are in different slots (`CROSSSLOT`). One slot is one master's: right for a handful of small
+//! keys read mostly from each instance's memory, and what a cluster-mode managed Redis needs.
+//! A pub/sub channel has no slot; scripts get it as an argument, not as a key.
 
 /// The names of the keys every cached value shares. Each value has two of its own
 /// ([`ValueKeys`]).
 #[derive(Clone, Debug)]
 pub struct Keys {
+    /// `CACHE_KEY_PREFIX`, without the braces.
     prefix: String,
+    /// `{prefix}`: what every key starts with.
+    tagged: String,
     pub generation: String,
     /// Pub/sub channel on which invalidations announce their generation.
     pub channel: String,
@@ -16,6 +26,8 @@ pub struct Keys {
     server_met_prefix: String,
     /// The identity of the database whose cache these keys are (see [`crate::owner`]).
     pub owner: String,
+    /// Hash of instance id → its published figures, for the staff page (see [`crate::history`]).
+    pub stats: String,
 }
 
 /// The keys of one cached value: the value and its computing lease.
@@ -26,15 +38,20 @@ pub struct ValueKeys {
 }
 
 impl Keys {
+    /// The keys under `prefix` (`CACHE_KEY_PREFIX`, which holds no `{` or `}`: the braces are
+    /// added here).
     pub fn new(prefix: &str) -> Self {
+        let tagged = format!("{{{prefix}}}");
         Keys {
             prefix: prefix.to_owned(),
-            generation: format!("{prefix}:generation"),
-            channel: format!("{prefix}:invalidations"),
-            instances: format!("{prefix}:instances"),
-            acks: format!("{prefix}:acks"),
-            server_met_prefix: format!("{prefix}:server_met"),
-            owner: format!("{prefix}:database"),
+            generation: format!("{tagged}:generation"),
+            channel: format!("{tagged}:invalidations"),
+            instances: format!("{tagged}:instances"),
+            acks: format!("{tagged}:acks"),
+            server_met_prefix: format!("{tagged}:server_met"),
+            owner: format!("{tagged}:database"),
+            stats: format!("{tagged}:stats"),
+            tagged,
         }
     }
 
@@ -43,9 +60,14 @@ impl Keys {
         &self.prefix
     }
 
+    /// What every key starts with: `{prefix}`, the hash tag.
+    pub fn tagged(&self) -> &str {
+        &self.tagged
+    }
+
     /// The keys of the value a query stores under `key` (see [`crate::CachedQuery::key`]).
     pub fn value(&self, key: &str) -> ValueKeys {
-        let value = format!("{}:{key}", self.prefix);
+        let value = format!("{}:{key}", self.tagged);
         ValueKeys {
             lock: format!("{value}:lock"),
             value,
@@ -63,12 +85,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_carry_the_prefix() {
+    fn every_key_starts_with_the_prefix_as_a_hash_tag() {
         let keys = Keys::new("app");
-        assert_eq!(keys.generation, "app:generation");
-        assert_eq!(keys.channel, "app:invalidations");
+        assert_eq!(keys.generation, "{app}:generation");
+        assert_eq!(keys.channel, "{app}:invalidations");
         let value = keys.value("students:average_age");
-        assert_eq!(value.value, "app:students:average_age");
-        assert_eq!(value.lock, "app:students:average_age:lock");
+        assert_eq!(value.value, "{app}:students:average_age");
+        assert_eq!(value.lock, "{app}:students:average_age:lock");
+        assert_eq!(keys.server_met("run", "repl"), "{app}:server_met:run:repl");
     }
 }

@@ -11,6 +11,9 @@
 //!
 //! # Keys
 //!
+//! Every key starts with `CACHE_KEY_PREFIX` in braces, a hash tag (`{cachewithredis}:…`; written
+//! `{prefix}` below), so that all of them are in one slot of a Redis Cluster ([`keys`]).
+//!
 //! - `{prefix}:{query key}` (`students:average_age`, `students:page:3`): a value, an envelope
 //!   `{"generation", "database", "computed_at_ms", "compute_us", "payload"}` ([`envelope`]),
 //!   with a TTL of `CACHE_TTL_SECS` less up to 10% random jitter (so keys filled together do
@@ -27,6 +30,8 @@
 //!   [`owner`]); the value carries it too, as `"database"`.
 //! - `{prefix}:server_met:{run_id}:{replication id}`: when a server was first met in its role,
 //!   in its own clock (Unix ms), kept a day (see [`resync::ServerMet`]).
+//! - `{prefix}:stats`: a hash of each instance's last hour of figures, for the staff page
+//!   ([`history`]); a publisher forgets the instances that no longer hold a memory lease.
 //!
 //! The Lua scripts are in `src/scripts/`, each with its KEYS and ARGV documented.
 //!
@@ -307,6 +312,11 @@ impl Cache {
 
     pub fn keys(&self) -> &Keys {
         &self.redis.keys
+    }
+
+    /// The Lua scripts, for the callers with connections of their own (the staff page's sampler).
+    pub fn scripts(&self) -> &scripts::Scripts {
+        &self.redis.scripts
     }
 
     pub fn metrics(&self) -> &CacheMetrics {

@@ -14,6 +14,7 @@ pub struct Scripts {
     pub unacknowledged: Script,
     pub withdraw_lease: Script,
     pub inspect: Script,
+    pub publish_stats: Script,
 }
 
 impl Default for Scripts {
@@ -35,6 +36,7 @@ impl Default for Scripts {
                 include_str!("scripts/owner_check.lua"),
                 include_str!("scripts/inspect.lua")
             )),
+            publish_stats: Script::new(include_str!("scripts/publish_stats.lua")),
         }
     }
 }

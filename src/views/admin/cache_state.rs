@@ -63,8 +63,11 @@ pub fn read(history: &history::History, cache: &Cache) -> redis::RedisResult<Fro
     let published: Vec<Option<String>> = if leases.is_empty() {
         Vec::new()
     } else {
-        let stats_keys: Vec<String> = leases.iter().map(|(id, _)| history.stats_key(id)).collect();
-        redis::cmd("MGET").arg(stats_keys).query(&mut conn)?
+        let ids: Vec<&String> = leases.iter().map(|(id, _)| id).collect();
+        redis::cmd("HMGET")
+            .arg(&keys.stats)
+            .arg(ids)
+            .query(&mut conn)?
     };
     let me = &cache.local().instance_id;
     let mut instances = Vec::new();

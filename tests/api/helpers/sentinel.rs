@@ -199,7 +199,7 @@ pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> 
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = app.handle();
     tokio::spawn(app.run_until_stopped());
-    let lease_key = format!("{prefix}:instances");
+    let lease_key = format!("{{{prefix}}}:instances");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let holders: i64 = redis::cmd("ZCARD")
