@@ -1,4 +1,5 @@
-//! A redis-server process of the caller's own: a standalone server, a replica, or a sentinel.
+//! A Redis server process of the caller's own (`redis-server`, or `valkey-server` with
+//! `TEST_REDIS_SERVER`): a standalone server, a replica, or a sentinel.
 //!
 //! Nothing is persisted unless asked: `save` writes a snapshot that the next `restart` loads
 //! (what a crash and an RDB restore, or a failover to a replica that stopped there, bring
@@ -17,6 +18,12 @@ use crate::free_port;
 
 /// How long a server may take to answer its first `PING`.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The server program: `TEST_REDIS_SERVER` (`valkey-server` runs the same tests on Valkey,
+/// scripts/test does), else `redis-server`. Sentinels are the same program with `--sentinel`.
+pub fn server_program() -> String {
+    std::env::var("TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
 
 pub struct RedisServer {
     pub port: u16,
@@ -111,12 +118,13 @@ impl RedisServer {
     }
 
     fn spawn(&self) -> anyhow::Result<()> {
-        let child = Command::new("redis-server")
+        let program = server_program();
+        let child = Command::new(&program)
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("redis-server is installed (scripts/install-deps installs it)")?;
+            .with_context(|| format!("{program} is installed (scripts/install-deps --test)"))?;
         *self.child() = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         while self.ping().is_err() {
