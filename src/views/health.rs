@@ -25,7 +25,12 @@ pub async fn healthz() -> HttpResponse {
 #[derive(Serialize)]
 struct Readiness {
     database: &'static str,
+    /// "ok", "unavailable" (down or unreachable: it comes back by itself) or "unsupported" (it
+    /// answers, but refuses what the cache needs: see `cache_error`).
     cache: &'static str,
+    /// Why the server cannot be used, when `cache` is "unsupported".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_error: Option<String>,
     /// `host:port` of the Redis in use (through Sentinel, the master it last named), for an
     /// operator on this host or signed-in staff only: to anyone else it is a map of the inside.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,7 +48,8 @@ fn may_see_the_inside(req: &HttpRequest, session: &Session) -> bool {
 }
 
 /// 503 when the database cannot be used; 200 with `"cache": "unavailable"` when only Redis is
-/// down, since pages are still served (from the database).
+/// down, or `"unsupported"` when it refuses what the cache needs, since pages are still served
+/// (from the database).
 pub async fn readyz(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -70,9 +76,16 @@ pub async fn readyz(
     })
     .await
     .unwrap_or(false);
+    // The ping opens a connection if none is idle, which checks the server: read after it.
+    let refusal = state.cache.support().refusal();
     let body = Readiness {
         database: if database_ok { "ok" } else { "unavailable" },
-        cache: if cache_ok { "ok" } else { "unavailable" },
+        cache: match (&refusal, cache_ok) {
+            (Some(_), _) => "unsupported",
+            (None, true) => "ok",
+            (None, false) => "unavailable",
+        },
+        cache_error: refusal.map(|r| r.why),
         redis_master: state
             .cache
             .redis_master()

@@ -93,6 +93,14 @@ pub struct AppOptions {
     /// Another app whose Redis (and key prefix) only this one shares, with a database of its
     /// own: another deployment pointed at the same Redis.
     pub share_redis_with: Option<SharedBackends>,
+    /// A Redis server of the test's own (started with odd options), instead of a new one.
+    pub redis_server: Option<RedisServer>,
+    /// `REDIS_URL` pointing somewhere else than the test's Redis (a fake server); the app is
+    /// then not expected to take a memory lease.
+    pub redis_url: Option<String>,
+    /// The app cannot take a memory lease (its server refuses what that needs): start without
+    /// waiting for one.
+    pub no_memory_lease: bool,
 }
 
 /// What a second instance needs to share with the first.
@@ -143,7 +151,7 @@ pub fn test_settings(
     }
 }
 
-pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+pub async fn spawn_app_with(mut options: AppOptions) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
     let (dir, database, secret_key, redis) = match &options.share_with {
         Some(shared) => (
@@ -156,9 +164,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             let dir = Arc::new(TempDir::new().expect("temp dir"));
             let database = Arc::new(TestDatabase::create(&dir));
             let secret_key = format!("test-secret-{}", "k".repeat(40));
-            let redis = match &options.share_redis_with {
-                Some(other) => other.redis.clone(),
-                None => Arc::new(RedisServer::start().expect("redis-server")),
+            let redis = match (&options.share_redis_with, options.redis_server.take()) {
+                (Some(other), _) => other.redis.clone(),
+                (None, Some(own)) => Arc::new(own),
+                (None, None) => Arc::new(RedisServer::start().expect("redis-server")),
             };
             (dir, database, secret_key, redis)
         }
@@ -177,7 +186,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             options.trusted_proxies.unwrap_or("127.0.0.1, ::1"),
         )
         .expect("trusted proxies"),
-        ..test_settings(&database, proxy.url(), &prefix, &secret_key)
+        ..test_settings(
+            &database,
+            options.redis_url.clone().unwrap_or_else(|| proxy.url()),
+            &prefix,
+            &secret_key,
+        )
     };
     let db = db::build_pool(&settings.database_url).expect("pool");
     let app = Application::build(settings).await.expect("app builds");
@@ -191,18 +205,17 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     };
     let lease_key = format!("{{{prefix}}}:instances");
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut conn = redis.connection().expect("redis answers");
+    let expect_lease = options.redis_url.is_none() && !options.no_memory_lease;
+    let holders = || -> i64 {
         // The holders, without the table's marker (scored +inf).
-        let holders: i64 = redis::cmd("ZCOUNT")
+        redis::cmd("ZCOUNT")
             .arg(&lease_key)
             .arg("-inf")
             .arg("(+inf")
-            .query(&mut conn)
-            .expect("ZCOUNT");
-        if holders > instances_before {
-            break;
-        }
+            .query(&mut redis.connection().expect("redis answers"))
+            .expect("ZCOUNT")
+    };
+    while expect_lease && holders() <= instances_before {
         assert!(Instant::now() < deadline, "the app never took its lease");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

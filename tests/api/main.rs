@@ -29,3 +29,4 @@ mod resilience;
 mod sentinel;
 mod sign_in_throttle;
 mod staff_sessions;
+mod unsupported_servers;

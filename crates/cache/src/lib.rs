@@ -177,6 +177,7 @@ pub mod schema;
 pub mod scripts;
 pub mod single_flight;
 pub mod snapshot;
+pub mod support;
 pub mod tier;
 pub mod timings;
 pub mod trust;
@@ -323,9 +324,15 @@ impl Cache {
         &self.metrics
     }
 
-    /// Whether requests may read Redis now (see [`trust`]).
+    /// Whether requests may read Redis now: it is trusted (see [`trust`]) and it can do the
+    /// job at all (see [`support`]).
     pub fn is_usable(&self) -> bool {
-        self.trust.is_trusted()
+        self.trust.is_trusted() && self.support().is_supported()
+    }
+
+    /// What the server in use refuses, if anything (see [`support`]).
+    pub fn support(&self) -> &support::ServerSupport {
+        self.resync.support()
     }
 
     /// Records a failed call (counter, rate-limited log) and stops reading Redis.

@@ -211,17 +211,39 @@ pub fn run_subscriber(cache: Weak<Cache>, client: Arc<RedisTarget>) {
     }
 }
 
+/// Whether the server lets this process subscribe. redis-rs' `PubSub::subscribe` discards the
+/// server's reply, so a refused `SUBSCRIBE` (a proxy, an ACL, a renamed command) would pass for
+/// a subscription that never hears anything; a throwaway connection asks first.
+fn probe_subscribe(client: &RedisTarget, channel: &str) -> RedisResult<()> {
+    let mut probe = client.connect()?;
+    redis::cmd("SUBSCRIBE")
+        .arg(channel)
+        .query::<redis::Value>(&mut probe)
+        .map(drop)
+}
+
 /// One subscription: returns Ok when the cache is gone, Err when the connection failed.
 fn subscribe_once(cache: &Weak<Cache>, client: &RedisTarget, channel: &str) -> RedisResult<()> {
     // With the command timeout (`REDIS_TIMEOUT_MS`) as its read timeout: how long the
     // subscription may be silent before it is PINGed, and how long the PING may take.
     let mut conn = client.connect()?;
+    let subscribed = probe_subscribe(client, channel);
     let mut pubsub = conn.as_pubsub();
-    pubsub.subscribe(channel)?;
     {
         let Some(cache) = cache.upgrade() else {
             return Ok(());
         };
+        match &subscribed {
+            Err(e) if crate::support::is_refusal(e) => cache.support().refused(
+                crate::support::Check::PubSub,
+                format!("pub/sub refused: {e}"),
+                false,
+            ),
+            Err(_) => {}
+            Ok(()) => cache.support().passed(crate::support::Check::PubSub),
+        }
+        subscribed?;
+        pubsub.subscribe(channel)?;
         // Invalidations sent while unsubscribed were missed: start empty, above all of them.
         cache.local().restart_from(cache.current_generation()?);
         cache.local().lease().set_subscribed(true);

@@ -152,7 +152,16 @@ impl Cache {
             Err(e) => {
                 self.report_failure("invalidate", &e);
                 self.mark_pending();
-                self.await_handover(db, outbox_ids);
+                // No instance can read a server that has refused scripts for a lease: nothing
+                // to wait for (see `support`). The row stays for a server that can run it.
+                if self
+                    .support()
+                    .scripts_refused_for(memory_lease::LEASE + HANDOVER_POLL)
+                {
+                    log::debug!("not waiting for a handover: the server refuses scripts");
+                } else {
+                    self.await_handover(db, outbox_ids);
+                }
                 Some(e)
             }
         }

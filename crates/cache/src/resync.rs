@@ -26,6 +26,7 @@ use super::generation::{self, Generation};
 use super::memory_lease::LEASE;
 use super::redis_pool::OnConnect;
 use super::scripts::Scripts;
+use super::support::{self, Check, ServerSupport};
 use super::Keys;
 use crate::db::DbPool;
 
@@ -40,6 +41,8 @@ pub struct Resync {
     /// together wait for one raise instead of each running its own.
     server: Mutex<Option<String>>,
     met: Arc<ServerMet>,
+    /// Whether the server can do the job at all; checked here on every new connection.
+    support: ServerSupport,
 }
 
 /// When the leases granted by the server before the one in use have all ended.
@@ -89,7 +92,13 @@ impl Resync {
             keys: Keys::new(prefix),
             scripts: Scripts::default(),
             server: Mutex::new(None),
+            support: ServerSupport::default(),
         }
+    }
+
+    /// What the last checks found the server refuses (see [`crate::support`]).
+    pub fn support(&self) -> &ServerSupport {
+        &self.support
     }
 
     /// When the previous server's leases end.
@@ -173,13 +182,35 @@ impl Resync {
 }
 
 impl OnConnect for Resync {
+    /// Checks the server (see [`crate::support`]): `INFO`, its version, and on first meeting a
+    /// script, the raise. A server that refuses one of them fails the connection and is named.
     fn on_connect(&self, conn: &mut dyn ConnectionLike) -> RedisResult<()> {
-        let run_id = info_field(conn, "server", "run_id")?;
+        let info = redis::cmd("INFO")
+            .arg("server")
+            .query::<String>(conn)
+            .inspect_err(|e| {
+                if support::is_refusal(e) {
+                    self.support
+                        .refused(Check::Connection, format!("INFO refused: {e}"), false);
+                }
+            })?;
+        if let Some(why) = support::version_problem(&info) {
+            self.support.refused(Check::Connection, why.clone(), false);
+            return Err(support::unsupported(&why));
+        }
+        let run_id = field_of(&info, "server", "run_id")?;
         let mut server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
         if server.as_deref() == Some(run_id.as_str()) {
+            self.support.passed(Check::Connection);
             return Ok(());
         }
-        let (raised, leases_left) = self.raise(conn, &run_id)?;
+        let (raised, leases_left) = self.raise(conn, &run_id).inspect_err(|e| {
+            if support::is_refusal(e) {
+                self.support
+                    .refused(Check::Connection, format!("scripts refused: {e}"), true);
+            }
+        })?;
+        self.support.passed(Check::Connection);
         self.met.leases_left(leases_left);
         if let Some(previous) = server.as_deref() {
             log::warn!(
@@ -196,6 +227,11 @@ impl OnConnect for Resync {
 /// its replication id, new at every promotion.
 fn info_field(conn: &mut dyn ConnectionLike, section: &str, field: &str) -> RedisResult<String> {
     let info: String = redis::cmd("INFO").arg(section).query(conn)?;
+    field_of(&info, section, field)
+}
+
+/// `field` of an `INFO section` reply.
+fn field_of(info: &str, section: &str, field: &str) -> RedisResult<String> {
     info.lines()
         .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .map(|value| value.trim().to_owned())

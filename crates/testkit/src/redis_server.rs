@@ -45,6 +45,15 @@ impl RedisServer {
         Self::spawn_new(path, Some(dir), Vec::new())
     }
 
+    /// A standalone server in a temporary folder of its own, with `args` added to its command
+    /// line (`--rename-command SUBSCRIBE ""`: a server that refuses a command).
+    pub fn start_with(args: &[&str]) -> anyhow::Result<RedisServer> {
+        let dir = TempDir::new()?;
+        let path = dir.path().to_owned();
+        let args = args.iter().map(|a| (*a).to_owned()).collect();
+        Self::spawn_new(path, Some(dir), args)
+    }
+
     /// A standalone server keeping its files in `dir`.
     pub fn start_in(dir: &Path) -> anyhow::Result<RedisServer> {
         std::fs::create_dir_all(dir)?;
