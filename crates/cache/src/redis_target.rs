@@ -15,7 +15,8 @@
 //! that cannot be reached, does not know the service, or names a master that cannot be reached
 //! or that does not say `ROLE` master, is passed over for the next. The address found is kept
 //! and every new connection to it checks `ROLE` again, so a demoted master is never used. A
-//! command that fails on a pooled connection with `READONLY` (a master demoted under it), an
+//! command that fails on a pooled connection with `READONLY` (a master demoted under it),
+//! `NOREPLICAS` (a master cut off from its replicas, under `min-replicas-to-write`), an
 //! I/O error or a timeout marks that connection broken (the pool drops it) and forgets the
 //! address, so the next connection asks the sentinels again: a failover is followed without a
 //! restart. Once the sentinels name another master, every connection opened to the old one is
@@ -321,18 +322,26 @@ impl RedisTarget {
     }
 }
 
+/// The error codes by which a server says it is not (or no longer) a master that may be
+/// written: `READONLY` from a replica (a master demoted under the connection), `NOREPLICAS` from
+/// a master configured with `min-replicas-to-write` that has lost its replicas, which is what
+/// an old master cut off from the rest after a failover says (the README's Sentinel recipe).
+const FAILOVER_CODES: [&str; 2] = ["READONLY", "NOREPLICAS"];
+
 /// Whether an error on a working connection may mean the master moved: the connection is
 /// dropped and the master looked up again.
 pub fn is_failover_sign(error: &RedisError) -> bool {
-    error.code() == Some("READONLY")
+    error
+        .code()
+        .is_some_and(|code| FAILOVER_CODES.contains(&code))
         || error.is_io_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
 }
 
-fn is_readonly_reply(value: &redis::Value) -> bool {
-    matches!(value, redis::Value::ServerError(e) if e.code() == "READONLY")
+fn is_failover_reply(value: &redis::Value) -> bool {
+    matches!(value, redis::Value::ServerError(e) if FAILOVER_CODES.contains(&e.code()))
 }
 
 /// A pooled connection that remembers a failure that means it must not be reused, and the
@@ -366,7 +375,7 @@ impl RedisConnection {
     }
 
     /// A server's error replies arrive as values (`query` turns them into errors later), so
-    /// `READONLY` is looked for in `replies` as well as in the call's own error.
+    /// `READONLY` and `NOREPLICAS` are looked for in `replies` as well as in the call's own error.
     fn observe<T>(
         &mut self,
         result: RedisResult<T>,
@@ -374,7 +383,7 @@ impl RedisConnection {
     ) -> RedisResult<T> {
         let failover = match &result {
             Err(e) => is_failover_sign(e),
-            Ok(value) => replies(value).iter().any(is_readonly_reply),
+            Ok(value) => replies(value).iter().any(is_failover_reply),
         };
         if failover {
             self.broken = true;
@@ -470,5 +479,19 @@ mod tests {
         assert!(is_failover_sign(&readonly), "{readonly:?}");
         let wrong_type = RedisError::from((ErrorKind::UnexpectedReturnType, "nope"));
         assert!(!is_failover_sign(&wrong_type));
+    }
+
+    #[test]
+    fn noreplicas_from_a_master_that_lost_its_replicas_is_a_failover_sign() {
+        // As Redis 7 answers a write, and a script's write, under `min-replicas-to-write`.
+        for reply in [
+            &b"-NOREPLICAS Not enough good replicas to write.\r\n"[..],
+            b"-NOREPLICAS Not enough good replicas to write. script: 88c9, on @user_script:1.\r\n",
+        ] {
+            let value = redis::parse_redis_value(reply).unwrap();
+            assert!(is_failover_reply(&value), "{value:?}");
+            let error = value.extract_error().unwrap_err();
+            assert!(is_failover_sign(&error), "{error:?}");
+        }
     }
 }
