@@ -72,7 +72,7 @@ impl DatabaseLink {
             let coordination = self.coordination();
             if coordination
                 .last_outside
-                .map_or(true, |at| at.elapsed() > OUTSIDE_ALLOWANCE)
+                .is_none_or(|at| at.elapsed() > OUTSIDE_ALLOWANCE)
             {
                 self.cut.store(true, Ordering::Release);
                 self.cuts.fetch_add(1, Ordering::AcqRel);

@@ -461,9 +461,7 @@ fn replicate(replica: &RedisServer, master: Option<&RedisServer>, key: Option<&s
     let in_sync = |conn: &mut redis::Connection| {
         let info: String = redis::cmd("INFO").arg("replication").query(conn).unwrap();
         info.contains("master_link_status:up")
-            && key.map_or(true, |key| {
-                redis::cmd("EXISTS").arg(key).query(conn).unwrap()
-            })
+            && key.is_none_or(|key| redis::cmd("EXISTS").arg(key).query(conn).unwrap())
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while master.is_some() && !in_sync(&mut conn) {

@@ -133,7 +133,7 @@ async fn a_write_while_redis_is_cut_is_not_lost_and_the_old_value_is_never_serve
     }
     app.eventually(Duration::from_secs(5), "the outbox applied", || async {
         app.current_value()
-            .map_or(true, |v| v["payload"]["student_count"] == 2)
+            .is_none_or(|v| v["payload"]["student_count"] == 2)
     })
     .await;
     use diesel::prelude::*;

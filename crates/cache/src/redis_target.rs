@@ -287,7 +287,7 @@ impl RedisTarget {
         let conn = self.open_master(&client)?;
         let address = client.get_connection_info().addr().to_string();
         let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
-        if !master.as_ref().is_some_and(|m| m.address == address) {
+        if master.as_ref().is_none_or(|m| m.address != address) {
             log::info!("redis master for {}: {address}", url.service);
             if master.is_some() {
                 self.master_changes.fetch_add(1, Ordering::AcqRel);

@@ -76,7 +76,7 @@ impl ServerMet {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .map_or(true, |end| Instant::now() >= end)
+            .is_none_or(|end| Instant::now() >= end)
     }
 }
 

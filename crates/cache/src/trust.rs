@@ -42,12 +42,12 @@ impl Default for RedisTrust {
 
 impl RedisTrust {
     pub fn is_trusted(&self) -> bool {
-        self.state.load(Ordering::Acquire) % 2 == 0
+        self.state.load(Ordering::Acquire).is_multiple_of(2)
     }
 
     /// Stops reading Redis (until [`RedisTrust::restore_if_unchanged`]); returns the new epoch.
     pub fn distrust(&self) -> TrustEpoch {
-        let step = |s: u64| Some(if s % 2 == 0 { s + 1 } else { s + 2 });
+        let step = |s: u64| Some(if s.is_multiple_of(2) { s + 1 } else { s + 2 });
         let previous = self
             .state
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, step)
@@ -62,7 +62,7 @@ impl RedisTrust {
     /// Trusts Redis (again) unless it was distrusted since `seen`; true if it is trusted now
     /// because of that.
     pub fn restore_if_unchanged(&self, seen: TrustEpoch) -> bool {
-        if seen.0 % 2 == 0 {
+        if seen.0.is_multiple_of(2) {
             return self.epoch() == seen;
         }
         self.state
