@@ -310,6 +310,28 @@ async fn connections_to_a_master_demoted_under_them_are_dropped_and_a_sentinel_s
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn in_a_split_brain_the_master_is_the_one_most_sentinels_name_not_the_first_answer() {
+    let cluster = SentinelCluster::start(false).await;
+    cluster.split_brain_by_hand();
+    assert_eq!(
+        cluster.master.role(),
+        "master",
+        "the old master still says so"
+    );
+    // The URL asks the sentinel that still names the old master first.
+    let app = spawn_app_through(&cluster, cluster.url()).await;
+    app.insert_students(&[20, 22]);
+    assert_eq!(app.average().await.0["student_count"], 2);
+    assert_eq!(readyz_master(&app).await, cluster.replica.address());
+    assert!(cluster
+        .replica
+        .get(&app.value_key())
+        .expect("GET")
+        .is_some());
+    assert!(cluster.master.get(&app.value_key()).expect("GET").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn no_pooled_connection_to_a_replaced_master_is_used_once_the_sentinels_name_another() {
     let cluster = SentinelCluster::start(false).await;
     // Generous: a checkout that opens a connection asks two sentinels first.

@@ -11,9 +11,9 @@
 //!
 //! # How the master is found and followed
 //!
-//! The sentinels are asked in the order of the URL (`SENTINEL get-master-addr-by-name`); one
-//! that cannot be reached, does not know the service, or names a master that cannot be reached
-//! or that does not say `ROLE` master, is passed over for the next. The address found is kept
+//! Every sentinel of the URL is asked (`SENTINEL get-master-addr-by-name`), and the master is the
+//! one named by a majority of those that answer ([`majority`]); a sentinel that cannot be
+//! reached or does not know the service does not count. The master must also say `ROLE` master. The address found is kept
 //! and every new connection to it checks `ROLE` again, so a demoted master is never used. A
 //! command that fails on a pooled connection with `READONLY` (a master demoted under it),
 //! `NOREPLICAS` (a master cut off from its replicas, under `min-replicas-to-write`), an
@@ -236,19 +236,28 @@ impl RedisTarget {
                 }
             }
         }
+        let mut answers = Vec::with_capacity(sentinels.len());
         let mut last_error = None;
         for sentinel in sentinels {
             match self.ask(sentinel, url) {
-                Ok(conn) => return Ok(conn),
+                Ok(named) => answers.push(named),
                 Err(e) => {
                     log::debug!("sentinel {}: {e}", sentinel.get_connection_info().addr());
                     last_error = Some(e);
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| {
-            RedisError::from((ErrorKind::EmptySentinelList, "no sentinel in REDIS_URL"))
-        }))
+        match majority(&answers) {
+            Some((host, port)) => self.connect_to_named(url, host, *port),
+            None if answers.is_empty() => Err(last_error.unwrap_or_else(|| {
+                RedisError::from((ErrorKind::EmptySentinelList, "no sentinel in REDIS_URL"))
+            })),
+            None => Err(RedisError::from((
+                ErrorKind::MasterNameNotFoundBySentinel,
+                "no master is named by a majority of the sentinels that answered",
+                format!("{answers:?}"),
+            ))),
+        }
     }
 
     /// The next connection asks the sentinels again (no effect on a direct URL).
@@ -269,21 +278,30 @@ impl RedisTarget {
             .map(|m| (m.client.clone(), self.master_changes()))
     }
 
-    /// Asks one sentinel for the master, and connects to it.
-    fn ask(&self, sentinel: &Client, url: &SentinelUrl) -> RedisResult<(redis::Connection, u64)> {
+    /// Asks one sentinel which server is the master.
+    fn ask(&self, sentinel: &Client, url: &SentinelUrl) -> RedisResult<(String, u16)> {
         let mut conn = self.open_with_timeouts(sentinel)?;
         let named: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(&url.service)
             .query(&mut conn)?;
-        let (host, port) = named.ok_or_else(|| {
+        named.ok_or_else(|| {
             RedisError::from((
                 ErrorKind::MasterNameNotFoundBySentinel,
                 "the sentinel does not know the service",
                 url.service.clone(),
             ))
-        })?;
-        let client = url.master_client(&host, port)?;
+        })
+    }
+
+    /// Connects to the master the sentinels named, if it says it is one, and remembers it.
+    fn connect_to_named(
+        &self,
+        url: &SentinelUrl,
+        host: &str,
+        port: u16,
+    ) -> RedisResult<(redis::Connection, u64)> {
+        let client = url.master_client(host, port)?;
         let conn = self.open_master(&client)?;
         let address = client.get_connection_info().addr().to_string();
         let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
@@ -327,6 +345,23 @@ impl RedisTarget {
 /// a master configured with `min-replicas-to-write` that has lost its replicas, which is what
 /// an old master cut off from the rest after a failover says (the README's Sentinel recipe).
 const FAILOVER_CODES: [&str; 2] = ["READONLY", "NOREPLICAS"];
+
+/// The master named by more than half of the sentinels that answered, if one is.
+///
+/// Not the first answer: after a failover, a sentinel cut off with the old master (or one that
+/// has not heard of the promotion yet) still names the old master, which still says `ROLE`
+/// master to whoever reaches it, and an instance that asked it first would use the old master
+/// and miss every invalidation written to the new one. The sentinels that promoted the replica
+/// were a majority of all sentinels, so among those an instance reaches, the ones naming the
+/// new master outnumber the others unless it reaches fewer than half of them. Then there may be
+/// no majority (no master: pages from the database), or only the cut-off side answers, and the
+/// old master's `min-replicas-to-write` answers every write `NOREPLICAS` (a failover sign).
+fn majority(answers: &[(String, u16)]) -> Option<&(String, u16)> {
+    answers.iter().find(|candidate| {
+        let votes = answers.iter().filter(|a| a == candidate).count();
+        votes * 2 > answers.len()
+    })
+}
 
 /// Whether an error on a working connection may mean the master moved: the connection is
 /// dropped and the master looked up again.
@@ -479,6 +514,25 @@ mod tests {
         assert!(is_failover_sign(&readonly), "{readonly:?}");
         let wrong_type = RedisError::from((ErrorKind::UnexpectedReturnType, "nope"));
         assert!(!is_failover_sign(&wrong_type));
+    }
+
+    #[test]
+    fn the_master_is_the_one_a_majority_of_the_answering_sentinels_name() {
+        let old = ("10.0.0.11".to_owned(), 6379);
+        let new = ("10.0.0.12".to_owned(), 6379);
+        let named = |answers: &[&(String, u16)]| {
+            let answers: Vec<(String, u16)> = answers.iter().map(|a| (*a).clone()).collect();
+            majority(&answers).cloned()
+        };
+        assert_eq!(
+            named(&[&old, &new, &new]),
+            Some(new.clone()),
+            "the first is outvoted"
+        );
+        assert_eq!(named(&[&new]), Some(new.clone()), "one sentinel reached");
+        assert_eq!(named(&[&old, &new]), None, "a tie names nobody");
+        assert_eq!(named(&[]), None);
+        assert_eq!(named(&[&new, &old, &new, &old, &old]), Some(old));
     }
 
     #[test]

@@ -146,16 +146,29 @@ impl SentinelCluster {
     /// stay connected and get `READONLY`), then has every sentinel but the first watch the new
     /// master: the first still names the old one, now a replica.
     pub fn swap_roles_by_hand(&self) {
+        self.promote_replica_by_hand(true);
+    }
+
+    /// A split brain: the replica promoted and named by every sentinel but the first, while
+    /// the old master, cut off from them, still says it is the master and the first sentinel
+    /// still names it.
+    pub fn split_brain_by_hand(&self) {
+        self.promote_replica_by_hand(false);
+    }
+
+    fn promote_replica_by_hand(&self, demote_master: bool) {
         let _: () = redis::cmd("REPLICAOF")
             .arg("NO")
             .arg("ONE")
             .query(&mut self.replica.connection().expect("redis answers"))
             .expect("promote");
-        let _: () = redis::cmd("REPLICAOF")
-            .arg("127.0.0.1")
-            .arg(self.replica.port)
-            .query(&mut self.master.connection().expect("redis answers"))
-            .expect("demote");
+        if demote_master {
+            let _: () = redis::cmd("REPLICAOF")
+                .arg("127.0.0.1")
+                .arg(self.replica.port)
+                .query(&mut self.master.connection().expect("redis answers"))
+                .expect("demote");
+        }
         for sentinel in &self.sentinels[1..] {
             let mut conn = sentinel.connection().expect("redis answers");
             let _: () = redis::cmd("SENTINEL")
@@ -201,14 +214,14 @@ pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> 
     tokio::spawn(app.run_until_stopped());
     let lease_key = format!("{{{prefix}}}:instances");
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let holders: i64 = redis::cmd("ZCARD")
+    // On the master, or on the replica: a replica of it, or the master after a split brain.
+    let holders = |server: &RedisServer| -> i64 {
+        redis::cmd("ZCARD")
             .arg(&lease_key)
-            .query(&mut cluster.master.connection().expect("redis answers"))
-            .expect("ZCARD");
-        if holders > 0 {
-            break;
-        }
+            .query(&mut server.connection().expect("redis answers"))
+            .expect("ZCARD")
+    };
+    while holders(&cluster.master) == 0 && holders(&cluster.replica) == 0 {
         assert!(Instant::now() < deadline, "the app never took its lease");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
