@@ -9,6 +9,18 @@ use testkit::FakeRedis;
 
 use crate::helpers::{header, spawn_app_with, AppOptions, RedisServer, TestApp};
 
+/// An app whose `REDIS_URL` is a fake server that says it is Redis `version` and refuses
+/// scripts and pub/sub (see `testkit::FakeRedis`).
+async fn app_behind_a_fake_server(version: &str) -> (TestApp, FakeRedis) {
+    let fake = FakeRedis::start(version).await.unwrap();
+    let app = spawn_app_with(AppOptions {
+        redis_url: Some(fake.url()),
+        ..Default::default()
+    })
+    .await;
+    (app, fake)
+}
+
 /// Waits until `/readyz` names the server unsupported; returns its `cache_error`.
 async fn named_unsupported(app: &TestApp) -> String {
     app.eventually(
@@ -41,12 +53,7 @@ async fn pages_come_from_the_database(app: &TestApp) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_proxy_that_refuses_scripts_is_named_and_pages_come_from_the_database() {
-    let fake = FakeRedis::start("7.2.0").await.unwrap();
-    let app = spawn_app_with(AppOptions {
-        redis_url: Some(fake.url()),
-        ..Default::default()
-    })
-    .await;
+    let (app, _fake) = app_behind_a_fake_server("7.2.0").await;
     app.insert_students(&[20, 30]);
     let why = named_unsupported(&app).await;
     assert!(
@@ -58,12 +65,7 @@ async fn a_proxy_that_refuses_scripts_is_named_and_pages_come_from_the_database(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redis_older_than_six_two_is_named_with_its_version() {
-    let fake = FakeRedis::start("5.0.7").await.unwrap();
-    let app = spawn_app_with(AppOptions {
-        redis_url: Some(fake.url()),
-        ..Default::default()
-    })
-    .await;
+    let (app, _fake) = app_behind_a_fake_server("5.0.7").await;
     app.insert_students(&[20, 30]);
     let why = named_unsupported(&app).await;
     assert!(why.contains("5.0.7") && why.contains("6.2"), "{why}");
@@ -90,12 +92,7 @@ async fn a_server_that_refuses_pub_sub_is_named_and_pages_come_from_the_database
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_through_a_server_that_refuses_scripts_answers_without_waiting_for_a_handover() {
-    let fake = FakeRedis::start("7.2.0").await.unwrap();
-    let app = spawn_app_with(AppOptions {
-        redis_url: Some(fake.url()),
-        ..Default::default()
-    })
-    .await;
+    let (app, _fake) = app_behind_a_fake_server("7.2.0").await;
     app.sign_in().await;
     named_unsupported(&app).await;
     // Once scripts have been refused for a lease, no instance can be serving anything old.
