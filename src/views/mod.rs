@@ -68,40 +68,47 @@ pub struct AppState {
     pub trusted_proxies: crate::config::TrustedProxies,
 }
 
+/// A route for `GET` and `HEAD` alike. actix-web's `web::get()` answers `HEAD` with 404, and
+/// HTTP wants every `GET` resource to answer `HEAD` with the same status and headers; the
+/// connection's codec, which knows the request was a `HEAD`, sends no body.
+fn get() -> actix_web::Route {
+    web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
+}
+
 /// The route table, shared by `main` and the tests.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(students::list))
-        .route("/students", web::get().to(students::list))
-        .route("/students/average-age", web::get().to(average::page))
-        .route("/api/students/average-age", web::get().to(api::average_age))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
+    cfg.route("/", get().to(students::list))
+        .route("/students", get().to(students::list))
+        .route("/students/average-age", get().to(average::page))
+        .route("/api/students/average-age", get().to(api::average_age))
+        .route("/healthz", get().to(health::healthz))
+        .route("/readyz", get().to(health::readyz))
+        .route("/metrics", get().to(health::metrics))
         .service(
             web::scope("/admin")
                 .wrap(DefaultHeaders::new().add(("Cache-Control", "no-store")))
-                .route("/login", web::get().to(admin::auth::login_form))
+                .route("/login", get().to(admin::auth::login_form))
                 .route("/login", web::post().to(admin::auth::login))
                 // Every other staff route, behind the guard.
                 .service(
                     web::scope("")
                         .wrap(from_fn(admin::auth::require_staff))
-                        .route("", web::get().to(admin::students::home))
-                        .route("/", web::get().to(admin::students::home))
+                        .route("", get().to(admin::students::home))
+                        .route("/", get().to(admin::students::home))
                         .route("/logout", web::post().to(admin::auth::logout))
-                        .route("/password", web::get().to(admin::password::form))
+                        .route("/password", get().to(admin::password::form))
                         .route("/password", web::post().to(admin::password::change))
-                        .route("/cache", web::get().to(admin::cache::page))
+                        .route("/cache", get().to(admin::cache::page))
                         .route("/cache/clear", web::post().to(admin::cache::clear))
                         .route("/cache/recompute", web::post().to(admin::cache::recompute))
-                        .route("/students", web::get().to(admin::students::index))
+                        .route("/students", get().to(admin::students::index))
                         .route("/students", web::post().to(admin::students::create))
-                        .route("/students/new", web::get().to(admin::students::new))
-                        .route("/students/{id}/edit", web::get().to(admin::students::edit))
+                        .route("/students/new", get().to(admin::students::new))
+                        .route("/students/{id}/edit", get().to(admin::students::edit))
                         .route("/students/{id}", web::post().to(admin::students::update))
                         .route(
                             "/students/{id}/delete",
-                            web::get().to(admin::students::confirm_delete),
+                            get().to(admin::students::confirm_delete),
                         )
                         .route(
                             "/students/{id}/delete",

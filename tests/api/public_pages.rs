@@ -219,3 +219,54 @@ async fn rows_written_by_another_program_are_counted_after_a_restart() {
     let (_, body) = restarted.get_text("/students").await;
     assert!(body.contains("3 students in total"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_get_route_answers_head_with_the_same_status_and_headers_and_no_body() {
+    let app = spawn_app().await;
+    app.insert_students(&[20, 30]);
+    app.sign_in().await;
+    let id = {
+        use cachewithredis::schema::students::dsl::*;
+        use diesel::prelude::*;
+        students.select(id).first::<i32>(&mut app.conn()).unwrap()
+    };
+    let routes = [
+        "/".to_owned(),
+        "/students".into(),
+        "/students?page=1".into(),
+        "/students/average-age".into(),
+        "/api/students/average-age".into(),
+        "/healthz".into(),
+        "/readyz".into(),
+        "/metrics".into(),
+        "/static/css/site.css".into(),
+        "/admin/login".into(),
+        "/admin/students".into(),
+        "/admin/students/new".into(),
+        format!("/admin/students/{id}/edit"),
+        format!("/admin/students/{id}/delete"),
+        "/admin/password".into(),
+        "/admin/cache".into(),
+        "/students?page=0".into(),
+        "/no-such-page".into(),
+    ];
+    for route in &routes {
+        let get = app.get(route).await;
+        let head = app
+            .client
+            .head(app.url(route))
+            .send()
+            .await
+            .expect("HEAD sent");
+        assert_eq!(head.status(), get.status(), "HEAD {route}");
+        assert_eq!(
+            header(&head, "content-type"),
+            header(&get, "content-type"),
+            "HEAD {route}"
+        );
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {route} has no body"
+        );
+    }
+}
