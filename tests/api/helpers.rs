@@ -261,6 +261,22 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// `path` once this instance serves it from memory (`X-Cache-Tier: memory`). The memory
+    /// lease is taken within a renewal of the start, and a renewal that crosses a write's
+    /// announcement is refused once (the copy is dropped, the lease taken back a renewal later):
+    /// on a loaded machine either can fall between two requests of a test.
+    pub async fn get_from_memory(&self, path: &str) -> reqwest::Response {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let response = self.get(path).await;
+            if header(&response, "x-cache-tier") == "memory" {
+                return response;
+            }
+            assert!(Instant::now() < deadline, "{path} never served from memory");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn get_text(&self, path: &str) -> (reqwest::StatusCode, String) {
         let response = self.get(path).await;
         let status = response.status();
