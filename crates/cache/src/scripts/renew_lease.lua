@@ -1,4 +1,4 @@
--- Renews an instance's memory lease (see src/lease.rs), only if the instance has dropped
+-- Renews an instance's memory lease (see src/memory_lease.rs), only if the instance has dropped
 -- every value older than the current generation: an instance that stopped hearing
 -- invalidations (a subscription dropped silently) loses its lease within one lease length.
 --

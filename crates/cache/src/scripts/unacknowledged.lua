@@ -10,7 +10,7 @@
 -- Returns {waiting, left}: how many live lease holders have acknowledged less than ARGV[1], and
 -- how many milliseconds are left of the first lease since the set was created. A set that a
 -- flush or an eviction deleted took its holders with it; those leases still run for up to a
--- lease after the loss, so a writer waits that out (see src/lease.rs).
+-- lease after the loss, so a writer waits that out (see src/memory_lease.rs).
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local since
