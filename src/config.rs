@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cache::redis_target::SentinelUrl;
+use crate::cache::redis_url::RedisUrl;
 
 /// Where the students live.
 #[derive(Clone, PartialEq, Eq)]
@@ -198,30 +198,18 @@ fn parse_database_url(value: &str) -> Result<DatabaseUrl, ConfigError> {
 
 fn parse_redis_url(value: &str) -> Result<String, ConfigError> {
     let accepts = "a redis://, rediss:// or unix:// URL, e.g. redis://:password@127.0.0.1:6379/0, \
-                   or redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB]";
-    let refuse = |why: String| {
-        invalid(
-            "REDIS_URL",
-            &redact_password(value),
-            format!("{accepts} ({why})"),
-        )
-    };
-    if SentinelUrl::is_sentinel(value) {
-        return SentinelUrl::parse(value)
-            .map(|_| value.to_owned())
-            .map_err(refuse);
-    }
-    if !(value.starts_with("redis://")
-        || value.starts_with("rediss://")
-        || value.starts_with("unix://")
-        || value.starts_with("redis+unix://"))
-    {
-        return Err(invalid("REDIS_URL", value, accepts));
-    }
+                   redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB] \
+                   or redis+cluster://[:password@]host:port[,host:port...]";
     // Parsing here, not at the first request, is what makes a typo fail at start-up.
-    redis::Client::open(value)
+    RedisUrl::parse(value)
         .map(|_| value.to_owned())
-        .map_err(|e| refuse(e.to_string()))
+        .map_err(|why| {
+            invalid(
+                "REDIS_URL",
+                &redact_password(value),
+                format!("{accepts} ({why})"),
+            )
+        })
 }
 
 /// A whole number from 1 to `max` in `unit`, or an error naming `variable` and the range.
@@ -424,6 +412,8 @@ mod tests {
             ("REDIS_URL", "127.0.0.1:6379"),
             ("REDIS_URL", "redis+sentinel://127.0.0.1:26379"),
             ("REDIS_URL", "redis+sentinel://127.0.0.1:26379/svc/db"),
+            ("REDIS_URL", "redis+cluster://127.0.0.1:7000/2"),
+            ("REDIS_URL", "redis+cluster://127.0.0.1:7000,"),
             ("REDIS_POOL_SIZE", "0"),
             ("REDIS_POOL_SIZE", "many"),
             ("REDIS_POOL_SIZE", "100000"),
@@ -487,6 +477,15 @@ mod tests {
         let url = "redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/cache/1";
         assert_eq!(settings(&[("REDIS_URL", url)]).unwrap().redis_url, url);
         let err = settings(&[("REDIS_URL", "redis+sentinel://:hunter2@h:1")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn cluster_urls_are_accepted_and_their_password_is_not_echoed() {
+        let url = "redis+cluster://:pw@10.0.0.1:7000,10.0.0.2:7001";
+        assert_eq!(settings(&[("REDIS_URL", url)]).unwrap().redis_url, url);
+        let err = settings(&[("REDIS_URL", "redis+cluster://:hunter2@h:1/5")]).unwrap_err();
+        assert!(err.to_string().contains("database 0"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 

@@ -17,7 +17,7 @@ use crate::cache::history::{self, History};
 use crate::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
 use crate::cache::redis_target::RedisTarget;
 use crate::cache::resync::{Resync, ServerMet};
-use crate::cache::Cache;
+use crate::cache::{Cache, Keys};
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
@@ -54,6 +54,7 @@ impl Resources {
         let timeouts = RedisTimeouts::from_setting(settings.redis_timeout);
         let target = Arc::new(RedisTarget::open(
             &settings.redis_url,
+            &Keys::new(&settings.cache_key_prefix).generation,
             timeouts.connect,
             timeouts.command,
         )?);

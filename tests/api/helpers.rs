@@ -15,7 +15,9 @@ use reqwest::redirect::Policy;
 use tempfile::TempDir;
 pub use testkit::{free_port, FaultProxy, PgDatabase, RedisServer};
 
+pub mod cluster;
 pub mod sentinel;
+pub mod traffic;
 
 pub const STAFF_USER: &str = "staff";
 pub const STAFF_PASSWORD: &str = "correct horse battery staple";

@@ -25,6 +25,7 @@ mod load_balancer;
 mod migrations;
 mod observability;
 mod public_pages;
+mod redis_cluster;
 mod resilience;
 mod sentinel;
 mod sign_in_throttle;

@@ -254,6 +254,7 @@ mod tests {
     fn history() -> History {
         let target = RedisTarget::open(
             "redis://127.0.0.1:1/0",
+            "{test}:generation",
             Duration::from_millis(250),
             Duration::from_millis(250),
         );

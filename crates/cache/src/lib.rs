@@ -171,6 +171,7 @@ pub mod query;
 pub mod redis_link;
 pub mod redis_pool;
 pub mod redis_target;
+pub mod redis_url;
 pub mod redis_value;
 pub mod resync;
 pub mod schema;

@@ -1,5 +1,7 @@
-//! Where Redis is: one address (`redis://`, `rediss://`, `unix://`), or the master that Redis
-//! Sentinel names (`redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB]`).
+//! Where Redis is: one address (`redis://`, `rediss://`, `unix://`), the master that Redis
+//! Sentinel names (`redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB]`), or the
+//! master that serves the cache's slot in a Redis Cluster
+//! (`redis+cluster://[:password@]host:port[,host:port...]`); see [`crate::redis_url`].
 //!
 //! # Why not `redis::sentinel`
 //!
@@ -9,17 +11,35 @@
 //! for as long as the kernel retries. Here every connection (to a sentinel, to a master) is
 //! opened with the connect timeout and given the command timeout, as the pool's are.
 //!
+//! # Why not `redis::cluster::ClusterConnection`
+//!
+//! Every key of the cache is in one slot (the prefix is a hash tag, [`crate::keys`]), so on a
+//! cluster the application talks to one master, as it does under Sentinel: the master of that
+//! slot. The crate's cluster connection would hide the one thing the cache must see. When that
+//! master fails and its replica is promoted, or the slot moves, it refreshes its slot map and
+//! retries on the new node inside the same connection, so the pool never opens a new
+//! connection, and the check that every new server gets before it is trusted
+//! ([`crate::resync`]: the promoted replica may have missed the last invalidations) never runs.
+//! It also sends keyless commands (`INFO`, `PING`, `SCRIPT LOAD`) to a random node or to every
+//! node, and has no pub/sub. So a cluster is a third way of finding the master, and the rest is
+//! shared: a pooled connection is to one node; `MOVED` (the slot is served elsewhere now: a
+//! failover, or a finished migration) and `CLUSTERDOWN` (a node cut off from the majority) are
+//! failover signs like `READONLY`; `ASK` (a slot being migrated, whose key has already left)
+//! is followed for that one command, with `ASKING`, to the node it names.
+//!
 //! # How the master is found and followed
 //!
-//! Every sentinel of the URL is asked (`SENTINEL get-master-addr-by-name`), and the master is the
-//! one named by a majority of those that answer ([`majority`]); a sentinel that cannot be
+//! Every sentinel of the URL is asked (`SENTINEL get-master-addr-by-name`), or every node of a
+//! cluster URL (`CLUSTER SLOTS`, for the slot `CLUSTER KEYSLOT` gives the cache's keys), and the
+//! master is the one named by a majority of those that answer ([`majority`]); one that cannot be
 //! reached or does not know the service does not count. The master must also say `ROLE` master. The address found is kept
 //! and every new connection to it checks `ROLE` again, so a demoted master is never used. A
-//! command that fails on a pooled connection with `READONLY` (a master demoted under it),
-//! `NOREPLICAS` (a master cut off from its replicas, under `min-replicas-to-write`), an
+//! command that fails on a pooled connection with a failover sign ([`FAILOVER_CODES`]: `READONLY`
+//! from a master demoted under it, `NOREPLICAS` from a master cut off from its replicas under
+//! `min-replicas-to-write`, `MOVED`, `CLUSTERDOWN`), an
 //! I/O error or a timeout marks that connection broken (the pool drops it) and forgets the
-//! address, so the next connection asks the sentinels again: a failover is followed without a
-//! restart. Once the sentinels name another master, every connection opened to the old one is
+//! address, so the next connection asks again: a failover is followed without a
+//! restart. Once another master is named, every connection opened to the old one is
 //! refused at its next command and dropped, because a demoted master still answers reads (with
 //! its own, possibly older, data) and so would never fail by itself. Freshness across the failover is not this module's concern: the replica may have
 //! missed writes, and the cache's generation checks decide what may be served.
@@ -28,116 +48,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, RedisResult};
+use redis::{Client, ConnectionLike, ErrorKind, RedisError, RedisResult};
 
-/// The port a sentinel listens on when the URL does not say.
-pub const DEFAULT_SENTINEL_PORT: u16 = 26379;
-
-const SENTINEL_SCHEME: &str = "redis+sentinel://";
-
-/// A parsed `redis+sentinel://` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SentinelUrl {
-    /// `host:port` of each sentinel, in the order they are asked.
-    pub sentinels: Vec<String>,
-    pub service: String,
-    pub db: i64,
-    /// `user:password@` or `:password@` as written, for the master's connections.
-    userinfo: String,
-}
-
-impl SentinelUrl {
-    /// Whether `url` asks for Sentinel (its other checks are [`SentinelUrl::parse`]'s).
-    pub fn is_sentinel(url: &str) -> bool {
-        url.starts_with(SENTINEL_SCHEME)
-    }
-
-    /// Parses `redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/SERVICE[/DB]`.
-    pub fn parse(url: &str) -> Result<SentinelUrl, String> {
-        let rest = url
-            .strip_prefix(SENTINEL_SCHEME)
-            .ok_or_else(|| format!("does not start with {SENTINEL_SCHEME}"))?;
-        let (authority, path) = rest
-            .split_once('/')
-            .ok_or("the service name is missing (…/SERVICE)")?;
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
-            None => (String::new(), authority),
-        };
-        let sentinels = hosts
-            .split(',')
-            .map(sentinel_address)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut segments = path.split('/');
-        let service = segments.next().unwrap_or_default();
-        if service.is_empty() || !service.chars().all(|c| c.is_ascii_graphic()) {
-            return Err("the service name is missing or has spaces (…/SERVICE)".into());
-        }
-        let db = match segments.next() {
-            None | Some("") => 0,
-            Some(db) => db
-                .parse::<i64>()
-                .ok()
-                .filter(|db| *db >= 0)
-                .ok_or_else(|| format!("the database {db:?} is not a number (…/SERVICE/DB)"))?,
-        };
-        if segments.next().is_some() || path.contains('?') {
-            return Err("nothing may follow …/SERVICE/DB".into());
-        }
-        let parsed = SentinelUrl {
-            sentinels,
-            service: service.to_owned(),
-            db,
-            userinfo,
-        };
-        // The password's encoding is checked now rather than at the first connection.
-        parsed
-            .master_client("127.0.0.1", 6379)
-            .map_err(|e| e.to_string())?;
-        Ok(parsed)
-    }
-
-    fn master_client(&self, host: &str, port: u16) -> RedisResult<Client> {
-        let host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host.to_owned()
-        };
-        let url = format!("redis://{}{host}:{port}/{}", self.userinfo, self.db);
-        Client::open(url.as_str().into_connection_info()?)
-    }
-}
-
-fn sentinel_address(host: &str) -> Result<String, String> {
-    let bad = || format!("{host:?} is not a sentinel's host[:port]");
-    let (name, port) = if let Some(v6) = host.strip_prefix('[') {
-        let (name, after) = v6.split_once(']').ok_or_else(bad)?;
-        (format!("[{name}]"), after.strip_prefix(':'))
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) => (name.to_owned(), Some(port)),
-            None => (host.to_owned(), None),
-        }
-    };
-    let port = match port {
-        None => DEFAULT_SENTINEL_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(bad)?,
-    };
-    if name.is_empty() || name.contains(['/', '@', ' ']) {
-        return Err(bad());
-    }
-    Ok(format!("{name}:{port}"))
-}
+use crate::redis_url::{ClusterUrl, RedisUrl, SentinelUrl};
 
 /// The master in use, as last resolved.
 struct Master {
     address: String,
     client: Client,
-    /// False once a connection to it failed: the next connection asks the sentinels again.
+    /// False once a connection to it failed: the next connection asks where it is again.
     trusted: bool,
 }
 
@@ -147,9 +66,16 @@ enum Kind {
         url: SentinelUrl,
         sentinels: Vec<Client>,
     },
+    Cluster {
+        url: ClusterUrl,
+        nodes: Vec<Client>,
+        /// A key of the cache: its slot is the slot of every key (they share a hash tag).
+        slot_key: String,
+    },
 }
 
-/// Opens connections to the Redis the application uses, following Sentinel failovers.
+/// Opens connections to the Redis the application uses, following Sentinel and Cluster
+/// failovers.
 pub struct RedisTarget {
     kind: Kind,
     connect_timeout: Duration,
@@ -161,29 +87,47 @@ pub struct RedisTarget {
 }
 
 impl RedisTarget {
-    /// Parses `url` without connecting.
+    /// Parses `url` without connecting. On a cluster, the master used is the one serving the
+    /// slot of `slot_key` (any of the cache's keys: they share one slot).
     pub fn open(
         url: &str,
+        slot_key: &str,
         connect_timeout: Duration,
         command_timeout: Duration,
     ) -> RedisResult<RedisTarget> {
-        let (kind, master) = if SentinelUrl::is_sentinel(url) {
-            let url = SentinelUrl::parse(url)
-                .map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "", e)))?;
-            let sentinels = url
-                .sentinels
+        let parsed = RedisUrl::parse(url)
+            .map_err(|e| RedisError::from((ErrorKind::InvalidClientConfig, "REDIS_URL", e)))?;
+        let clients = |addresses: &[String]| {
+            addresses
                 .iter()
                 .map(|address| Client::open(format!("redis://{address}")))
-                .collect::<RedisResult<Vec<_>>>()?;
-            (Kind::Sentinel { url, sentinels }, None)
-        } else {
-            let client = Client::open(url)?;
-            let master = Master {
-                address: client.get_connection_info().addr().to_string(),
-                client: client.clone(),
-                trusted: true,
-            };
-            (Kind::Direct(client), Some(master))
+                .collect::<RedisResult<Vec<_>>>()
+        };
+        let (kind, master) = match parsed {
+            RedisUrl::Direct(client) => {
+                let master = Master {
+                    address: client.get_connection_info().addr().to_string(),
+                    client: client.clone(),
+                    trusted: true,
+                };
+                (Kind::Direct(client), Some(master))
+            }
+            RedisUrl::Sentinel(url) => {
+                let sentinels = clients(&url.sentinels)?;
+                (Kind::Sentinel { url, sentinels }, None)
+            }
+            RedisUrl::Cluster(url) => {
+                let nodes = url.node_clients()?;
+                let slot_key = slot_key.to_owned();
+                (
+                    Kind::Cluster {
+                        url,
+                        nodes,
+                        slot_key,
+                    },
+                    None,
+                )
+            }
         };
         Ok(RedisTarget {
             kind,
@@ -194,14 +138,14 @@ impl RedisTarget {
         })
     }
 
-    /// The address of the Redis in use (`host:port`), or `None` before a sentinel has named one.
+    /// The address of the Redis in use (`host:port`), or `None` before one has been named.
     pub fn master(&self) -> Option<String> {
         let master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
         master.as_ref().map(|m| m.address.clone())
     }
 
-    /// A connection with the connect and command timeouts; through Sentinel, to a server that
-    /// says it is the master.
+    /// A connection with the connect and command timeouts; through Sentinel or a cluster, to a
+    /// server that says it is the master.
     pub fn connect(&self) -> RedisResult<redis::Connection> {
         self.connect_counted().map(|(conn, _)| conn)
     }
@@ -223,50 +167,52 @@ impl RedisTarget {
     }
 
     fn connect_counted(&self) -> RedisResult<(redis::Connection, u64)> {
-        let (url, sentinels) = match &self.kind {
+        let (askers, what): (&[Client], &str) = match &self.kind {
             Kind::Direct(client) => return Ok((self.open_with_timeouts(client)?, 0)),
-            Kind::Sentinel { url, sentinels } => (url, sentinels),
+            Kind::Sentinel { sentinels, .. } => (sentinels, "sentinels"),
+            Kind::Cluster { nodes, .. } => (nodes, "cluster nodes"),
         };
         if let Some((client, changes)) = self.trusted_master() {
             match self.open_master(&client) {
                 Ok(conn) => return Ok((conn, changes)),
                 Err(e) => {
-                    log::info!("redis master unusable ({e}), asking the sentinels");
+                    log::info!("redis master unusable ({e}), asking the {what}");
                     self.forget_master();
                 }
             }
         }
-        let mut answers = Vec::with_capacity(sentinels.len());
+        let mut answers = Vec::with_capacity(askers.len());
         let mut last_error = None;
-        for sentinel in sentinels {
-            match self.ask(sentinel, url) {
+        for asked in askers {
+            match self.ask(asked) {
                 Ok(named) => answers.push(named),
                 Err(e) => {
-                    log::debug!("sentinel {}: {e}", sentinel.get_connection_info().addr());
+                    log::debug!("{what}: {}: {e}", asked.get_connection_info().addr());
                     last_error = Some(e);
                 }
             }
         }
         match majority(&answers) {
-            Some((host, port)) => self.connect_to_named(url, host, *port),
+            Some((host, port)) => self.connect_to_named(host, *port),
             None if answers.is_empty() => Err(last_error.unwrap_or_else(|| {
-                RedisError::from((ErrorKind::EmptySentinelList, "no sentinel in REDIS_URL"))
+                RedisError::from((ErrorKind::EmptySentinelList, "no address in REDIS_URL"))
             })),
             None => Err(RedisError::from((
                 ErrorKind::MasterNameNotFoundBySentinel,
-                "no master is named by a majority of the sentinels that answered",
-                format!("{answers:?}"),
+                "no master is named by a majority of those that answered",
+                format!("{what}: {answers:?}"),
             ))),
         }
     }
 
-    /// The next connection asks the sentinels again (no effect on a direct URL).
+    /// The next connection asks the sentinels or the cluster again (no effect on a direct URL).
     pub fn forget_master(&self) {
-        if let Kind::Sentinel { .. } = self.kind {
-            let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(master) = master.as_mut() {
-                master.trusted = false;
-            }
+        if let Kind::Direct(_) = self.kind {
+            return;
+        }
+        let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(master) = master.as_mut() {
+            master.trusted = false;
         }
     }
 
@@ -278,35 +224,82 @@ impl RedisTarget {
             .map(|m| (m.client.clone(), self.master_changes()))
     }
 
-    /// Asks one sentinel which server is the master.
-    fn ask(&self, sentinel: &Client, url: &SentinelUrl) -> RedisResult<(String, u16)> {
-        let mut conn = self.open_with_timeouts(sentinel)?;
-        let named: Option<(String, u16)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(&url.service)
-            .query(&mut conn)?;
-        named.ok_or_else(|| {
-            RedisError::from((
-                ErrorKind::MasterNameNotFoundBySentinel,
-                "the sentinel does not know the service",
-                url.service.clone(),
-            ))
-        })
+    /// Asks one sentinel which server is the master, or one cluster node which master serves
+    /// the cache's slot.
+    fn ask(&self, asked: &Client) -> RedisResult<(String, u16)> {
+        let mut conn = self.open_with_timeouts(asked)?;
+        match &self.kind {
+            Kind::Direct(_) => Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "a direct URL names its server",
+            ))),
+            Kind::Sentinel { url, .. } => {
+                let named: Option<(String, u16)> = redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(&url.service)
+                    .query(&mut conn)?;
+                named.ok_or_else(|| {
+                    RedisError::from((
+                        ErrorKind::MasterNameNotFoundBySentinel,
+                        "the sentinel does not know the service",
+                        url.service.clone(),
+                    ))
+                })
+            }
+            Kind::Cluster { slot_key, .. } => {
+                let slot: u16 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(slot_key)
+                    .query(&mut conn)?;
+                let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut conn)?;
+                let asked_host = match asked.get_connection_info().addr() {
+                    redis::ConnectionAddr::Tcp(host, _) => host.clone(),
+                    other => other.to_string(),
+                };
+                master_of_slot(&slots, slot, &asked_host).ok_or_else(|| {
+                    RedisError::from((
+                        ErrorKind::MasterNameNotFoundBySentinel,
+                        "the cluster node names no master for the cache's slot",
+                        slot.to_string(),
+                    ))
+                })
+            }
+        }
     }
 
-    /// Connects to the master the sentinels named, if it says it is one, and remembers it.
-    fn connect_to_named(
-        &self,
-        url: &SentinelUrl,
-        host: &str,
-        port: u16,
-    ) -> RedisResult<(redis::Connection, u64)> {
-        let client = url.master_client(host, port)?;
+    /// `cmd` sent, after `ASKING`, to the cluster node at `node` (`host:port`): the node that a
+    /// slot being migrated to it named in an `ASK` reply, for a key that has already moved. The
+    /// slot is still the old master's until the migration ends, so the connection is not kept.
+    fn asking(&self, node: &str, cmd: &[u8]) -> RedisResult<redis::Value> {
+        let Kind::Cluster { url, .. } = &self.kind else {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "ASK from a server that is not in a cluster",
+            )));
+        };
+        let (host, port) = node
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+            .ok_or_else(|| {
+                RedisError::from((ErrorKind::Parse, "ASK names no host:port", node.to_owned()))
+            })?;
+        let mut conn = self.open_with_timeouts(&url.node_client(host, port)?)?;
+        redis::cmd("ASKING").query::<()>(&mut conn)?;
+        conn.req_packed_command(cmd)
+    }
+
+    /// Connects to the master named, if it says it is one, and remembers it.
+    fn connect_to_named(&self, host: &str, port: u16) -> RedisResult<(redis::Connection, u64)> {
+        let client = match &self.kind {
+            Kind::Sentinel { url, .. } => url.master_client(host, port)?,
+            Kind::Cluster { url, .. } => url.node_client(host, port)?,
+            Kind::Direct(client) => client.clone(),
+        };
         let conn = self.open_master(&client)?;
         let address = client.get_connection_info().addr().to_string();
         let mut master = self.master.lock().unwrap_or_else(PoisonError::into_inner);
         if master.as_ref().is_none_or(|m| m.address != address) {
-            log::info!("redis master for {}: {address}", url.service);
+            log::info!("redis master: {address}");
             if master.is_some() {
                 self.master_changes.fetch_add(1, Ordering::AcqRel);
             }
@@ -340,11 +333,52 @@ impl RedisTarget {
     }
 }
 
-/// The error codes by which a server says it is not (or no longer) a master that may be
-/// written: `READONLY` from a replica (a master demoted under the connection), `NOREPLICAS` from
-/// a master configured with `min-replicas-to-write` that has lost its replicas, which is what
-/// an old master cut off from the rest after a failover says (the README's Sentinel recipe).
-const FAILOVER_CODES: [&str; 2] = ["READONLY", "NOREPLICAS"];
+/// The error codes by which a server says it is not (or no longer) the master to use:
+/// `READONLY` from a replica (a master demoted under the connection); `NOREPLICAS` from a master
+/// configured with `min-replicas-to-write` that has lost its replicas, which is what an old
+/// master cut off from the rest after a failover says (the README's Sentinel recipe); `MOVED`
+/// from a cluster node that no longer serves the cache's slot (its replica was promoted, or the
+/// slot was migrated); `CLUSTERDOWN` from a node that lost sight of the cluster's majority, as a
+/// master cut off from it does before its replica is promoted on the other side.
+const FAILOVER_CODES: [&str; 4] = ["READONLY", "NOREPLICAS", "MOVED", "CLUSTERDOWN"];
+
+/// The master that serves `slot`, in a `CLUSTER SLOTS` reply: `[[start, end, [host, port, …],
+/// replicas…], …]`. A node that does not know its own address names it `""` or `"?"` (or nil):
+/// it is then the node that was asked.
+fn master_of_slot(reply: &redis::Value, slot: u16, asked_host: &str) -> Option<(String, u16)> {
+    let redis::Value::Array(ranges) = reply else {
+        return None;
+    };
+    ranges.iter().find_map(|range| {
+        let redis::Value::Array(fields) = range else {
+            return None;
+        };
+        let (start, end) = match (fields.first()?, fields.get(1)?) {
+            (redis::Value::Int(start), redis::Value::Int(end)) => (*start, *end),
+            _ => return None,
+        };
+        if !(start..=end).contains(&i64::from(slot)) {
+            return None;
+        }
+        let redis::Value::Array(master) = fields.get(2)? else {
+            return None;
+        };
+        let host = match master.first()? {
+            redis::Value::BulkString(host) => String::from_utf8(host.clone()).ok()?,
+            redis::Value::SimpleString(host) => host.clone(),
+            redis::Value::Nil => String::new(),
+            _ => return None,
+        };
+        let host = match host.as_str() {
+            "" | "?" => asked_host.to_owned(),
+            _ => host,
+        };
+        let redis::Value::Int(port) = master.get(1)? else {
+            return None;
+        };
+        Some((host, u16::try_from(*port).ok()?))
+    })
+}
 
 /// The master named by more than half of the sentinels that answered, if one is.
 ///
@@ -373,6 +407,21 @@ pub fn is_failover_sign(error: &RedisError) -> bool {
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
+}
+
+/// The node an `ASK` reply names (`ASK <slot> <host:port>`).
+fn ask_redirect(result: &RedisResult<redis::Value>) -> Option<String> {
+    match result {
+        Ok(redis::Value::ServerError(e)) if e.code() == "ASK" => {
+            let mut details = e.details()?.split_ascii_whitespace();
+            details.nth(1).map(str::to_owned)
+        }
+        Err(e) => e
+            .redirect_node()
+            .filter(|_| e.code() == Some("ASK"))
+            .map(|(node, _)| node.to_owned()),
+        _ => None,
+    }
 }
 
 fn is_failover_reply(value: &redis::Value) -> bool {
@@ -431,7 +480,10 @@ impl RedisConnection {
 impl ConnectionLike for RedisConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<redis::Value> {
         self.check_master()?;
-        let result = self.conn.req_packed_command(cmd);
+        let mut result = self.conn.req_packed_command(cmd);
+        if let Some(node) = ask_redirect(&result) {
+            result = self.target.asking(&node, cmd);
+        }
         self.observe(result, std::slice::from_ref)
     }
 
@@ -462,48 +514,6 @@ impl ConnectionLike for RedisConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_sentinel_url_names_its_sentinels_service_and_database() {
-        let url =
-            SentinelUrl::parse("redis+sentinel://:pw@10.0.0.1:26380,sentinel-b,[::1]:5/cache/2")
-                .unwrap();
-        assert_eq!(
-            url.sentinels,
-            ["10.0.0.1:26380", "sentinel-b:26379", "[::1]:5"]
-        );
-        assert_eq!(url.service, "cache");
-        assert_eq!(url.db, 2);
-        let master = url.master_client("10.0.0.9", 6380).unwrap();
-        let info = master.get_connection_info();
-        assert_eq!(info.addr().to_string(), "10.0.0.9:6380");
-        assert_eq!(info.redis_settings().password(), Some("pw"));
-        assert_eq!(info.redis_settings().db(), 2);
-    }
-
-    #[test]
-    fn a_sentinel_url_without_database_selects_database_zero() {
-        let url = SentinelUrl::parse("redis+sentinel://127.0.0.1:26379/mymaster").unwrap();
-        assert_eq!(url.db, 0);
-        assert_eq!(url.service, "mymaster");
-    }
-
-    #[test]
-    fn malformed_sentinel_urls_are_refused() {
-        for url in [
-            "redis+sentinel://127.0.0.1:26379",
-            "redis+sentinel://127.0.0.1:26379/",
-            "redis+sentinel://127.0.0.1:26379/svc/x",
-            "redis+sentinel://127.0.0.1:26379/svc/-1",
-            "redis+sentinel://127.0.0.1:26379/svc/0/extra",
-            "redis+sentinel://127.0.0.1:0/svc",
-            "redis+sentinel://127.0.0.1:99999/svc",
-            "redis+sentinel://,127.0.0.1/svc",
-            "redis+sentinel://[::1/svc",
-        ] {
-            assert!(SentinelUrl::parse(url).is_err(), "{url}");
-        }
-    }
 
     #[test]
     fn a_readonly_reply_is_a_failover_sign_and_a_wrong_type_is_not() {

@@ -10,10 +10,12 @@ pub mod fake_redis;
 pub mod fault_proxy;
 pub mod ports;
 pub mod postgres;
+pub mod redis_cluster;
 pub mod redis_server;
 
 pub use fake_redis::FakeRedis;
 pub use fault_proxy::FaultProxy;
 pub use ports::free_port;
 pub use postgres::PgDatabase;
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
