@@ -3,6 +3,13 @@
 //! on PostgreSQL, the database's). The writes made outside the application, and the command
 //! run against another Redis, are the staff writer's (see `clients.rs`): they are writes the
 //! checker must order with the others.
+//!
+//! On a Redis Cluster (`--cluster`) the Redis slot's faults are a cluster's, each on the master
+//! that serves the application's slot when the fault starts: killed (restarted empty after the
+//! duration: it rejoins as a replica if its replica was promoted meanwhile, or comes back as an
+//! empty master if not), frozen (promoted past if frozen longer than the node timeout), a manual
+//! failover to its replica, the slot migrated to another master key by key, and the flush,
+//! eviction and foreign value of a single server.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,7 +21,8 @@ use rand::{Rng, SeedableRng};
 use crate::checker::History;
 use crate::clients::DatabaseLink;
 use crate::cluster::Instance;
-use testkit::{FaultProxy as Proxy, RedisServer as Redis};
+use anyhow::Context;
+use testkit::{FaultProxy as Proxy, RedisCluster, RedisServer as Redis};
 
 /// The value a program other than this app's release might leave in the key, with no TTL.
 const FOREIGN_VALUE: &str = "{\"legacy\": true, \"avg\": 1}";
@@ -49,6 +57,15 @@ pub enum Fault {
     /// PostgreSQL only: the proxy in front of the database refuses connections and closes the
     /// open ones, for both instances.
     DatabaseCut,
+    /// Cluster only: the master of the application's slot killed (SIGKILL), restarted empty
+    /// after the duration.
+    SlotMasterKilled,
+    /// Cluster only: the master of the application's slot frozen (SIGSTOP) for the duration.
+    SlotMasterFrozen,
+    /// Cluster only: `CLUSTER FAILOVER` on the replica of the slot's master.
+    ManualFailover,
+    /// Cluster only: the slot migrated to another master, a key every 50 ms.
+    SlotMigrated,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +80,13 @@ fn seconds(rng: &mut StdRng, from: f64, to: f64) -> Duration {
 }
 
 /// The schedule of `seed`: the same seed, the same faults at the same times.
-pub fn schedule(seed: u64, run: Duration, instances: usize, postgres: bool) -> Vec<Vec<Planned>> {
+pub fn schedule(
+    seed: u64,
+    run: Duration,
+    instances: usize,
+    postgres: bool,
+    cluster: bool,
+) -> Vec<Vec<Planned>> {
     let mut slots = Vec::new();
     for slot in 0..2u64 {
         let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(2).wrapping_add(slot));
@@ -74,7 +97,24 @@ pub fn schedule(seed: u64, run: Duration, instances: usize, postgres: bool) -> V
             if at + lasts + Duration::from_secs(1) > run {
                 break;
             }
-            let fault = if slot == 0 {
+            let fault = if slot == 0 && cluster {
+                match rng.random_range(0..7) {
+                    0 => Fault::SlotMasterKilled,
+                    1 => Fault::SlotMasterFrozen,
+                    2 => Fault::ManualFailover,
+                    3 => Fault::SlotMigrated,
+                    4 => Fault::ForeignValue,
+                    5 => Fault::Flushed,
+                    _ => Fault::KeysEvicted(rng.random()),
+                }
+            } else if slot == 1 && cluster {
+                let i = rng.random_range(0..instances);
+                match rng.random_range(0..if postgres { 3 } else { 2 }) {
+                    0 => Fault::Killed(i),
+                    1 => Fault::Terminated(i),
+                    _ => Fault::DatabaseCut,
+                }
+            } else if slot == 0 {
                 match rng.random_range(0..7) {
                     0 => Fault::RedisRestartedEmpty,
                     1 => Fault::RedisRestartedFromSnapshot,
@@ -103,9 +143,59 @@ pub fn schedule(seed: u64, run: Duration, instances: usize, postgres: bool) -> V
     slots
 }
 
+/// How long a cluster fault waits for the masters to agree on the slot's master.
+const CLUSTER_SETTLES: Duration = Duration::from_secs(30);
+
+/// The Redis the instances use.
+#[derive(Clone)]
+pub enum Backend {
+    Standalone(Arc<Redis>),
+    Cluster {
+        cluster: Arc<RedisCluster>,
+        /// The slot of the application's keys.
+        slot: u16,
+    },
+}
+
+impl Backend {
+    pub fn url(&self) -> String {
+        match self {
+            Backend::Standalone(redis) => redis.url(),
+            Backend::Cluster { cluster, .. } => cluster.url(),
+        }
+    }
+
+    /// The server holding the application's keys now. On a cluster, once the masters agree
+    /// on it: an earlier fault's failover may still be under way.
+    fn server(&self) -> anyhow::Result<Arc<Redis>> {
+        match self {
+            Backend::Standalone(redis) => Ok(Arc::clone(redis)),
+            Backend::Cluster { cluster, slot } => {
+                let deadline = Instant::now() + CLUSTER_SETTLES;
+                loop {
+                    if let Some(master) = cluster.master_of(*slot) {
+                        return Ok(Arc::clone(master));
+                    }
+                    if Instant::now() > deadline {
+                        anyhow::bail!("no master agreed on for slot {slot} in {CLUSTER_SETTLES:?}");
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    fn cluster(&self) -> anyhow::Result<(&RedisCluster, u16)> {
+        match self {
+            Backend::Cluster { cluster, slot } => Ok((cluster, *slot)),
+            Backend::Standalone(_) => anyhow::bail!("a cluster fault on a single Redis"),
+        }
+    }
+}
+
 /// Everything a fault can act on.
 pub struct Targets {
-    pub redis: Arc<Redis>,
+    pub redis: Backend,
     pub proxies: Vec<Arc<Proxy>>,
     pub instances: Vec<Arc<Instance>>,
     pub prefix: String,
@@ -241,19 +331,23 @@ fn apply(
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
     let until = Instant::now() + p.lasts;
-    let redis = &targets.redis;
+    // Looked up when the fault starts: on a cluster, the slot's master changes with the faults.
+    let server = || targets.redis.server();
     match p.fault {
         Fault::RedisRestartedEmpty => {
+            let redis = server()?;
             redis.kill();
             sleep_until(until, stop);
             redis.restart_empty()?;
         }
         Fault::RedisRestartedFromSnapshot => {
+            let redis = server()?;
             let snapshot = redis.snapshot()?;
             sleep_until(until, stop);
             redis.restart_from(&snapshot)?;
         }
         Fault::RedisFrozen => {
+            let redis = server()?;
             redis.freeze();
             sleep_until(until, stop);
             redis.thaw();
@@ -262,18 +356,47 @@ fn apply(
             let _: () = redis::cmd("SET")
                 .arg(format!("{{{}}}:students:average_age", targets.prefix))
                 .arg(FOREIGN_VALUE)
-                .query(&mut redis.connection()?)?;
+                .query(&mut server()?.connection()?)?;
         }
         Fault::Flushed => {
-            let _: () = redis::cmd("FLUSHALL").query(&mut redis.connection()?)?;
+            let _: () = redis::cmd("FLUSHALL").query(&mut server()?.connection()?)?;
         }
         Fault::KeysEvicted(which) => {
-            let deleted = evict(redis, &targets.prefix, which)?;
+            let deleted = evict(&*server()?, &targets.prefix, which)?;
             println!("[{}] evicted {deleted:?}", history.now());
         }
         Fault::MemoryPressure => {
-            let written = memory_pressure(redis, until, stop)?;
+            let written = memory_pressure(&*server()?, until, stop)?;
             println!("[{}] filler wrote {written} keys of 8 KiB", history.now());
+        }
+        Fault::SlotMasterKilled => {
+            let redis = server()?;
+            redis.kill();
+            sleep_until(until, stop);
+            redis.restart_empty()?;
+        }
+        Fault::SlotMasterFrozen => {
+            let redis = server()?;
+            redis.freeze();
+            sleep_until(until, stop);
+            redis.thaw();
+        }
+        Fault::ManualFailover => {
+            let redis = server()?;
+            let (cluster, _) = targets.redis.cluster()?;
+            let replica = cluster
+                .replica_of(redis.port)
+                .context("the slot's master has no replica now")?;
+            redis::cmd("CLUSTER")
+                .arg("FAILOVER")
+                .query::<()>(&mut replica.connection()?)?;
+            sleep_until(until, stop);
+        }
+        Fault::SlotMigrated => {
+            let (cluster, slot) = targets.redis.cluster()?;
+            let to = cluster.migrate_slot(slot, Duration::from_millis(50))?;
+            println!("[{}] slot {slot} now on {}", history.now(), to.address());
+            sleep_until(until, stop);
         }
         Fault::DatabaseCut => {
             targets.database.cut(stop);

@@ -1,6 +1,13 @@
 //! The nemesis (issue 11): two instances on one database, each reaching one Redis through its
 //! own fault proxy; staff writers and readers on both; a seeded schedule of faults; then a
-//! checker. Run it with `scripts/nemesis [--seconds S] [--seed N] [--postgres]`.
+//! checker. Run it with `scripts/nemesis [--seconds S] [--seed N] [--postgres] [--cluster]`.
+//!
+//! With `--cluster`, Redis is a Redis Cluster of three masters and three replicas that the
+//! instances reach through `redis+cluster://`, and the Redis faults are a cluster's: the master
+//! of the application's slot killed or frozen (its replica promoted), a manual failover, the
+//! slot migrated to another master, and the flushes and evictions of a single server, on that
+//! master. There are no proxies in front of a cluster's nodes (a node tells clients its own
+//! address), so the network faults are left out.
 //!
 //! Its last line is `nemesis: R reads, W writes, F faults (seed N): S stale, E errors, L lost`,
 //! and it exits 0 only when S, E and L are all 0.
@@ -30,8 +37,8 @@ use cachewithredis::config::DatabaseUrl;
 use checker::History;
 use clients::DatabaseLink;
 use cluster::{Database, Instance};
-use faults::Targets;
-use testkit::{FaultProxy as Proxy, RedisServer as Redis};
+use faults::{Backend, Targets};
+use testkit::{FaultProxy as Proxy, RedisCluster, RedisServer as Redis};
 
 /// `CACHE_KEY_PREFIX` of both instances.
 const PREFIX: &str = "nemesis";
@@ -46,6 +53,8 @@ struct Options {
     seconds: u64,
     seed: u64,
     postgres: bool,
+    /// Redis is a cluster of six nodes.
+    cluster: bool,
     /// Measure the delay of N outside changes instead of running faults.
     outside_delay: Option<u64>,
     bin: PathBuf,
@@ -57,6 +66,7 @@ fn options() -> anyhow::Result<Options> {
     let mut seconds = 60;
     let mut seed = rand::random::<u32>() as u64;
     let mut postgres = false;
+    let mut cluster = false;
     let mut outside_delay = None;
     while let Some(arg) = args.next() {
         let mut value = |name: &str| {
@@ -69,10 +79,11 @@ fn options() -> anyhow::Result<Options> {
             "--seconds" => seconds = value("--seconds")?,
             "--seed" => seed = value("--seed")?,
             "--postgres" => postgres = true,
+            "--cluster" => cluster = true,
             "--outside-delay" => outside_delay = Some(value("--outside-delay")?),
             other => bail!(
                 "unknown argument {other:?}; usage: nemesis [--seconds S] [--seed N] [--postgres] \
-                 [--outside-delay N]"
+                 [--cluster] [--outside-delay N]"
             ),
         }
     }
@@ -88,6 +99,7 @@ fn options() -> anyhow::Result<Options> {
         seconds,
         seed,
         postgres,
+        cluster,
         outside_delay,
         bin: std::fs::canonicalize(&bin).with_context(|| format!("{} not built", bin.display()))?,
         dir,
@@ -172,15 +184,20 @@ fn run(options: Options) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&options.dir)?;
     let dir = std::fs::canonicalize(&options.dir)?;
     let run_for = Duration::from_secs(options.seconds);
-    let schedule = faults::schedule(options.seed, run_for, 2, options.postgres);
+    let schedule = faults::schedule(options.seed, run_for, 2, options.postgres, options.cluster);
     println!(
-        "nemesis: seed {}, {} s, {}; logs in {}",
+        "nemesis: seed {}, {} s, {}, {}; logs in {}",
         options.seed,
         options.seconds,
         if options.postgres {
             "PostgreSQL"
         } else {
             "SQLite"
+        },
+        if options.cluster {
+            "a Redis Cluster"
+        } else {
+            "one Redis"
         },
         dir.display()
     );
@@ -200,7 +217,14 @@ fn run(options: Options) -> anyhow::Result<Summary> {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
     });
     let database = Database::create(&dir, postgres_admin)?;
-    let redis = Arc::new(Redis::start_in(&dir.join("redis"))?);
+    let backend = match options.cluster {
+        true => {
+            let cluster = Arc::new(RedisCluster::start()?);
+            let slot = cluster.slot_of(&format!("{{{PREFIX}}}:generation"))?;
+            Backend::Cluster { cluster, slot }
+        }
+        false => Backend::Standalone(Arc::new(Redis::start_in(&dir.join("redis"))?)),
+    };
     // The Redis a command reaches when REDIS_URL is left unset on a box that has one.
     let wrong_redis = Redis::start_in(&dir.join("wrong-redis"))?;
     let env_with = |database_url: String, redis_url: String| {
@@ -215,7 +239,7 @@ fn run(options: Options) -> anyhow::Result<Summary> {
             ("RUST_LOG".to_string(), "warn".to_string()),
         ]
     };
-    let cli_env = env_with(database.url().to_owned(), redis.url());
+    let cli_env = env_with(database.url().to_owned(), backend.url());
     command(&options.bin, &dir, &cli_env, &["migrate"])?;
     command(
         &options.bin,
@@ -262,14 +286,21 @@ fn run(options: Options) -> anyhow::Result<Summary> {
         let mut proxies = Vec::new();
         let mut instances = Vec::new();
         for name in ["A", "B"] {
-            let proxy = Arc::new(Proxy::start(redis.port).await?);
+            let redis_url = match &backend {
+                Backend::Standalone(redis) => {
+                    let proxy = Arc::new(Proxy::start(redis.port).await?);
+                    let url = proxy.url();
+                    proxies.push(proxy);
+                    url
+                }
+                Backend::Cluster { .. } => backend.url(),
+            };
             let instance = Arc::new(Instance::new(
                 name,
                 &options.bin,
                 &dir,
-                env_with(instance_database_url.clone(), proxy.url()),
+                env_with(instance_database_url.clone(), redis_url),
             )?);
-            proxies.push(proxy);
             instances.push(instance);
         }
         for instance in &instances {
@@ -277,7 +308,7 @@ fn run(options: Options) -> anyhow::Result<Summary> {
             tokio::task::spawn_blocking(move || instance.start()).await??;
         }
         let targets = Arc::new(Targets {
-            redis: Arc::clone(&redis),
+            redis: backend.clone(),
             proxies: proxies.clone(),
             instances: instances.clone(),
             prefix: PREFIX.to_string(),
