@@ -6,12 +6,17 @@ use std::time::{Duration, Instant};
 
 use cachewithredis::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
 use cachewithredis::cache::redis_target::{RedisConnection, RedisTarget};
+use cachewithredis::cache::redis_value::ReadOutcome;
+use cachewithredis::cache::Keys;
+use cachewithredis::models::cached::AVERAGE_AGE_KEY;
+use cachewithredis::models::AverageAge;
+use cachewithredis::startup::Resources;
 
-use crate::helpers::sentinel::{self, spawn_app_through, SentinelCluster};
+use crate::helpers::sentinel::{self, spawn_app_through, spawn_instance_through, SentinelCluster};
 use crate::helpers::traffic::{
     assert_no_5xx_and_no_lost_write, readyz_master, stale_reads, wait_for_hit, Read, Traffic,
 };
-use crate::helpers::{free_port, TestApp};
+use crate::helpers::{free_port, spawn_app, test_settings, TestApp};
 
 /// How soon after the promotion the cache must hit again (the bound).
 const HIT_AFTER_PROMOTION: Duration = Duration::from_secs(15);
@@ -212,4 +217,123 @@ async fn no_pooled_connection_to_a_replaced_master_is_used_once_the_sentinels_na
     })
     .await
     .expect("pool checks");
+}
+
+/// `min-replicas-to-write 1` on both servers, as the README's Sentinel recipe sets it.
+fn refuse_writes_without_a_replica(cluster: &SentinelCluster) {
+    for server in [&*cluster.master, &cluster.replica] {
+        let mut conn = server.connection().expect("redis answers");
+        for (name, value) in [
+            ("min-replicas-to-write", "1"),
+            ("min-replicas-max-lag", "10"),
+        ] {
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(name)
+                .arg(value)
+                .query(&mut conn)
+                .expect("CONFIG SET");
+        }
+    }
+}
+
+/// What holds here: the old master refuses the cut-off instance's lease renewals
+/// (`NOREPLICAS`), and its worker sees the database's mark ahead of the old master's generation
+/// and cannot invalidate there, so it stops trusting Redis and serves from the database; the
+/// next test covers the moment between two of its rounds.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_partition_the_instance_left_with_the_old_master_serves_no_stale_read() {
+    let cluster = SentinelCluster::start(false).await;
+    refuse_writes_without_a_replica(&cluster);
+    // One instance can reach only the first sentinel, which will stay with the old master;
+    // the other only the two that will promote the replica.
+    let left = format!(
+        "redis+sentinel://{}/{}/0",
+        cluster.sentinels[0].address(),
+        sentinel::SERVICE
+    );
+    let cut_off = spawn_app_through(&cluster, left).await;
+    let majority =
+        cluster
+            .url_with(&[])
+            .replacen(&format!("{},", cluster.sentinels[0].address()), "", 1);
+    let promoted = spawn_instance_through(&cluster, majority, Some(&cut_off)).await;
+    cut_off.insert_students(&[20, 22]);
+    for app in [&cut_off, &promoted] {
+        assert_eq!(app.average().await.0["student_count"], 2);
+        app.get_from_memory("/api/students/average-age").await;
+    }
+    cluster.wait_for_replica_in_sync().await;
+
+    cluster.split_brain_by_hand();
+    promoted.sign_in().await;
+    assert_eq!(
+        promoted.add_student("After the split", "30").await.status(),
+        303
+    );
+    let answered = Instant::now();
+    assert!(
+        cluster
+            .replica
+            .get(&promoted.generation_key())
+            .expect("GET")
+            .is_some(),
+        "the write was invalidated on the promoted replica"
+    );
+    // Neither side shows the count from before the write, from memory or from Redis: the old
+    // master still holds the old value at the old generation, and says it is the master.
+    let mut seen = Vec::new();
+    while answered.elapsed() < Duration::from_secs(3) {
+        for (side, app) in [("cut off", &cut_off), ("promoted", &promoted)] {
+            let (json, x_cache) = app.average().await;
+            let count = json["student_count"].as_i64().unwrap_or_default();
+            assert_eq!(
+                count, 3,
+                "{side} instance read {count} ({x_cache}) after the write"
+            );
+            seen.push(format!("{side}: {x_cache}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        cluster.master.role(),
+        "master",
+        "the old master still says so"
+    );
+    assert!(
+        seen.iter().any(|s| s == "cut off: BYPASS"),
+        "the cut-off instance serves from the database: {seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_that_would_refuse_a_write_answers_a_cached_read_with_noreplicas_not_the_value() {
+    // Between two rounds of its worker an instance cut off with an old master may still trust
+    // it; the read script is declared as one that may write, so that a master which has lost
+    // its replicas (under min-replicas-to-write) refuses even a hit.
+    let app = spawn_app().await;
+    app.insert_students(&[20, 22]);
+    app.average().await;
+    let settings = test_settings(&app.database, app.redis_url(), "test", &app.secret_key);
+    let mut redis = app.redis_direct();
+    tokio::task::spawn_blocking(move || {
+        let resources = Resources::open(&settings).expect("resources");
+        let keys = Keys::new("test").value(AVERAGE_AGE_KEY);
+        let read = resources.cache.read_or_lease::<AverageAge>(&keys);
+        assert!(matches!(read, Ok(ReadOutcome::Hit(_))), "{read:?}");
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(1)
+            .query(&mut redis)
+            .expect("CONFIG SET");
+        let read = resources.cache.read_or_lease::<AverageAge>(&keys);
+        let code = read
+            .as_ref()
+            .err()
+            .and_then(|e| e.code().map(str::to_owned));
+        assert_eq!(code.as_deref(), Some("NOREPLICAS"), "{read:?}");
+    })
+    .await
+    .expect("reads");
 }

@@ -60,11 +60,14 @@ impl Cache {
     ) -> RedisResult<ReadOutcome<V>> {
         let mut conn = self.redis.connection()?;
         let token = token();
+        let scripts = &self.redis.scripts;
+        let script = match self.support().script_flags() {
+            true => &scripts.read_or_lease_guarded,
+            false => &scripts.read_or_lease,
+        };
         let read = |conn: &mut redis_target::RedisConnection| -> RedisResult<Vec<String>> {
             timings::time_cache_call("EVALSHA read_or_lease", || {
-                self.redis
-                    .scripts
-                    .read_or_lease
+                script
                     .key(&keys.value)
                     .key(&self.redis.keys.generation)
                     .key(&keys.lock)

@@ -198,6 +198,8 @@ impl OnConnect for Resync {
             self.support.refused(Check::Connection, why.clone(), false);
             return Err(support::unsupported(&why));
         }
+        self.support
+            .set_script_flags(support::honours_script_flags(&info));
         let run_id = field_of(&info, "server", "run_id")?;
         let mut server = self.server.lock().unwrap_or_else(PoisonError::into_inner);
         if server.as_deref() == Some(run_id.as_str()) {

@@ -5,6 +5,11 @@ use redis::Script;
 
 pub struct Scripts {
     pub read_or_lease: Script,
+    /// `read_or_lease.lua` declared as a script that may write (`#!lua`, no `no-writes`), for
+    /// servers that honour script flags ([`crate::support::honours_script_flags`]): an old
+    /// master cut off from its replicas then refuses even a hit with `NOREPLICAS`, a failover
+    /// sign, where the legacy script would serve it a value the new master has invalidated.
+    pub read_or_lease_guarded: Script,
     pub try_lease: Script,
     pub renew_lock: Script,
     pub fill: Script,
@@ -21,6 +26,10 @@ impl Default for Scripts {
     fn default() -> Self {
         Scripts {
             read_or_lease: Script::new(include_str!("scripts/read_or_lease.lua")),
+            read_or_lease_guarded: Script::new(concat!(
+                "#!lua\n",
+                include_str!("scripts/read_or_lease.lua")
+            )),
             try_lease: Script::new(include_str!("scripts/try_lease.lua")),
             renew_lock: Script::new(include_str!("scripts/renew_lock.lua")),
             fill: Script::new(include_str!("scripts/fill.lua")),

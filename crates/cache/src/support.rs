@@ -58,6 +58,8 @@ pub struct ServerSupport {
     refusals: Mutex<[Option<Refusal>; 2]>,
     /// True while either has one; written under the lock.
     refused: AtomicBool,
+    /// Whether the server in use honours script flags (see [`honours_script_flags`]).
+    script_flags: AtomicBool,
 }
 
 impl ServerSupport {
@@ -113,6 +115,16 @@ impl ServerSupport {
         !self.refused.load(Ordering::Acquire)
     }
 
+    /// Set on every new connection, from its server's `INFO server`.
+    pub fn set_script_flags(&self, honoured: bool) {
+        self.script_flags.store(honoured, Ordering::Release);
+    }
+
+    /// Whether the server in use honours script flags (see [`honours_script_flags`]).
+    pub fn script_flags(&self) -> bool {
+        self.script_flags.load(Ordering::Acquire)
+    }
+
     /// Whether the server has refused scripts for at least `long`.
     pub fn scripts_refused_for(&self, long: Duration) -> bool {
         self.refusals()[0]
@@ -145,6 +157,25 @@ pub fn version_problem(info_server: &str) -> Option<String> {
             MINIMUM.0, MINIMUM.1
         )),
     }
+}
+
+/// Whether the server `INFO server` describes honours a script's flags (a first line `#!lua`):
+/// Redis 7.0 or later, and every Valkey. Such a server refuses to run a script that may write
+/// (one without `flags=no-writes`) whenever it would refuse a write, before the script runs:
+/// `NOREPLICAS` from a master that has lost its replicas under `min-replicas-to-write`, even
+/// for a call that would only have read. A script without the line is run, and refused only
+/// when it actually writes.
+pub fn honours_script_flags(info_server: &str) -> bool {
+    let field = |name: &str| {
+        info_server
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    field("valkey_version").is_some()
+        || field("redis_version")
+            .and_then(parse_version)
+            .is_some_and(|version| version >= (7, 0))
 }
 
 fn parse_version(text: &str) -> Option<(u32, u32)> {
@@ -196,6 +227,16 @@ mod tests {
         ] {
             assert_eq!(version_problem(info), None, "{info}");
         }
+    }
+
+    #[test]
+    fn script_flags_are_honoured_from_redis_7_and_by_valkey() {
+        assert!(!honours_script_flags("redis_version:6.2.14\r\n"));
+        assert!(honours_script_flags("redis_version:7.0.15\r\n"));
+        assert!(honours_script_flags(
+            "redis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:8.0.1\r\n"
+        ));
+        assert!(!honours_script_flags("run_id:x\r\n"));
     }
 
     #[test]

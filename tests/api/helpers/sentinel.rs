@@ -201,9 +201,24 @@ impl SentinelCluster {
 /// An application whose `REDIS_URL` is `redis_url` (a `redis+sentinel://` URL), ready when it
 /// holds its lease in the cluster's master. `TestApp::redis_direct` reaches the first master.
 pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> TestApp {
+    spawn_instance_through(cluster, redis_url, None).await
+}
+
+/// [`spawn_app_through`], sharing `first`'s database when given (a second instance).
+pub async fn spawn_instance_through(
+    cluster: &SentinelCluster,
+    redis_url: String,
+    first: Option<&TestApp>,
+) -> TestApp {
     let _ = env_logger::builder().is_test(true).try_init();
-    let dir = Arc::new(TempDir::new().expect("temp dir"));
-    let database = Arc::new(TestDatabase::create(&dir));
+    let (dir, database) = match first {
+        Some(first) => (first._dir.clone(), first.database.clone()),
+        None => {
+            let dir = Arc::new(TempDir::new().expect("temp dir"));
+            let database = Arc::new(TestDatabase::create(&dir));
+            (dir, database)
+        }
+    };
     let secret_key = format!("test-secret-{}", "k".repeat(40));
     let prefix = "test".to_string();
     let settings = test_settings(&database, redis_url, &prefix, &secret_key);
@@ -215,13 +230,17 @@ pub async fn spawn_app_through(cluster: &SentinelCluster, redis_url: String) -> 
     let lease_key = format!("{{{prefix}}}:instances");
     let deadline = Instant::now() + Duration::from_secs(10);
     // On the master, or on the replica: a replica of it, or the master after a split brain.
+    // The holders, without the table's marker (scored +inf).
     let holders = |server: &RedisServer| -> i64 {
-        redis::cmd("ZCARD")
+        redis::cmd("ZCOUNT")
             .arg(&lease_key)
+            .arg("-inf")
+            .arg("(+inf")
             .query(&mut server.connection().expect("redis answers"))
-            .expect("ZCARD")
+            .expect("ZCOUNT")
     };
-    while holders(&cluster.master) == 0 && holders(&cluster.replica) == 0 {
+    let before = i64::from(first.is_some());
+    while holders(&cluster.master) <= before && holders(&cluster.replica) <= before {
         assert!(Instant::now() < deadline, "the app never took its lease");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
