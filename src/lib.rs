@@ -6,6 +6,7 @@
 pub use ::cache;
 pub use ::cache::on_backend;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -114,7 +114,15 @@ pub async fn private_when_signed_in(
         if !headers.contains_key(header::CACHE_CONTROL) {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
         }
-        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+        let varies_by_cookie = headers.get_all(header::VARY).any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|f| f.trim().eq_ignore_ascii_case("cookie"))
+            })
+        });
+        if !varies_by_cookie {
+            headers.append(header::VARY, HeaderValue::from_static("Cookie"));
+        }
     }
     Ok(res)
 }

@@ -10,7 +10,7 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::error::{PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{from_fn, Condition, Logger, Next};
+use actix_web::middleware::{from_fn, Compress, Condition, Logger, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::cache::history::{self, History};
@@ -18,6 +18,7 @@ use crate::cache::redis_pool::{build_checked_redis_pool, RedisTimeouts};
 use crate::cache::redis_target::RedisTarget;
 use crate::cache::resync::{Resync, ServerMet};
 use crate::cache::{Cache, Keys};
+use crate::compression;
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
@@ -206,6 +207,9 @@ impl Application {
                 .wrap(from_fn(security::same_origin_writes))
                 .wrap(from_fn(request_limits::body_deadline))
                 .wrap(from_fn(security::private_when_signed_in))
+                .wrap(from_fn(compression::leave_short_answers))
+                .wrap(Compress::default())
+                .wrap(from_fn(compression::unmark))
                 .wrap(from_fn(observe))
                 .wrap(security::headers(cookie_secure))
                 // The access log formats each request line up front; skip it entirely when

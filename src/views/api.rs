@@ -1,8 +1,9 @@
 //! The JSON twin of the average-age page.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
+use super::http_cache::HttpCaching;
 use super::AppState;
 use crate::cache::{lookup, Tier};
 use crate::error::AppError;
@@ -17,13 +18,22 @@ struct AverageAgeBody {
     tier: Option<&'static str>,
 }
 
-pub async fn average_age(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+/// The API has no session: its answers are always public.
+pub async fn average_age(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     let lookup = lookup::lookup(&state.cache, &state.db, &AverageAgeQuery).await?;
     state.history.note_hit(lookup.tier);
+    let caching = HttpCaching::for_page(&lookup, "average.json", false, false);
+    if caching.is_fresh(&req) {
+        return Ok(super::not_modified(&lookup, &caching));
+    }
     let mut response = HttpResponse::Ok();
     for header in super::cache_headers(&lookup) {
         response.insert_header(header);
     }
+    caching.apply(&mut response);
     Ok(response.json(AverageAgeBody {
         average_age: lookup.value.average_age,
         student_count: lookup.value.student_count,

@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_session::Session;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
+use super::http_cache::HttpCaching;
 use super::{AppState, Nav};
 use crate::cache::{lookup, CacheOutcome, Tier};
 use crate::error::AppError;
@@ -27,9 +28,18 @@ pub struct AveragePage {
     chart: Option<Arc<str>>,
 }
 
-pub async fn page(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+pub async fn page(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, AppError> {
     let lookup = lookup::lookup(&state.cache, &state.db, &AverageAgeQuery).await?;
     state.history.note_hit(lookup.tier);
+    let mut nav = Nav::new(&session)?;
+    let caching = HttpCaching::for_page(&lookup, "average.html", nav.staff.is_some(), state.debug);
+    if caching.is_fresh(&req) {
+        return Ok(super::not_modified(&lookup, &caching));
+    }
     let (badge_class, badge_icon, badge_text, explanation) = match (lookup.outcome, lookup.tier) {
         (CacheOutcome::Hit, Some(Tier::Memory)) => (
             "hit",
@@ -56,7 +66,6 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<HttpRe
             "Redis could not be used, so the value was computed from the database.",
         ),
     };
-    let mut nav = Nav::new(&session)?;
     nav.cache_outcome = Some(lookup.outcome.label());
     let page = AveragePage {
         nav,
@@ -74,7 +83,7 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<HttpRe
     let chart_len = page.chart.as_deref().map_or(0, str::len);
     let mut body = String::with_capacity(AveragePage::SIZE_HINT + chart_len);
     page.render_into(&mut body).map_err(AppError::unexpected)?;
-    Ok(super::cached_html(&lookup, body))
+    Ok(super::cached_html(&lookup, &caching, body))
 }
 
 /// `850 µs`, `12.3 ms`, `1.20 s`; in integers, for the same reason as `Server-Timing`.

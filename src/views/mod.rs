@@ -5,6 +5,7 @@ pub mod age_chart;
 pub mod api;
 pub mod average;
 pub mod health;
+pub mod http_cache;
 pub mod minute_chart;
 pub mod students;
 
@@ -21,6 +22,7 @@ use crate::db::DbPool;
 use crate::error::AppError;
 use crate::metrics::{self, Call, Metrics, SharedTimings};
 use crate::session;
+use http_cache::HttpCaching;
 
 /// Students per page, on the public list and in the staff list.
 pub const PER_PAGE: i64 = 50;
@@ -38,8 +40,13 @@ pub fn cache_headers<V>(lookup: &Lookup<V>) -> impl Iterator<Item = (HeaderName,
     std::iter::once(outcome).chain(tier)
 }
 
-/// An HTML page showing a cached value: `200`, its content type, `X-Cache` and `X-Cache-Tier`.
-pub fn cached_html<V>(lookup: &Lookup<V>, body: String) -> actix_web::HttpResponse {
+/// An HTML page showing a cached value: `200`, its content type, `X-Cache` and `X-Cache-Tier`,
+/// and what HTTP caches may do with it.
+pub fn cached_html<V>(
+    lookup: &Lookup<V>,
+    caching: &HttpCaching,
+    body: String,
+) -> actix_web::HttpResponse {
     let mut response = actix_web::HttpResponse::Ok();
     response.insert_header((
         actix_web::http::header::CONTENT_TYPE,
@@ -48,7 +55,17 @@ pub fn cached_html<V>(lookup: &Lookup<V>, body: String) -> actix_web::HttpRespon
     for header in cache_headers(lookup) {
         response.insert_header(header);
     }
+    caching.apply(&mut response);
     response.body(body)
+}
+
+/// `304` for a client whose copy shows what this answer would (see [`http_cache`]).
+pub fn not_modified<V>(lookup: &Lookup<V>, caching: &HttpCaching) -> actix_web::HttpResponse {
+    let mut response = caching.not_modified();
+    for header in cache_headers(lookup) {
+        response.insert_header(header);
+    }
+    response.finish()
 }
 
 /// What every handler can reach.

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 
 use actix_session::Session;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde::Deserialize;
 
+use super::http_cache::HttpCaching;
 use super::{parse_page, AppState, Nav, Pager, PER_PAGE};
 use crate::cache::lookup;
 use crate::error::AppError;
@@ -28,6 +29,7 @@ pub struct StudentListPage {
 
 /// A page of the list, cached like the average (see `models::cached`), with its `X-Cache`.
 pub async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     session: Session,
     query: web::Query<ListQuery>,
@@ -41,6 +43,15 @@ pub async fn list(
     let lookup = lookup::lookup(&state.cache, &state.db, &query).await?;
     state.history.note_hit(lookup.tier);
     let mut nav = Nav::new(&session)?;
+    let caching = HttpCaching::for_page(
+        &lookup,
+        &format!("list.html.p{page}"),
+        nav.staff.is_some(),
+        state.debug,
+    );
+    if caching.is_fresh(&req) {
+        return Ok(super::not_modified(&lookup, &caching));
+    }
     nav.cache_outcome = Some(lookup.outcome.label());
     let body = StudentListPage {
         nav,
@@ -49,5 +60,5 @@ pub async fn list(
     }
     .render()
     .map_err(AppError::unexpected)?;
-    Ok(super::cached_html(&lookup, body))
+    Ok(super::cached_html(&lookup, &caching, body))
 }

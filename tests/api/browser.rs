@@ -249,6 +249,48 @@ async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_t
     browser.client.clone().close().await.unwrap();
 }
 
+/// How many answers to `GET /students/average-age` were `304`s, from the app's own metrics.
+async fn not_modified_answers(app: &TestApp) -> f64 {
+    app.metric(
+        r#"cachewithredis_http_request_duration_seconds_count{method="GET",route="/students/average-age",status="304"}"#,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_is_answered_304_until_a_staff_write_elsewhere_changes_the_page() {
+    let app = app_with_students().await;
+    let browser = Browser::start(1200, 900).await;
+    let b = &browser;
+    b.client
+        .goto(&app.url("/students/average-age"))
+        .await
+        .unwrap();
+    assert_eq!(b.text("#cache-badge").await, "↻ Cache miss");
+    // The badge is part of what the validator names: after the miss, the hit's page.
+    b.refresh_until_badge("✔ Cache hit · memory").await;
+    let before = not_modified_answers(&app).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while not_modified_answers(&app).await <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the reload was never answered 304"
+        );
+        b.client.refresh().await.unwrap();
+    }
+    assert_eq!(b.text("#student-count").await, "120", "the browser's copy");
+    assert_eq!(b.text("#cache-badge").await, "✔ Cache hit · memory");
+
+    // Another person, in another browser, adds a student.
+    let signed_in = app.try_sign_in(STAFF_USER, STAFF_PASSWORD, "").await;
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(app.add_student("Grace Hopper", "85").await.status(), 303);
+    b.client.refresh().await.unwrap();
+    assert_eq!(b.text("#student-count").await, "121");
+    assert_eq!(b.text("#cache-badge").await, "↻ Cache miss");
+    browser.client.clone().close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pages_fit_a_phone_screen() {
     let app = app_with_students().await;

@@ -20,6 +20,7 @@ mod consistency_monitor;
 mod cross_site;
 mod helpers;
 mod hostile_input;
+mod http_caching;
 mod list_cache;
 mod load_balancer;
 mod migrations;

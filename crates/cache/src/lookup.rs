@@ -5,6 +5,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::generation::Generation;
 use super::redis_value::{FillLease, ReadOutcome};
 use super::single_flight::Shared;
 use super::{Cache, CachedQuery, Tier, ValueKeys, RENEW_LOCK_EVERY, WAIT_FOR_LEADER};
@@ -53,6 +54,11 @@ pub struct Lookup<V> {
     pub outcome: CacheOutcome,
     /// Which tier served a hit; `None` for a miss or a bypass.
     pub tier: Option<Tier>,
+    /// A generation the value is current at: the stored one on a hit, the computing lease's on
+    /// a miss (the value, read after the lease was taken, holds at least every write up to
+    /// it). `None` when the value was read without Redis, whose generation is then unknown.
+    /// Every write after it moves the generation, so what it names cannot come back changed.
+    pub generation: Option<Generation>,
     pub elapsed: Duration,
 }
 
@@ -91,9 +97,13 @@ pub async fn lookup<Q: CachedQuery>(
     let key = query.key();
     let mut tier = None;
     let mut keys: Option<Arc<ValueKeys>> = None;
-    let (value, outcome) = loop {
+    let (value, outcome, generation) = loop {
         if !cache.is_usable() {
-            break (from_database(cache, db, query).await?, CacheOutcome::Bypass);
+            break (
+                from_database(cache, db, query).await?,
+                CacheOutcome::Bypass,
+                None,
+            );
         }
         // The in-process tier: no thread hop, no round trip (see `cache::local`).
         if let Some(hit) = cache.local().get(&key) {
@@ -101,7 +111,7 @@ pub async fn lookup<Q: CachedQuery>(
                 cache.served(hit.generation, query, &value);
                 refresh_early_if_due(cache, db, query, hit.compute, hit.remaining);
                 tier = Some(Tier::Memory);
-                break (value, CacheOutcome::Hit);
+                break (value, CacheOutcome::Hit, Some(hit.generation));
             }
         }
         let keys = Arc::clone(keys.get_or_insert_with(|| Arc::new(cache.keys().value(&key))));
@@ -119,13 +129,15 @@ pub async fn lookup<Q: CachedQuery>(
                 );
                 refresh_early_if_due(cache, db, query, found.compute, found.remaining);
                 tier = Some(Tier::Redis);
-                break (found.value, CacheOutcome::Hit);
+                break (found.value, CacheOutcome::Hit, Some(found.generation));
             }
             Ok(ReadOutcome::Lead(lease)) => {
+                let generation = lease.generation;
                 break (
                     compute_and_fill(cache, db, query, lease).await?,
                     CacheOutcome::Miss,
-                )
+                    Some(generation),
+                );
             }
             // The lease exists only while its holder is alive and renewing it (or for
             // `LOCK_TTL` after it died), so waiting on it waits for a query that runs.
@@ -135,11 +147,19 @@ pub async fn lookup<Q: CachedQuery>(
             }
             // The lease holder is taking too long: answer from the database, do not hang.
             Ok(ReadOutcome::Wait) => {
-                break (from_database(cache, db, query).await?, CacheOutcome::Miss)
+                break (
+                    from_database(cache, db, query).await?,
+                    CacheOutcome::Miss,
+                    None,
+                )
             }
             Err(e) => {
                 cache.report_failure("read", &e);
-                break (from_database(cache, db, query).await?, CacheOutcome::Bypass);
+                break (
+                    from_database(cache, db, query).await?,
+                    CacheOutcome::Bypass,
+                    None,
+                );
             }
         }
     };
@@ -153,6 +173,7 @@ pub async fn lookup<Q: CachedQuery>(
         value,
         outcome,
         tier,
+        generation,
         elapsed: started.elapsed(),
     })
 }
