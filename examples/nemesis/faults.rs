@@ -324,6 +324,39 @@ fn sleep_until(when: Instant, stop: &AtomicBool) -> bool {
     !stop.load(Ordering::Acquire)
 }
 
+/// Runs `fault` on the server holding the application's keys. On a cluster that server may
+/// change under it (an earlier fault's failover finishing): a `MOVED`, `CLUSTERDOWN` or
+/// `TRYAGAIN` is the harness' own miss, not the application's, and the fault is tried again on
+/// the master the cluster names then.
+fn on_slot_master<T>(
+    targets: &Targets,
+    fault: impl Fn(&Redis) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + CLUSTER_SETTLES;
+    loop {
+        let result = fault(&*targets.redis.server()?);
+        let moving = |e: &anyhow::Error| {
+            let text = e.to_string();
+            [
+                "Moved",
+                "ClusterDown",
+                "TryAgain",
+                "MOVED",
+                "CLUSTERDOWN",
+                "TRYAGAIN",
+            ]
+            .iter()
+            .any(|code| text.contains(code))
+        };
+        match result {
+            Err(e) if moving(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn apply(
     p: Planned,
     targets: &Targets,
@@ -352,17 +385,19 @@ fn apply(
             sleep_until(until, stop);
             redis.thaw();
         }
-        Fault::ForeignValue => {
+        Fault::ForeignValue => on_slot_master(targets, |server| {
             let _: () = redis::cmd("SET")
                 .arg(format!("{{{}}}:students:average_age", targets.prefix))
                 .arg(FOREIGN_VALUE)
-                .query(&mut server()?.connection()?)?;
-        }
-        Fault::Flushed => {
-            let _: () = redis::cmd("FLUSHALL").query(&mut server()?.connection()?)?;
-        }
+                .query(&mut server.connection()?)?;
+            Ok(())
+        })?,
+        Fault::Flushed => on_slot_master(targets, |server| {
+            let _: () = redis::cmd("FLUSHALL").query(&mut server.connection()?)?;
+            Ok(())
+        })?,
         Fault::KeysEvicted(which) => {
-            let deleted = evict(&*server()?, &targets.prefix, which)?;
+            let deleted = on_slot_master(targets, |server| evict(server, &targets.prefix, which))?;
             println!("[{}] evicted {deleted:?}", history.now());
         }
         Fault::MemoryPressure => {
