@@ -246,3 +246,55 @@ async fn text_pages_are_compressed_as_asked_and_short_answers_are_not() {
         assert_eq!(header(&response, "content-encoding"), "", "{short}");
     }
 }
+
+/// The server side of every accepted connection to `port`, in this process (the app under
+/// test runs in it), with whether it sends without delay.
+fn server_sockets_no_delay(port: u16) -> Vec<bool> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+        let Some(raw) = entry
+            .ok()
+            .and_then(|e| e.file_name().to_str()?.parse::<std::os::fd::RawFd>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the descriptor is only queried, not closed or read; one closed meanwhile by
+        // another thread makes the query fail (EBADF), which is skipped.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+        let socket = socket2::SockRef::from(&fd);
+        let local = socket.local_addr().ok().and_then(|a| a.as_socket());
+        let peer = socket.peer_addr().ok().and_then(|a| a.as_socket());
+        if let (Some(local), Some(_)) = (local, peer) {
+            if local.port() == port {
+                found.push(socket.tcp_nodelay().unwrap_or(false));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_sends_each_write_at_once_so_a_compressed_page_is_not_held_back() {
+    // A compressed page is written in chunks; with Nagle's algorithm the second chunk waits for
+    // the client's delayed acknowledgement, up to 40 ms a page (BENCHMARKS.md).
+    let app = seeded().await;
+    let port: u16 = app
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let client = visitor();
+    let response = client
+        .get(app.url("/students"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(header(&response, "content-encoding"), "gzip");
+    response.bytes().await.expect("body");
+    // The client keeps the connection open, so its server side is still there.
+    let sockets = server_sockets_no_delay(port);
+    assert!(!sockets.is_empty(), "no accepted connection found");
+    assert!(sockets.iter().all(|on| *on), "TCP_NODELAY: {sockets:?}");
+}
