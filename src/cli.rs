@@ -164,9 +164,12 @@ fn manage_staff(settings: &Settings, action: StaffCommand) -> anyhow::Result<()>
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
-        let bind = settings.bind_addr;
+        let (bind, metrics_bind) = (settings.bind_addr, settings.metrics_bind_addr);
         let app = Application::build(settings).await?;
         log::info!("listening on http://{bind} (port {})", app.port());
+        if let (Some(addr), Some(port)) = (metrics_bind, app.metrics_port()) {
+            log::info!("metrics on http://{}:{port}/metrics only", addr.ip());
+        }
         app.run_until_stopped().await?;
         Ok(())
     })

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cache::redis_url::RedisUrl;
+pub use crate::logging::LogFormat;
 
 /// Where the students live.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,6 +43,10 @@ pub struct Settings {
     pub static_dir: PathBuf,
     /// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: TrustedProxies,
+    /// `LOG_FORMAT`: text, or one JSON object a line.
+    pub log_format: LogFormat,
+    /// `METRICS_BIND_ADDR`: `/metrics` only there, on a listener of its own, when set.
+    pub metrics_bind_addr: Option<SocketAddr>,
 }
 
 /// The addresses and CIDR blocks of the proxies in front (`TRUSTED_PROXIES`): only a request
@@ -102,6 +107,8 @@ impl std::fmt::Debug for Settings {
             .field("session_max", &self.session_max)
             .field("static_dir", &self.static_dir)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("log_format", &self.log_format)
+            .field("metrics_bind_addr", &self.metrics_bind_addr)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +168,11 @@ impl Settings {
             )?,
             static_dir: parse_static_dir(&var("STATIC_DIR", DEFAULT_STATIC_DIR))?,
             trusted_proxies: parse_trusted_proxies(&var("TRUSTED_PROXIES", ""))?,
+            log_format: parse_log_format(&var("LOG_FORMAT", "text"))?,
+            metrics_bind_addr: get("METRICS_BIND_ADDR")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse_addr("METRICS_BIND_ADDR", &v))
+                .transpose()?,
         })
     }
 }
@@ -258,6 +270,20 @@ fn redact_password(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, ConfigError> {
+    LogFormat::parse(value).ok_or_else(|| invalid("LOG_FORMAT", value, "text or json"))
+}
+
+fn parse_addr(variable: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            variable,
+            value,
+            "an IP address and port, e.g. 127.0.0.1:9100",
+        )
+    })
 }
 
 fn parse_bind_addr(value: &str) -> Result<SocketAddr, ConfigError> {
@@ -424,6 +450,8 @@ mod tests {
             ("CACHE_KEY_PREFIX", ""),
             ("CACHE_KEY_PREFIX", "has space"),
             ("SECRET_KEY", "short"),
+            ("LOG_FORMAT", "yaml"),
+            ("METRICS_BIND_ADDR", "localhost"),
             ("SECRET_KEY", "0000000000000000000000000000000000000000"),
             ("SECRET_KEY", "abababababababababababababababababababab"),
             ("TRUSTED_PROXIES", "nginx"),

@@ -3,13 +3,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cachewithredis::cli::{self, Cli};
-use cachewithredis::config::Settings;
+use cachewithredis::config::{LogFormat, Settings};
+use cachewithredis::logging;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Settings first: reading them loads .env, whose RUST_LOG the logger then sees.
     let settings = Settings::from_env();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    logging::init(settings.as_ref().map_or(LogFormat::Text, |s| s.log_format));
     let settings = match settings {
         Ok(settings) => settings,
         Err(e) => {

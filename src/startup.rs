@@ -10,7 +10,7 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::error::{PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{from_fn, Compress, Condition, Logger, Next};
+use actix_web::middleware::{from_fn, Compress, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::cache::history::{self, History};
@@ -22,7 +22,9 @@ use crate::compression;
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
+use crate::logging;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
+use crate::request_id;
 use crate::request_limits;
 use crate::security;
 use crate::session_store::{DbSessionStore, Lifetimes};
@@ -92,6 +94,8 @@ impl Resources {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on `METRICS_BIND_ADDR`, when set, and its port.
+    metrics_server: Option<(Server, u16)>,
     cache: Arc<Cache>,
 }
 
@@ -100,6 +104,14 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(settings.bind_addr)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.bind_addr))?;
+        let metrics_listener = settings
+            .metrics_bind_addr
+            .map(|addr| {
+                TcpListener::bind(addr).map_err(|e| {
+                    anyhow::anyhow!("cannot listen on {addr} (METRICS_BIND_ADDR): {e}")
+                })
+            })
+            .transpose()?;
         let opened = settings.clone();
         let resources =
             db::blocking(move || Resources::open(&opened).map_err(AppError::Unexpected))
@@ -108,13 +120,14 @@ impl Application {
                     AppError::Unexpected(inner) | AppError::DatabaseUnavailable(inner) => inner,
                     other => anyhow::anyhow!("{other}"),
                 })?;
-        Self::build_with(settings, resources, listener).await
+        Self::build_with(settings, resources, listener, metrics_listener).await
     }
 
     async fn build_with(
         settings: Settings,
         resources: Resources,
         listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
     ) -> anyhow::Result<Application> {
         let port = listener.local_addr()?.port();
         // Apply the outbox once before serving: invalidations left by a crash or an outage
@@ -167,13 +180,12 @@ impl Application {
             history,
             chart: Default::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            metrics_elsewhere: metrics_listener.is_some(),
         });
         if settings.debug {
             log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");
         }
         let metrics = web::Data::from(Arc::clone(&resources.metrics));
-        let access_log =
-            log::log_enabled!(target: "actix_web::middleware::logger", log::Level::Info);
 
         // actix-web's default: one worker per core.
         let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
@@ -212,30 +224,45 @@ impl Application {
                 .wrap(from_fn(compression::unmark))
                 .wrap(from_fn(observe))
                 .wrap(security::headers(cookie_secure))
-                // The access log formats each request line up front; skip it entirely when
-                // RUST_LOG hides it (as gunicorn keeps no access log unless asked).
-                .wrap(Condition::new(
-                    access_log,
-                    Logger::new(r#"%a "%r" route=%{route}xo %s %b %Dms cache=%{X-Cache}o"#)
-                        .custom_response_replace("route", |res| {
-                            res.request().match_pattern().unwrap_or_else(|| "-".into())
-                        }),
-                ))
         })
         .on_connect(no_delay)
         .max_connections(request_limits::connections_per_worker(workers))
         .workers(workers)
         .listen(listener)?
         .run();
+        let metrics_server = match metrics_listener {
+            Some(listener) => {
+                let metrics_port = listener.local_addr()?.port();
+                let metrics = web::Data::from(Arc::clone(&resources.metrics));
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(metrics.clone())
+                        .route("/metrics", web::get().to(views::health::metrics_only))
+                        .default_service(web::to(not_found))
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)?
+                .run();
+                Some((server, metrics_port))
+            }
+            None => None,
+        };
         Ok(Application {
             port,
             server,
+            metrics_server,
             cache: Arc::clone(&resources.cache),
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port `/metrics` is served on when `METRICS_BIND_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
     /// Stops the server from another task (SIGTERM does the same for `serve`).
@@ -246,7 +273,15 @@ impl Application {
     /// Serves until stopped; after a graceful stop, withdraws this instance's memory lease so
     /// that writes do not wait for an instance that has left.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics_server.map(|(server, _)| {
+            let handle = server.handle();
+            tokio::spawn(server);
+            handle
+        });
         let served = self.server.await;
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
         let cache = self.cache;
         match db::blocking(move || Ok::<_, AppError>(cache.withdraw_lease())).await {
             Ok(Ok(())) => log::info!("stopped; cache lease withdrawn"),
@@ -279,15 +314,24 @@ async fn observe(
     let debug = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|state| state.debug);
+    let request_id = request_id::of(req.headers());
     let timings: SharedTimings = Arc::new(Mutex::new(RequestTimings {
         debug,
+        request_id: Some(Arc::clone(&request_id)),
         ..RequestTimings::default()
     }));
     let metrics = req.app_data::<web::Data<Metrics>>().cloned();
     let method = metrics::method_label(req.method());
+    let access = log::log_enabled!(target: logging::ACCESS, log::Level::Info).then(|| {
+        let peer = req.peer_addr().map(|a| a.ip().to_string());
+        (peer.unwrap_or_else(|| "-".into()), req.path().to_owned())
+    });
     let mut res = metrics::REQUEST_TIMINGS
         .scope(Arc::clone(&timings), next.call(req))
         .await?;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(request_id::X_REQUEST_ID, value);
+    }
     if let Ok(timings) = timings.lock() {
         // A hit names its tier, so the developer tools tell memory from Redis at a glance.
         let tier = res
@@ -309,6 +353,24 @@ async fn observe(
             .http_request_duration
             .with_label_values(&[&route, method, res.status().as_str()])
             .observe(started.elapsed().as_secs_f64());
+    }
+    if let Some((peer, path)) = access {
+        let status = res.status().as_u16();
+        let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let cache = res
+            .headers()
+            .get(&views::X_CACHE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        // Written inside the request's scope, so the line names its id like any other.
+        metrics::REQUEST_TIMINGS.sync_scope(timings, || {
+            log::info!(
+                target: logging::ACCESS,
+                method = method, path = path.as_str(), status = status,
+                duration_ms = duration_ms, cache = cache;
+                "{peer} \"{method} {path}\" {status} {duration_ms:.2}ms cache={cache}"
+            )
+        });
     }
     Ok(res)
 }

@@ -98,9 +98,21 @@ pub async fn readyz(
     }
 }
 
-/// Prometheus text exposition.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// Prometheus text exposition, on `BIND_ADDR` unless `METRICS_BIND_ADDR` is set.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    if state.metrics_elsewhere {
+        return Err(AppError::NotFound);
+    }
+    Ok(exposition(&state.metrics))
+}
+
+/// Prometheus text exposition on the `METRICS_BIND_ADDR` listener.
+pub async fn metrics_only(metrics: web::Data<crate::metrics::Metrics>) -> HttpResponse {
+    exposition(&metrics)
+}
+
+fn exposition(metrics: &crate::metrics::Metrics) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(metrics.render())
 }

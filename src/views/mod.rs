@@ -83,6 +83,8 @@ pub struct AppState {
     pub chart: age_chart::RenderedChart,
     /// Whose `X-Forwarded-For` to believe (`TRUSTED_PROXIES`).
     pub trusted_proxies: crate::config::TrustedProxies,
+    /// `METRICS_BIND_ADDR` is set: `/metrics` is served there, and is a 404 here.
+    pub metrics_elsewhere: bool,
 }
 
 /// A route for `GET` and `HEAD` alike. actix-web's `web::get()` answers `HEAD` with 404, and

@@ -150,6 +150,8 @@ pub fn test_settings(
         session_max: Duration::from_secs(1_209_600),
         static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
         trusted_proxies: Default::default(),
+        log_format: Default::default(),
+        metrics_bind_addr: None,
     }
 }
 

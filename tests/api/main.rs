@@ -25,6 +25,7 @@ mod list_cache;
 mod load_balancer;
 mod migrations;
 mod observability;
+mod operations;
 mod public_pages;
 mod redis_cluster;
 mod resilience;

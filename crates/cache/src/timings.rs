@@ -27,6 +27,9 @@ pub struct Call {
 pub struct RequestTimings {
     /// Whether this request's HTML pages show the debug panel (`DEBUG=1`).
     pub debug: bool,
+    /// The request's `X-Request-Id`, for every log line written while serving it, on the
+    /// request's task or on a blocking thread it uses.
+    pub request_id: Option<Arc<str>>,
     pub db: Vec<Call>,
     pub cache: Vec<Call>,
 }
@@ -85,6 +88,20 @@ thread_local! {
 /// The timings of the request being served by the current task, if any.
 pub fn current_request_timings() -> Option<SharedTimings> {
     REQUEST_TIMINGS.try_with(Arc::clone).ok()
+}
+
+/// The id of the request being served by this task, or by the request whose blocking work runs
+/// on this thread. Never waits: a record locked at that moment (by this thread, pushing a
+/// call) is taken for none.
+pub fn current_request_id() -> Option<Arc<str>> {
+    let of = |timings: &SharedTimings| timings.try_lock().ok()?.request_id.clone();
+    if let Ok(id) = REQUEST_TIMINGS.try_with(of) {
+        return id;
+    }
+    INSTALLED
+        .try_with(|slot| slot.try_borrow().ok()?.as_ref().and_then(of))
+        .ok()
+        .flatten()
 }
 
 /// Runs `f` on this thread with `timings` as the place where queries and cache calls are recorded.
@@ -149,6 +166,7 @@ mod tests {
     fn server_timing_sums_durations_and_counts_calls() {
         let timings = RequestTimings {
             debug: false,
+            request_id: None,
             db: vec![Call {
                 what: "SELECT 1".into(),
                 duration: Duration::from_micros(410),
@@ -180,6 +198,18 @@ mod tests {
             RequestTimings::default().server_timing(Some("memory")),
             r#"db;dur=0.00;desc="0 queries", cache;dur=0.00;desc="0 calls", cache-tier;desc="memory""#
         );
+    }
+
+    #[test]
+    fn the_request_id_is_found_on_a_blocking_thread_of_the_request_and_nowhere_else() {
+        let shared: SharedTimings = Arc::new(Mutex::new(RequestTimings {
+            request_id: Some("req-1".into()),
+            ..RequestTimings::default()
+        }));
+        assert_eq!(current_request_id(), None);
+        let seen = with_installed_timings(Some(shared), current_request_id);
+        assert_eq!(seen.as_deref(), Some("req-1"));
+        assert_eq!(current_request_id(), None);
     }
 
     #[test]
