@@ -22,6 +22,31 @@ fn main() {
         digest.write(&std::fs::read(file).unwrap_or_default());
     }
     println!("cargo:rustc-env=PAGES_DIGEST={:016x}", digest.finish());
+    embed_static();
+}
+
+/// `OUT_DIR/static_files.rs`: every file under static/ as `(path, bytes, etag)`, so the binary
+/// serves its stylesheet from any directory (`views::assets`).
+fn embed_static() {
+    let mut files = Vec::new();
+    collect(Path::new("static"), &mut files);
+    files.sort();
+    let root = std::env::current_dir().unwrap_or_default();
+    let mut out = String::from("pub const FILES: &[(&str, &[u8], &str)] = &[\n");
+    for file in &files {
+        let relative = file.strip_prefix("static").unwrap_or(file);
+        let name = relative.to_string_lossy().replace('\\', "/");
+        let mut digest = Fnv(0xcbf2_9ce4_8422_2325);
+        digest.write(&std::fs::read(file).unwrap_or_default());
+        out.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?}), \"\\\"{:016x}\\\"\"),\n",
+            root.join(file).display().to_string(),
+            digest.finish()
+        ));
+    }
+    out.push_str("];\n");
+    let out_dir = std::env::var("OUT_DIR").unwrap_or_default();
+    let _ = std::fs::write(Path::new(&out_dir).join("static_files.rs"), out);
 }
 
 fn collect(dir: &Path, files: &mut Vec<std::path::PathBuf>) {

@@ -39,8 +39,9 @@ pub struct Settings {
     pub session_idle: Duration,
     /// ... and this long after sign-in, however active (`SESSION_MAX_SECS`).
     pub session_max: Duration,
-    /// Where `/static/` is served from (`STATIC_DIR`): an existing directory.
-    pub static_dir: PathBuf,
+    /// Where `/static/` is served from (`STATIC_DIR`): an existing directory; unset, the copy
+    /// built into the binary.
+    pub static_dir: Option<PathBuf>,
     /// The proxies whose `X-Forwarded-For` is believed (`TRUSTED_PROXIES`).
     pub trusted_proxies: TrustedProxies,
     /// `LOG_FORMAT`: text, or one JSON object a line.
@@ -166,7 +167,10 @@ impl Settings {
                 "SESSION_MAX_SECS",
                 &var("SESSION_MAX_SECS", "1209600"),
             )?,
-            static_dir: parse_static_dir(&var("STATIC_DIR", DEFAULT_STATIC_DIR))?,
+            static_dir: get("STATIC_DIR")
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse_static_dir(&v))
+                .transpose()?,
             trusted_proxies: parse_trusted_proxies(&var("TRUSTED_PROXIES", ""))?,
             log_format: parse_log_format(&var("LOG_FORMAT", "text"))?,
             metrics_bind_addr: get("METRICS_BIND_ADDR")
@@ -365,8 +369,6 @@ fn parse_session_secs(variable: &'static str, value: &str) -> Result<Duration, C
 }
 
 /// The `static/` folder of the source tree, for a binary run where it was built.
-const DEFAULT_STATIC_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/static");
-
 fn parse_static_dir(value: &str) -> Result<PathBuf, ConfigError> {
     let path = PathBuf::from(value);
     if path.is_dir() {

@@ -204,7 +204,12 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(query_error))
                 .app_data(web::PathConfig::default().error_handler(path_error))
                 .configure(views::routes)
-                .service(views::static_files(&static_dir))
+                .configure(|cfg| match &static_dir {
+                    Some(dir) => {
+                        cfg.service(views::static_files(dir));
+                    }
+                    None => views::embedded_static_files(cfg),
+                })
                 .default_service(web::to(not_found))
                 .wrap(
                     SessionMiddleware::builder(sessions.clone(), key.clone())

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod age_chart;
 pub mod api;
+pub mod assets;
 pub mod average;
 pub mod health;
 pub mod http_cache;
@@ -137,7 +138,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// The stylesheet and other assets, from `STATIC_DIR`.
+/// The stylesheet and other assets from the binary (see [`assets`]).
+pub fn embedded_static_files(cfg: &mut web::ServiceConfig) {
+    cfg.route("/static/{path:.*}", get().to(assets::embedded_file));
+}
+
+/// The stylesheet and other assets, from `STATIC_DIR` when it is set.
 pub fn static_files(
     dir: &std::path::Path,
 ) -> actix_web::Scope<

@@ -148,7 +148,7 @@ pub fn test_settings(
         debug: false,
         session_idle: Duration::from_secs(3600),
         session_max: Duration::from_secs(1_209_600),
-        static_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/static").into(),
+        static_dir: None,
         trusted_proxies: Default::default(),
         log_format: Default::default(),
         metrics_bind_addr: None,

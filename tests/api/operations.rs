@@ -28,6 +28,11 @@ impl Drop for Served {
 
 impl Served {
     fn start(dir: &TempDir, redis: &RedisServer) -> Served {
+        Self::start_with(dir, redis, &[])
+    }
+
+    /// Run in `dir`, which holds nothing but its database: no static/ beside it.
+    fn start_with(dir: &TempDir, redis: &RedisServer, env: &[(&str, &str)]) -> Served {
         let (port, metrics_port) = (free_port().expect("port"), free_port().expect("port"));
         let log = dir.path().join("serve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
@@ -43,6 +48,7 @@ impl Served {
             .env("METRICS_BIND_ADDR", format!("127.0.0.1:{metrics_port}"))
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -180,4 +186,46 @@ async fn with_metrics_bind_addr_the_metrics_are_served_only_on_that_listener() {
     );
     let other = get(&format!("{}/students", served.metrics), None).await;
     assert_eq!(other.status(), 404, "nothing else on the metrics listener");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_serves_its_stylesheet_from_an_empty_directory_and_static_dir_overrides_it() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = TempDir::new().expect("dir");
+    let served = Served::start(&dir, &redis);
+    served.wait_until_ready().await;
+    let css = format!("{}/static/css/site.css", served.address);
+    let response = get(&css, None).await;
+    assert_eq!(response.status(), 200);
+    assert!(header(&response, "content-type").starts_with("text/css"));
+    assert_eq!(header(&response, "cache-control"), "public, max-age=3600");
+    let etag = header(&response, "etag");
+    assert!(response.text().await.expect("css").contains(".badge-hit"));
+    let revalidated = reqwest::Client::new()
+        .get(&css)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(revalidated.status(), 304);
+    let missing = get(&format!("{}/static/css/nope.css", served.address), None).await;
+    assert_eq!(missing.status(), 404);
+    drop(served);
+
+    let other = TempDir::new().expect("dir");
+    std::fs::create_dir_all(other.path().join("assets/css")).expect("dir");
+    std::fs::write(
+        other.path().join("assets/css/site.css"),
+        "/* the operator's */",
+    )
+    .expect("css");
+    let assets = other.path().join("assets");
+    let served = Served::start_with(
+        &other,
+        &redis,
+        &[("STATIC_DIR", assets.to_str().expect("path"))],
+    );
+    served.wait_until_ready().await;
+    let css = get(&format!("{}/static/css/site.css", served.address), None).await;
+    assert_eq!(css.text().await.expect("css"), "/* the operator's */");
 }
