@@ -18,6 +18,7 @@ mod cache_writes;
 mod cli;
 mod consistency_monitor;
 mod cross_site;
+mod deploy;
 mod helpers;
 mod hostile_input;
 mod http_caching;
