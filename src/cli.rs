@@ -170,9 +170,30 @@ fn serve(settings: Settings) -> anyhow::Result<()> {
         if let (Some(addr), Some(port)) = (metrics_bind, app.metrics_port()) {
             log::info!("metrics on http://{}:{port}/metrics only", addr.ip());
         }
+        let stopper = app.stopper();
+        actix_web::rt::spawn(async move {
+            stop_signal().await;
+            stopper.stop().await;
+        });
         app.run_until_stopped().await?;
         Ok(())
     })
+}
+
+/// SIGTERM (a supervisor's stop, a rolling restart) or SIGINT (Ctrl-C): both stop gracefully.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        log::error!("cannot listen for SIGTERM and SIGINT; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM received"),
+        _ = int.recv() => log::info!("SIGINT received"),
+    }
 }
 
 const FIRST_NAMES: &[&str] = &[

@@ -48,6 +48,9 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `METRICS_BIND_ADDR`: `/metrics` only there, on a listener of its own, when set.
     pub metrics_bind_addr: Option<SocketAddr>,
+    /// `SHUTDOWN_DRAIN_SECS`: after SIGTERM, how long `/readyz` answers 503 while every page is
+    /// still served, before the listener closes.
+    pub shutdown_drain: Duration,
 }
 
 /// The addresses and CIDR blocks of the proxies in front (`TRUSTED_PROXIES`): only a request
@@ -110,6 +113,7 @@ impl std::fmt::Debug for Settings {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("log_format", &self.log_format)
             .field("metrics_bind_addr", &self.metrics_bind_addr)
+            .field("shutdown_drain", &self.shutdown_drain)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +181,7 @@ impl Settings {
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| parse_addr("METRICS_BIND_ADDR", &v))
                 .transpose()?,
+            shutdown_drain: parse_drain(&var("SHUTDOWN_DRAIN_SECS", "0"))?,
         })
     }
 }
@@ -241,6 +246,20 @@ fn parse_count(
             variable,
             value,
             format!("a whole number of {unit} from 1 to {max}"),
+        )),
+    }
+}
+
+/// Longer than five minutes would outlast any supervisor's stop timeout.
+const MAX_SHUTDOWN_DRAIN_SECS: u64 = 300;
+
+fn parse_drain(value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n <= MAX_SHUTDOWN_DRAIN_SECS => Ok(Duration::from_secs(n)),
+        _ => Err(invalid(
+            "SHUTDOWN_DRAIN_SECS",
+            value,
+            format!("a whole number of seconds from 0 to {MAX_SHUTDOWN_DRAIN_SECS}"),
         )),
     }
 }
@@ -453,6 +472,8 @@ mod tests {
             ("CACHE_KEY_PREFIX", "has space"),
             ("SECRET_KEY", "short"),
             ("LOG_FORMAT", "yaml"),
+            ("SHUTDOWN_DRAIN_SECS", "301"),
+            ("SHUTDOWN_DRAIN_SECS", "-1"),
             ("METRICS_BIND_ADDR", "localhost"),
             ("SECRET_KEY", "0000000000000000000000000000000000000000"),
             ("SECRET_KEY", "abababababababababababababababababababab"),

@@ -1,8 +1,9 @@
 //! Pools, the HTTP server and its middleware: `Application::build` for `main` and the tests.
 
 use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_session::SessionMiddleware;
 use actix_web::body::MessageBody;
@@ -94,6 +95,9 @@ impl Resources {
 pub struct Application {
     port: u16,
     server: Server,
+    /// Shared with `/readyz` (see [`Stopper`]).
+    stopping: Arc<AtomicBool>,
+    shutdown_drain: Duration,
     /// `/metrics` on `METRICS_BIND_ADDR`, when set, and its port.
     metrics_server: Option<(Server, u16)>,
     cache: Arc<Cache>,
@@ -171,6 +175,7 @@ impl Application {
                 max: settings.session_max,
             },
         );
+        let stopping = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
             db: resources.db.clone(),
             cache: Arc::clone(&resources.cache),
@@ -181,6 +186,7 @@ impl Application {
             chart: Default::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
             metrics_elsewhere: metrics_listener.is_some(),
+            stopping: Arc::clone(&stopping),
         });
         if settings.debug {
             log::warn!("DEBUG=1: every HTML page shows its SQL statements and Redis commands");
@@ -231,6 +237,10 @@ impl Application {
                 .wrap(security::headers(cookie_secure))
         })
         .on_connect(no_delay)
+        // SIGTERM is the Stopper's: readiness goes first, then the listener (`cli::serve`).
+        .disable_signals()
+        // In-flight requests get this long to finish once the listener has closed.
+        .shutdown_timeout(SHUTDOWN_TIMEOUT_SECS)
         .max_connections(request_limits::connections_per_worker(workers))
         .workers(workers)
         .listen(listener)?
@@ -256,6 +266,8 @@ impl Application {
         Ok(Application {
             port,
             server,
+            stopping,
+            shutdown_drain: settings.shutdown_drain,
             metrics_server,
             cache: Arc::clone(&resources.cache),
         })
@@ -270,9 +282,18 @@ impl Application {
         self.metrics_server.as_ref().map(|(_, port)| *port)
     }
 
-    /// Stops the server from another task (SIGTERM does the same for `serve`).
+    /// Stops the server from another task at once, with no drain.
     pub fn handle(&self) -> ServerHandle {
         self.server.handle()
+    }
+
+    /// What `serve` calls on SIGTERM: see [`Stopper::stop`].
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            handle: self.server.handle(),
+            stopping: Arc::clone(&self.stopping),
+            drain: self.shutdown_drain,
+        }
     }
 
     /// Serves until stopped; after a graceful stop, withdraws this instance's memory lease so
@@ -294,6 +315,33 @@ impl Application {
             Err(e) => log::warn!("could not withdraw the cache lease, it will lapse: {e}"),
         }
         served
+    }
+}
+
+/// How long requests in flight may take to finish once the listener has closed, in seconds.
+const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+
+/// A graceful stop, in the order a load balancer needs.
+#[derive(Clone)]
+pub struct Stopper {
+    handle: ServerHandle,
+    stopping: Arc<AtomicBool>,
+    drain: Duration,
+}
+
+impl Stopper {
+    /// `/readyz` answers 503 at once while every other page is still served, for
+    /// `SHUTDOWN_DRAIN_SECS`, so that a balancer polling it sends nothing new; then the listener
+    /// closes, the requests in flight finish (for at most [`SHUTDOWN_TIMEOUT_SECS`]), and
+    /// `run_until_stopped` withdraws the memory lease and returns.
+    pub async fn stop(self) {
+        self.stopping.store(true, Ordering::Release);
+        log::info!(
+            "stopping: /readyz answers 503; closing the listener in {:?}",
+            self.drain
+        );
+        tokio::time::sleep(self.drain).await;
+        self.handle.stop(true).await;
     }
 }
 

@@ -35,6 +35,10 @@ struct Readiness {
     /// operator on this host or signed-in staff only: to anyone else it is a map of the inside.
     #[serde(skip_serializing_if = "Option::is_none")]
     redis_master: Option<String>,
+    /// True from the first moment of a graceful stop: the answer is then 503, so that a load
+    /// balancer sends this instance nothing new while it finishes what it has.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stopping: bool,
 }
 
 /// Whether the request comes from this host itself, not through a proxy (a probe, an operator
@@ -90,8 +94,9 @@ pub async fn readyz(
             .cache
             .redis_master()
             .filter(|_| may_see_the_inside(&req, &session)),
+        stopping: state.stopping.load(std::sync::atomic::Ordering::Acquire),
     };
-    if database_ok {
+    if database_ok && !body.stopping {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

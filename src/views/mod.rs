@@ -86,6 +86,8 @@ pub struct AppState {
     pub trusted_proxies: crate::config::TrustedProxies,
     /// `METRICS_BIND_ADDR` is set: `/metrics` is served there, and is a 404 here.
     pub metrics_elsewhere: bool,
+    /// Set when a graceful stop begins: `/readyz` answers 503 from then on.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A route for `GET` and `HEAD` alike. actix-web's `web::get()` answers `HEAD` with 404, and

@@ -152,6 +152,7 @@ pub fn test_settings(
         trusted_proxies: Default::default(),
         log_format: Default::default(),
         metrics_bind_addr: None,
+        shutdown_drain: Duration::ZERO,
     }
 }
 

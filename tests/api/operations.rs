@@ -229,3 +229,71 @@ async fn the_binary_serves_its_stylesheet_from_an_empty_directory_and_static_dir
     let css = get(&format!("{}/static/css/site.css", served.address), None).await;
     assert_eq!(css.text().await.expect("css"), "/* the operator's */");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_turns_readyz_to_503_while_pages_still_answer_then_stops_with_the_lease_withdrawn()
+{
+    let dir = TempDir::new().expect("dir");
+    let redis = RedisServer::start().expect("redis-server");
+    let mut served = Served::start_with(&dir, &redis, &[("SHUTDOWN_DRAIN_SECS", "2")]);
+    served.wait_until_ready().await;
+    let holders = || -> i64 {
+        redis::cmd("ZCOUNT")
+            .arg(format!("{{{PREFIX}}}:instances"))
+            .arg("-inf")
+            .arg("(+inf")
+            .query(&mut redis.connection().expect("redis"))
+            .expect("ZCOUNT")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while holders() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the instance never took its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = get(&format!("{}/readyz", served.address), None).await;
+    assert_eq!(ready.status(), 200);
+
+    let stopped_at = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // From the first moment: not ready, yet still serving.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let draining = loop {
+        let ready = get(&format!("{}/readyz", served.address), None).await;
+        if ready.status() == 503 || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(draining.status(), 503);
+    let body: serde_json::Value = draining.json().await.expect("json");
+    assert_eq!(body["stopping"], true, "{body}");
+    let page = get(&format!("{}/students", served.address), None).await;
+    assert_eq!(page.status(), 200, "pages are served while draining");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(2),
+        "still within the drain"
+    );
+
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = served.child.wait().expect("wait");
+        (status, served)
+    })
+    .await
+    .expect("join");
+    assert!(exit.0.success(), "exit status {:?}", exit.0);
+    assert!(
+        stopped_at.elapsed() >= Duration::from_secs(2),
+        "the drain was waited out"
+    );
+    assert_eq!(holders(), 0, "the memory lease was withdrawn");
+    assert!(reqwest::get(format!("{}/healthz", exit.1.address))
+        .await
+        .is_err());
+}
