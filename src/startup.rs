@@ -184,6 +184,7 @@ impl Application {
             page_index: Arc::default(),
             history,
             chart: Default::default(),
+            rendered: Default::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
             metrics_elsewhere: metrics_listener.is_some(),
             stopping: Arc::clone(&stopping),

@@ -66,6 +66,11 @@ impl HttpCaching {
         }
     }
 
+    /// The validator, for a public page of a value at a known generation.
+    pub fn etag(&self) -> Option<&HeaderValue> {
+        self.etag.as_ref()
+    }
+
     /// Whether the request's `If-None-Match` names this page's validator (or is `*`): the
     /// client's copy shows what this answer would.
     pub fn is_fresh(&self, req: &HttpRequest) -> bool {

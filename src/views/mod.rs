@@ -8,6 +8,7 @@ pub mod average;
 pub mod health;
 pub mod http_cache;
 pub mod minute_chart;
+pub mod rendered;
 pub mod students;
 
 use std::sync::Arc;
@@ -46,7 +47,7 @@ pub fn cache_headers<V>(lookup: &Lookup<V>) -> impl Iterator<Item = (HeaderName,
 pub fn cached_html<V>(
     lookup: &Lookup<V>,
     caching: &HttpCaching,
-    body: String,
+    body: impl actix_web::body::MessageBody + 'static,
 ) -> actix_web::HttpResponse {
     let mut response = actix_web::HttpResponse::Ok();
     response.insert_header((
@@ -82,6 +83,8 @@ pub struct AppState {
     pub history: Arc<crate::cache::history::History>,
     /// The average page's chart, rendered once per distribution.
     pub chart: age_chart::RenderedChart,
+    /// The list pages as last rendered for visitors (see [`rendered`]).
+    pub rendered: rendered::RenderedPages,
     /// Whose `X-Forwarded-For` to believe (`TRUSTED_PROXIES`).
     pub trusted_proxies: crate::config::TrustedProxies,
     /// `METRICS_BIND_ADDR` is set: `/metrics` is served there, and is a 404 here.

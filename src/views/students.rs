@@ -52,6 +52,10 @@ pub async fn list(
     if caching.is_fresh(&req) {
         return Ok(super::not_modified(&lookup, &caching));
     }
+    // A visitor's page is named exactly by its validator (see `rendered`).
+    if let Some(body) = caching.etag().and_then(|etag| state.rendered.get(etag)) {
+        return Ok(super::cached_html(&lookup, &caching, body));
+    }
     nav.cache_outcome = Some(lookup.outcome.label());
     let body = StudentListPage {
         nav,
@@ -60,5 +64,9 @@ pub async fn list(
     }
     .render()
     .map_err(AppError::unexpected)?;
+    let body = web::Bytes::from(body);
+    if let Some(etag) = caching.etag() {
+        state.rendered.keep(etag.clone(), body.clone());
+    }
     Ok(super::cached_html(&lookup, &caching, body))
 }
