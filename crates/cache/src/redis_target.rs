@@ -25,7 +25,10 @@
 //! shared: a pooled connection is to one node; `MOVED` (the slot is served elsewhere now: a
 //! failover, or a finished migration) and `CLUSTERDOWN` (a node cut off from the majority) are
 //! failover signs like `READONLY`; `ASK` (a slot being migrated, whose key has already left)
-//! is followed for that one command, with `ASKING`, to the node it names.
+//! is followed for that one command, with `ASKING`, to the node it names. A script sent there
+//! by `EVALSHA` gets `NOSCRIPT` if that node never ran it (the crate reloads it on the source
+//! node, not on the target): that call fails and the request is served from the database,
+//! for as long as a migration splits the keys.
 //!
 //! # How the master is found and followed
 //!
