@@ -224,8 +224,7 @@ async fn the_apps_slot_migrated_to_another_master_under_reads_and_writes_is_foll
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pooled_connection_follows_ask_for_a_key_that_left_and_moved_to_the_new_master_of_the_slot(
-) {
+async fn a_pooled_connection_follows_ask_for_a_key_that_left_and_a_script_too_then_moved() {
     let cluster = start_cluster().await;
     let key = format!("{{{PREFIX}}}:moving");
     let timeouts = RedisTimeouts::from_setting(Duration::from_secs(1));
@@ -233,11 +232,18 @@ async fn a_pooled_connection_follows_ask_for_a_key_that_left_and_moved_to_the_ne
         RedisTarget::open(&cluster.url(), &key, timeouts.connect, timeouts.command).expect("url"),
     );
     let pool = build_checked_redis_pool(Arc::clone(&target), timeouts, 2, None);
+    // A script, as the cache's are: known to the target, run by EVALSHA.
+    let body = "return redis.call('GET', KEYS[1])";
+    let script = redis::Script::new(body);
+    target.know_scripts([(script.get_hash(), body)]);
     tokio::task::spawn_blocking(move || {
         let get = |pool: &RedisPool| -> redis::RedisResult<Option<String>> {
             redis::cmd("GET")
                 .arg(&key)
                 .query(&mut *pool.get().expect("checkout"))
+        };
+        let run = |pool: &RedisPool| -> redis::RedisResult<Option<String>> {
+            script.key(&key).invoke(&mut *pool.get().expect("checkout"))
         };
         let mut conn = pool.get().expect("checkout");
         let _: () = redis::cmd("SET")
@@ -251,8 +257,10 @@ async fn a_pooled_connection_follows_ask_for_a_key_that_left_and_moved_to_the_ne
         assert_eq!(target.master(), Some(from.address()));
         let to = cluster.begin_migration(slot).expect("migration begins");
         cluster.move_key(&from, &to, &key).expect("MIGRATE");
-        // The key has left; the slot is still the old master's: ASK, followed.
+        // The key has left; the slot is still the old master's: ASK, followed, and the script
+        // loaded on the node it names, which has never run it.
         assert_eq!(get(&pool).expect("GET through ASK"), Some("v".into()));
+        assert_eq!(run(&pool).expect("EVALSHA through ASK"), Some("v".into()));
         assert_eq!(
             target.master(),
             Some(from.address()),

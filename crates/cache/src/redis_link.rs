@@ -26,6 +26,8 @@ pub struct RedisLink {
 
 impl RedisLink {
     pub fn new(pool: RedisPool, target: Arc<RedisTarget>, keys: Keys, owner: Owner) -> Self {
+        let bodies = Scripts::bodies();
+        target.know_scripts(bodies.iter().map(|(sha, body)| (sha.as_str(), *body)));
         RedisLink {
             pool,
             target,

@@ -26,9 +26,9 @@
 //! failover, or a finished migration) and `CLUSTERDOWN` (a node cut off from the majority) are
 //! failover signs like `READONLY`; `ASK` (a slot being migrated, whose key has already left)
 //! is followed for that one command, with `ASKING`, to the node it names. A script sent there
-//! by `EVALSHA` gets `NOSCRIPT` if that node never ran it (the crate reloads it on the source
-//! node, not on the target): that call fails and the request is served from the database,
-//! for as long as a migration splits the keys.
+//! by `EVALSHA` meets `NOSCRIPT` if that node never ran it, and the crate would reload it on the
+//! source node, not on the target: so the scripts are registered here ([`RedisTarget::know_scripts`])
+//! and loaded on the target before the command is sent again.
 //!
 //! # How the master is found and followed
 //!
@@ -47,6 +47,7 @@
 //! its own, possibly older, data) and so would never fail by itself. Freshness across the failover is not this module's concern: the replica may have
 //! missed writes, and the cache's generation checks decide what may be served.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -87,6 +88,8 @@ pub struct RedisTarget {
     /// How many times the master changed: a connection opened under an older count is retired.
     /// Written under the `master` lock; read without it on every command.
     master_changes: AtomicU64,
+    /// The scripts' bodies by SHA-1, to load on a node met through `ASK` (see the module doc).
+    scripts: Mutex<HashMap<String, String>>,
 }
 
 impl RedisTarget {
@@ -138,6 +141,7 @@ impl RedisTarget {
             command_timeout,
             master: Mutex::new(master),
             master_changes: AtomicU64::new(0),
+            scripts: Mutex::default(),
         })
     }
 
@@ -288,7 +292,45 @@ impl RedisTarget {
             })?;
         let mut conn = self.open_with_timeouts(&url.node_client(host, port)?)?;
         redis::cmd("ASKING").query::<()>(&mut conn)?;
+        let reply = conn.req_packed_command(cmd)?;
+        let body = match &reply {
+            redis::Value::ServerError(e) if e.code() == "NOSCRIPT" => self.script_of(cmd),
+            _ => None,
+        };
+        let Some(body) = body else {
+            return Ok(reply);
+        };
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(body)
+            .query::<String>(&mut conn)?;
+        redis::cmd("ASKING").query::<()>(&mut conn)?;
         conn.req_packed_command(cmd)
+    }
+
+    /// Registers scripts that may be sent by `EVALSHA` (`sha1`, body).
+    pub fn know_scripts<'a>(&self, scripts: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        let mut known = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        for (sha, body) in scripts {
+            known.insert(sha.to_owned(), body.to_owned());
+        }
+    }
+
+    /// The body of the script an `EVALSHA` command names, if it is a known one.
+    fn script_of(&self, cmd: &[u8]) -> Option<String> {
+        let redis::Value::Array(args) = redis::parse_redis_value(cmd).ok()? else {
+            return None;
+        };
+        let word = |i: usize| match args.get(i) {
+            Some(redis::Value::BulkString(b)) => std::str::from_utf8(b).ok().map(str::to_owned),
+            _ => None,
+        };
+        if !word(0)?.eq_ignore_ascii_case("EVALSHA") {
+            return None;
+        }
+        let sha = word(1)?;
+        let known = self.scripts.lock().unwrap_or_else(PoisonError::into_inner);
+        known.get(&sha).cloned()
     }
 
     /// Connects to the master named, if it says it is one, and remembers it.
