@@ -208,21 +208,8 @@ pub async fn spawn_app_with(mut options: AppOptions) -> TestApp {
         Some(_) => 1,
         None => 0,
     };
-    let lease_key = format!("{{{prefix}}}:instances");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let expect_lease = options.redis_url.is_none() && !options.no_memory_lease;
-    let holders = || -> i64 {
-        // The holders, without the table's marker (scored +inf).
-        redis::cmd("ZCOUNT")
-            .arg(&lease_key)
-            .arg("-inf")
-            .arg("(+inf")
-            .query(&mut redis.connection().expect("redis answers"))
-            .expect("ZCOUNT")
-    };
-    while expect_lease && holders() <= instances_before {
-        assert!(Instant::now() < deadline, "the app never took its lease");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if options.redis_url.is_none() && !options.no_memory_lease {
+        wait_for_lease(&[&redis], &prefix, instances_before).await;
     }
     let client = reqwest::Client::builder()
         .redirect(Policy::none())
@@ -240,6 +227,27 @@ pub async fn spawn_app_with(mut options: AppOptions) -> TestApp {
         prefix,
         secret_key,
         _dir: dir,
+    }
+}
+
+/// How many instances hold a memory lease in `server` under `prefix` (the lease table's
+/// marker, scored +inf, is not one).
+pub fn lease_holders(server: &RedisServer, prefix: &str) -> i64 {
+    redis::cmd("ZCOUNT")
+        .arg(format!("{{{prefix}}}:instances"))
+        .arg("-inf")
+        .arg("(+inf")
+        .query(&mut server.connection().expect("redis answers"))
+        .expect("ZCOUNT")
+}
+
+/// Waits (10 s at most) until more than `before` instances hold a lease on one of `servers`:
+/// an app is ready when it serves repeated reads from memory.
+pub async fn wait_for_lease(servers: &[&RedisServer], prefix: &str, before: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while servers.iter().all(|s| lease_holders(s, prefix) <= before) {
+        assert!(Instant::now() < deadline, "the app never took its lease");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::helpers::{free_port, header, RedisServer};
+use crate::helpers::{free_port, header, lease_holders, wait_for_lease, RedisServer};
 
 const PREFIX: &str = "ops";
 
@@ -237,22 +237,7 @@ async fn sigterm_turns_readyz_to_503_while_pages_still_answer_then_stops_with_th
     let redis = RedisServer::start().expect("redis-server");
     let mut served = Served::start_with(&dir, &redis, &[("SHUTDOWN_DRAIN_SECS", "2")]);
     served.wait_until_ready().await;
-    let holders = || -> i64 {
-        redis::cmd("ZCOUNT")
-            .arg(format!("{{{PREFIX}}}:instances"))
-            .arg("-inf")
-            .arg("(+inf")
-            .query(&mut redis.connection().expect("redis"))
-            .expect("ZCOUNT")
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while holders() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the instance never took its lease"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_lease(&[&redis], PREFIX, 0).await;
     let ready = get(&format!("{}/readyz", served.address), None).await;
     assert_eq!(ready.status(), 200);
 
@@ -292,7 +277,11 @@ async fn sigterm_turns_readyz_to_503_while_pages_still_answer_then_stops_with_th
         stopped_at.elapsed() >= Duration::from_secs(2),
         "the drain was waited out"
     );
-    assert_eq!(holders(), 0, "the memory lease was withdrawn");
+    assert_eq!(
+        lease_holders(&redis, PREFIX),
+        0,
+        "the memory lease was withdrawn"
+    );
     assert!(reqwest::get(format!("{}/healthz", exit.1.address))
         .await
         .is_err());

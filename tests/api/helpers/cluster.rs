@@ -2,7 +2,6 @@
 //! applications that find the cache's slot in it through `redis+cluster://`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cachewithredis::db;
 use cachewithredis::startup::Application;
@@ -10,7 +9,7 @@ use reqwest::redirect::Policy;
 use tempfile::TempDir;
 pub use testkit::RedisCluster;
 
-use super::{test_settings, FaultProxy, TestApp, TestDatabase};
+use super::{test_settings, wait_for_lease, FaultProxy, TestApp, TestDatabase};
 
 pub const PREFIX: &str = "test";
 
@@ -51,21 +50,7 @@ pub async fn spawn_app_on_cluster(
         .master_of(app_slot(cluster))
         .expect("the slot has a master")
         .clone();
-    let lease_key = format!("{{{PREFIX}}}:instances");
-    let holders_before = i64::from(first.is_some());
-    let holders = || -> i64 {
-        redis::cmd("ZCOUNT")
-            .arg(&lease_key)
-            .arg("-inf")
-            .arg("(+inf")
-            .query(&mut master.connection().expect("redis answers"))
-            .expect("ZCOUNT")
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while holders() <= holders_before {
-        assert!(Instant::now() < deadline, "the app never took its lease");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_lease(&[&master], PREFIX, i64::from(first.is_some())).await;
     TestApp {
         address,
         db,

@@ -9,7 +9,7 @@ use cachewithredis::startup::Application;
 use reqwest::redirect::Policy;
 use tempfile::TempDir;
 
-use super::{test_settings, FaultProxy, RedisServer, TestApp, TestDatabase};
+use super::{test_settings, wait_for_lease, FaultProxy, RedisServer, TestApp, TestDatabase};
 
 pub const SERVICE: &str = "cache";
 /// How long a sentinel waits without a reply before it calls the master down.
@@ -227,23 +227,9 @@ pub async fn spawn_instance_through(
     let address = format!("http://127.0.0.1:{}", app.port());
     let server = app.handle();
     tokio::spawn(app.run_until_stopped());
-    let lease_key = format!("{{{prefix}}}:instances");
-    let deadline = Instant::now() + Duration::from_secs(10);
     // On the master, or on the replica: a replica of it, or the master after a split brain.
-    // The holders, without the table's marker (scored +inf).
-    let holders = |server: &RedisServer| -> i64 {
-        redis::cmd("ZCOUNT")
-            .arg(&lease_key)
-            .arg("-inf")
-            .arg("(+inf")
-            .query(&mut server.connection().expect("redis answers"))
-            .expect("ZCOUNT")
-    };
-    let before = i64::from(first.is_some());
-    while holders(&cluster.master) <= before && holders(&cluster.replica) <= before {
-        assert!(Instant::now() < deadline, "the app never took its lease");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let servers: [&RedisServer; 2] = [&cluster.master, &cluster.replica];
+    wait_for_lease(&servers, &prefix, i64::from(first.is_some())).await;
     TestApp {
         address,
         db,
