@@ -131,23 +131,40 @@ pub fn build_pool_of(url: &DatabaseUrl, max_size: u32) -> anyhow::Result<DbPool>
 
 /// Applies the migrations of the connection's backend that have not run yet, the cache's and the
 /// application's in the order of their versions.
+///
+/// Several instances start at once (a rolling deploy, `compose up`, systemd's `ExecStartPre` on
+/// every host): each would find the same migrations pending, and all but the first would fail
+/// on a table that now exists. So the whole run is one transaction that first takes a lock:
+/// on PostgreSQL a transaction-scoped advisory lock (DDL is transactional there, and the waiter
+/// reads the winner's history once the lock is released), on SQLite an immediate transaction
+/// (the database's write lock, which `busy_timeout` waits for). Each migration keeps its own
+/// savepoint, and a failure leaves no half-applied history.
 pub fn run_migrations(conn: &mut DbConn) -> anyhow::Result<()> {
     let applied = match conn {
-        DbConn::Pg(conn) => conn
-            .run_pending_migrations(with_application(
+        DbConn::Pg(conn) => conn.transaction(|conn| {
+            conn.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))?;
+            conn.run_pending_migrations(with_application(
                 cache::migrations::POSTGRES,
                 POSTGRES_MIGRATIONS,
             ))
-            .map(drop),
-        DbConn::Sqlite(conn) => conn
-            .run_pending_migrations(with_application(
+            .map(drop)
+        }),
+        DbConn::Sqlite(conn) => conn.immediate_transaction(|conn| {
+            conn.run_pending_migrations(with_application(
                 cache::migrations::SQLITE,
                 SQLITE_MIGRATIONS,
             ))
-            .map(drop),
+            .map(drop)
+        }),
     };
-    applied.map_err(|e| anyhow::anyhow!("running migrations: {e}"))
+    applied.map_err(|e: Box<dyn std::error::Error + Send + Sync>| {
+        anyhow::anyhow!("running migrations: {e}")
+    })
 }
+
+/// The advisory lock key migrations hold on PostgreSQL: "cwr-migr" in ASCII, so that it does not
+/// collide by accident with another application's key in a shared database.
+const MIGRATION_LOCK: i64 = 0x6377_722d_6d69_6772;
 
 /// Runs blocking work (Diesel, the Redis pool, Argon2) on actix's blocking thread pool, carrying
 /// the current request's timings along so the work shows in `Server-Timing`.

@@ -75,3 +75,49 @@ async fn a_new_database_gets_the_cache_tables_and_the_triggers_that_feed_them() 
         .unwrap();
     assert!(mark(&mut conn) > before);
 }
+
+/// Six instances started at once on a new database, each applying migrations as `serve` does:
+/// every one of them must start (without the lock, all but one fail on a table that exists).
+fn six_instances_migrate_at_once(url: &cachewithredis::config::DatabaseUrl) {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let instances: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, start) = (url.clone(), start.clone());
+            std::thread::spawn(move || {
+                let pool = db::build_pool_of(&url, 1).expect("pool");
+                let mut conn = pool.get().expect("connection");
+                start.wait();
+                db::run_migrations(&mut conn).map_err(|e| format!("{e:#}"))
+            })
+        })
+        .collect();
+    for instance in instances {
+        instance
+            .join()
+            .expect("no panic")
+            .expect("every instance migrates");
+    }
+    let pool = db::build_pool_of(url, 1).expect("pool");
+    let mut conn = pool.get().expect("connection");
+    let students: i64 = cachewithredis::schema::students::table
+        .count()
+        .get_result(&mut *conn)
+        .expect("the students table is there");
+    assert_eq!(students, 0);
+}
+
+#[test]
+fn instances_starting_at_once_on_a_new_postgres_database_all_migrate() {
+    let database = testkit::PgDatabase::create(&testkit::postgres::admin_url(), "cwr_migr")
+        .expect("a database");
+    six_instances_migrate_at_once(&cachewithredis::config::DatabaseUrl::Postgres(
+        database.url.clone(),
+    ));
+}
+
+#[test]
+fn instances_starting_at_once_on_a_new_sqlite_file_all_migrate() {
+    let dir = tempfile::TempDir::new().expect("dir");
+    let file = dir.path().join("new.sqlite3").display().to_string();
+    six_instances_migrate_at_once(&cachewithredis::config::DatabaseUrl::Sqlite(file));
+}
