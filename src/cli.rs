@@ -44,6 +44,8 @@ pub enum Command {
     CreateStaff { username: String },
     /// Invalidate every cached value (the average, the pages of the list).
     CacheClear,
+    /// Exit 0 when the instance on BIND_ADDR answers /healthz (for a container's HEALTHCHECK).
+    Healthcheck,
     /// Manage staff accounts, as Django's admin and `manage.py changepassword` do.
     Staff {
         #[command(subcommand)]
@@ -103,6 +105,11 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Staff { action } => manage_staff(&settings, action),
+        Command::Healthcheck => {
+            let addr = crate::healthcheck::probe_address(settings.bind_addr);
+            // Exit 1, not the 2 of a usage error: container runtimes reserve 2.
+            crate::healthcheck::check(addr).map_err(|why| anyhow::anyhow!(why))
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod forms;
 pub mod hashing;
+pub mod healthcheck;
 pub mod logging;
 pub mod metrics;
 pub mod models;

@@ -17,6 +17,7 @@ mod cache_tiers;
 mod cache_writes;
 mod cli;
 mod consistency_monitor;
+mod container;
 mod cross_site;
 mod deploy;
 mod helpers;

@@ -286,3 +286,44 @@ async fn sigterm_turns_readyz_to_503_while_pages_still_answer_then_stops_with_th
         .await
         .is_err());
 }
+
+/// `cachewithredis healthcheck` with the environment a container gives it: only `BIND_ADDR`.
+fn healthcheck(bind_addr: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
+        .arg("healthcheck")
+        .env_clear()
+        .env("BIND_ADDR", bind_addr)
+        .output()
+        .expect("the binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_healthcheck_command_passes_on_a_serving_instance_and_fails_with_status_1_otherwise() {
+    let redis = RedisServer::start().expect("redis-server");
+    let dir = TempDir::new().expect("dir");
+    let served = Served::start(&dir, &redis);
+    served.wait_until_ready().await;
+    let port = served.address.rsplit(':').next().expect("port").to_owned();
+    // The container binds 0.0.0.0: the probe goes to loopback.
+    let passed = healthcheck(&format!("0.0.0.0:{port}"));
+    assert!(
+        passed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+
+    // Something answers on the port, but not 200 to /healthz: the metrics listener 404s it.
+    let metrics_port = served.metrics.rsplit(':').next().expect("port").to_owned();
+    let not_ok = healthcheck(&format!("127.0.0.1:{metrics_port}"));
+    assert_eq!(
+        not_ok.status.code(),
+        Some(1),
+        "2 is reserved by container runtimes"
+    );
+    assert!(String::from_utf8_lossy(&not_ok.stderr).contains("404"));
+    drop(served);
+
+    let nobody = healthcheck(&format!("127.0.0.1:{port}"));
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("cannot connect"));
+}
