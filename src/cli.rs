@@ -6,7 +6,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 use diesel::Connection;
 
@@ -316,7 +316,7 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
     let mut conn = resources.db.get()?;
     let mut rng = match seed {
         Some(seed) => StdRng::seed_from_u64(seed),
-        None => StdRng::from_os_rng(),
+        None => StdRng::from_rng(&mut rand::rng()),
     };
     let progress = ProgressBar::new(count).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} students ({per_sec}, {eta} left)")

@@ -3,7 +3,7 @@
 
 use actix_session::Session;
 use base64::Engine;
-use rand::RngCore;
+use rand::Rng;
 use subtle::ConstantTimeEq;
 
 use crate::error::AppError;

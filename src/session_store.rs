@@ -21,7 +21,7 @@ use actix_session::storage::{LoadError, SaveError, SessionKey, SessionStore, Upd
 use actix_web::cookie::time::Duration as CookieDuration;
 use base64::Engine;
 use diesel::prelude::*;
-use rand::RngCore;
+use rand::Rng;
 
 use crate::db::{self, DbConn, DbPool};
 use crate::error::AppError;

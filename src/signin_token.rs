@@ -12,7 +12,7 @@
 use actix_web::cookie::{Cookie, CookieJar, Key, SameSite};
 use actix_web::HttpRequest;
 use base64::Engine;
-use rand::RngCore;
+use rand::Rng;
 
 use crate::error::AppError;
 

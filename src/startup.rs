@@ -49,6 +49,10 @@ impl Resources {
     /// failed call.
     pub fn open(settings: &Settings) -> anyhow::Result<Resources> {
         // redis' rustls support needs a process-wide crypto provider for rediss:// URLs.
+        // rustls 0.23.48 deprecates ring's provider because it has no post-quantum key
+        // exchange; aws-lc-rs, which has, needs cmake and a C toolchain's worth of build time.
+        // A Redis link inside a private network does not need post-quantum TLS yet.
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let db = db::build_pool(&settings.database_url)?;
         let mut conn = db.get()?;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use cachewithredis::db::DbPool;
 use cachewithredis::schema::students;
 use diesel::prelude::*;
-use rand::Rng;
+use rand::RngExt;
 
 use crate::checker::{History, Read};
 use crate::cluster::Instance;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cachewithredis::db::DbPool;
 use cachewithredis::schema::students;
 use diesel::prelude::*;
-use rand::Rng;
+use rand::RngExt;
 
 use crate::clients;
 use crate::cluster::Instance;

@@ -188,7 +188,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use redis::RedisResult;
 
 use crate::db::DbPool;

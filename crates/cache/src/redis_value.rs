@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::RngExt;
 use redis::RedisResult;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
