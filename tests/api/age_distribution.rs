@@ -21,7 +21,7 @@ fn table_rows(body: &str) -> Vec<(u32, u32)> {
         .collect()
 }
 
-/// The SVG's bars, `(age, count)`, read from each bar's tooltip.
+/// The SVG's bars, `(age, count)`, read from each bar's tooltip ("Age 18: 2 students").
 fn bars(body: &str) -> Vec<(u32, u32)> {
     body.split(r#"<rect class="bar""#)
         .skip(1)
@@ -30,7 +30,7 @@ fn bars(body: &str) -> Vec<(u32, u32)> {
             let (age, rest) = title.split_once(": ").unwrap();
             (
                 age.parse().unwrap(),
-                rest.split_once('<').unwrap().0.parse().unwrap(),
+                rest.split_once(" student").unwrap().0.parse().unwrap(),
             )
         })
         .collect()

@@ -440,3 +440,73 @@ async fn staff_sign_in_with_a_wrong_password_then_change_it_on_the_password_page
     );
     browser.client.clone().close().await.unwrap();
 }
+
+/// What a chart drawn in the browser measures: labels whose boxes overlap (or leave the
+/// drawing), the narrowest bar, and how many bars.
+const CHART_GEOMETRY: &str = r#"
+const svg = document.querySelector('#age-chart svg');
+const frame = svg.getBoundingClientRect();
+const texts = [...svg.querySelectorAll('text')].map(t => [t.textContent, t.getBoundingClientRect()]);
+const problems = [];
+texts.forEach(([name, r], i) => {
+  if (r.left < frame.left - 0.5 || r.right > frame.right + 0.5) problems.push(name + ' leaves the chart');
+  texts.slice(i + 1).forEach(([other, o]) => {
+    if (r.left < o.right && o.left < r.right && r.top < o.bottom && o.top < r.bottom)
+      problems.push(name + ' overlaps ' + other);
+  });
+});
+const widths = [...svg.querySelectorAll('rect.bar')].map(b => b.getBoundingClientRect().width);
+return {problems, narrowest: Math.min(...widths), bars: widths.length,
+        outliers: svg.querySelectorAll('g.outlier').length, labels: texts.length,
+        rows: document.querySelectorAll('#age-table tbody tr').length};
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_age_chart_reads_well_for_any_ages_on_a_desktop_and_on_a_phone() {
+    let bulk: Vec<i32> = (0..120).map(|i| 18 + i % 8).collect();
+    let with = |extra: &[i32]| [bulk.as_slice(), extra].concat();
+    let spread: Vec<i32> = (0..=150).flat_map(|age| [age, age]).collect();
+    // (what, ages, outlier bars, rows in the table)
+    let cases = [
+        ("18-25", bulk.clone(), 0, 8),
+        ("18-25 and one 37", with(&[37]), 1, 9),
+        ("18-25 and one 150", with(&[150]), 1, 9),
+        ("0-150 evenly", spread, 0, 151),
+    ];
+    let desktop = Browser::start(1280, 900).await;
+    let phone = Browser::start(390, 844).await;
+    for (what, ages, outliers, rows) in cases {
+        let app = spawn_app().await;
+        app.insert_students(&ages);
+        for (browser, width) in [(&desktop, "desktop"), (&phone, "phone")] {
+            browser
+                .client
+                .goto(&app.url("/students/average-age"))
+                .await
+                .unwrap();
+            let geometry = browser.script(CHART_GEOMETRY).await;
+            assert_eq!(
+                geometry["problems"],
+                serde_json::json!([]),
+                "{what} on a {width}: {geometry}"
+            );
+            assert!(
+                geometry["narrowest"].as_f64().unwrap() >= 2.0,
+                "{what} on a {width}: {geometry}"
+            );
+            assert_eq!(geometry["outliers"], outliers, "{what}: {geometry}");
+            assert_eq!(geometry["rows"], rows, "{what}: every age in the table");
+            assert!(
+                geometry["labels"].as_u64().unwrap() >= 3,
+                "{what}: {geometry}"
+            );
+            if what.contains("150") || what.contains("0-150") {
+                browser
+                    .screenshot(&format!("chart-{}-{width}", what.replace(' ', "-")))
+                    .await;
+            }
+        }
+    }
+    desktop.client.clone().close().await.unwrap();
+    phone.client.clone().close().await.unwrap();
+}
