@@ -695,10 +695,12 @@ pub async fn read_once(
         serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|json| {
-                Some((
-                    json["student_count"].as_i64()?,
-                    json["average_age"].as_f64(),
-                ))
+                // The API rounds the average as the page does; its exact sum and count give
+                // the average to the checker's precision, so that a one-year change among
+                // thousands of students is still told apart.
+                let count = json["student_count"].as_i64()?;
+                let sum = json["age_sum"].as_u64()?;
+                Some((count, (count > 0).then(|| sum as f64 / count as f64)))
             })
     } else {
         parse_page(&body)

@@ -56,6 +56,20 @@ impl AverageAge {
             ages,
         }
     }
+
+    /// The average as every page and the API show it: to two decimals.
+    pub fn average_text(&self) -> Option<String> {
+        self.average_age.map(|a| format!("{a:.2}"))
+    }
+
+    /// The sum of the ages, exact, from the per-age counts: with the count, the average to
+    /// any precision, for an API client that needs more than two decimals.
+    pub fn age_sum(&self) -> u64 {
+        self.ages
+            .present()
+            .map(|(age, n)| age as u64 * u64::from(n))
+            .sum()
+    }
 }
 
 /// Where each page of the list starts, for one version of the set of ids (see

@@ -11,8 +11,11 @@ use crate::models::cached::AverageAgeQuery;
 
 #[derive(Serialize)]
 struct AverageAgeBody {
+    /// Rounded as the page rounds it (the very digits it prints), so that the two agree.
     average_age: Option<f64>,
     student_count: i64,
+    /// Exact: `age_sum / student_count` is the average to any precision.
+    age_sum: u64,
     cache: &'static str,
     /// `"memory"` or `"redis"` on a hit, `null` otherwise.
     tier: Option<&'static str>,
@@ -35,8 +38,12 @@ pub async fn average_age(
     }
     caching.apply(&mut response);
     Ok(response.json(AverageAgeBody {
-        average_age: lookup.value.average_age,
+        average_age: lookup
+            .value
+            .average_text()
+            .and_then(|text| text.parse().ok()),
         student_count: lookup.value.student_count,
+        age_sum: lookup.value.age_sum(),
         cache: lookup.outcome.label(),
         tier: lookup.tier.map(Tier::label),
     }))

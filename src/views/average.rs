@@ -69,7 +69,7 @@ pub async fn page(
     nav.cache_outcome = Some(lookup.outcome.label());
     let page = AveragePage {
         nav,
-        average_text: lookup.value.average_age.map(|a| format!("{a:.2}")),
+        average_text: lookup.value.average_text(),
         student_count: lookup.value.student_count,
         badge_class,
         badge_icon,

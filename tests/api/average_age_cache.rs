@@ -35,7 +35,7 @@ async fn the_api_answers_json_with_the_same_header() {
     assert_eq!(x_cache, "MISS");
     assert_eq!(
         json,
-        serde_json::json!({"average_age": 18.5, "student_count": 2, "cache": "miss", "tier": null})
+        serde_json::json!({"average_age": 18.5, "student_count": 2, "age_sum": 37, "cache": "miss", "tier": null})
     );
     let (json, x_cache) = app.average().await;
     assert_eq!(x_cache, "HIT");

@@ -56,7 +56,7 @@ async fn the_json_names_the_tier_of_a_hit_and_null_otherwise() {
     let json: serde_json::Value = from_redis.json().await.unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"average_age": 18.5, "student_count": 2, "cache": "hit", "tier": "redis"})
+        serde_json::json!({"average_age": 18.5, "student_count": 2, "age_sum": 37, "cache": "hit", "tier": "redis"})
     );
 
     let from_memory = other.get_from_memory("/api/students/average-age").await;

@@ -12,6 +12,29 @@ async fn an_empty_table_shows_no_students_yet() {
     let (json, _) = app.average().await;
     assert_eq!(json["average_age"], serde_json::Value::Null);
     assert_eq!(json["student_count"], 0);
+    assert_eq!(json["age_sum"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_rounds_the_average_as_the_page_prints_it_and_gives_the_exact_sum() {
+    // 62 / 3 = 20.666…, and 169 / 8 = 21.125 exactly: a tie, which the page's formatting
+    // rounds to even and a naive round(x * 100) / 100 would not.
+    for (ages, shown, sum) in [
+        (vec![20, 21, 21], "20.67", 62),
+        (vec![21, 21, 21, 21, 21, 21, 21, 22], "21.12", 169),
+    ] {
+        let app = spawn_app().await;
+        app.insert_students(&ages);
+        let (_, page) = app.get_text("/students/average-age").await;
+        assert!(
+            page.contains(&format!(r#"id="average-age">{shown}<"#)),
+            "{page}"
+        );
+        let (json, _) = app.average().await;
+        assert_eq!(json["average_age"].to_string(), shown, "{json}");
+        assert_eq!(json["age_sum"], sum);
+        assert_eq!(json["student_count"], ages.len());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
