@@ -32,9 +32,7 @@ impl Browser {
             .expect("chromedriver is installed (scripts/install-deps --test installs it)");
         let profile = TempDir::new().unwrap();
         let mut capabilities = serde_json::Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            serde_json::json!({
+        let mut options = serde_json::json!({
                 "binary": "/usr/bin/chromium",
                 "args": [
                     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -43,8 +41,16 @@ impl Browser {
                     format!("--user-data-dir={}", profile.path().display()),
                     format!("--window-size={width},{height}"),
                 ],
-            }),
-        );
+        });
+        // Headless Chromium's windows are at least 500 px wide: a phone is emulated, which also
+        // makes the browser honour the viewport tag and shrink a page that does not fit (so a
+        // test sees innerWidth grow past the phone's width), as a real phone does.
+        if width < 500 {
+            options["mobileEmulation"] = serde_json::json!({
+                "deviceMetrics": {"width": width, "height": height, "pixelRatio": 2, "touch": true},
+            });
+        }
+        capabilities.insert("goog:chromeOptions".into(), options);
         let webdriver = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = loop {
@@ -291,17 +297,78 @@ async fn a_reload_is_answered_304_until_a_staff_write_elsewhere_changes_the_page
     browser.client.clone().close().await.unwrap();
 }
 
+/// At phone width: how far the page scrolls sideways, and the tap targets (navigation, row
+/// actions, pager, buttons, fields) smaller than 24 px, or a destructive one within 8 px of
+/// another.
+const PHONE_FIT: &str = r#"
+const overflow = document.documentElement.scrollWidth - window.innerWidth;
+const targets = [...document.querySelectorAll(
+  'header a, header button, .actions a, .pager a, main button, main .button, main input:not([type=hidden])')];
+const small = targets.map(t => [t.textContent.trim() || t.name || t.id, t.getBoundingClientRect()])
+  .filter(([, r]) => r.width > 0 && r.height < 24)
+  .map(([name, r]) => name + ' is ' + r.height.toFixed(1) + ' px tall');
+const crowded = [...document.querySelectorAll('.actions')].flatMap(cell => {
+  const [edit, del] = [...cell.querySelectorAll('a')].map(a => a.getBoundingClientRect());
+  return del && del.left - edit.right < 8 ? ['Delete is ' + (del.left - edit.right).toFixed(1) + ' px from Edit'] : [];
+});
+return {overflow, width: window.innerWidth, problems: small.concat(crowded)};
+"#;
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_pages_fit_a_phone_screen() {
+async fn every_page_fits_a_phone_screen_with_targets_big_enough_to_tap() {
     let app = app_with_students().await;
-    let browser = Browser::start(375, 812).await;
-    for path in ["/students", "/students/average-age", "/admin/login"] {
-        browser.client.goto(&app.url(path)).await.unwrap();
-        let overflow = browser
-            .script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
-            .await;
-        assert_eq!(overflow, 0, "{path} scrolls sideways at phone width");
+    let id = {
+        use cachewithredis::schema::students::dsl::*;
+        use diesel::prelude::*;
+        students
+            .select(id)
+            .order(id.asc())
+            .first::<i32>(&mut *app.conn())
+            .unwrap()
+    };
+    let browser = Browser::start(390, 844).await;
+    let b = &browser;
+    let app = &app;
+    let check = |path: String| async move {
+        b.client.goto(&app.url(&path)).await.unwrap();
+        let fit = b.script(PHONE_FIT).await;
+        assert_eq!(fit["width"], 390, "a phone's viewport: {fit}");
+        // scrollWidth <= innerWidth (less, by the scroll bar, on a long page).
+        assert!(
+            fit["overflow"].as_f64().unwrap() <= 0.0,
+            "{path} scrolls sideways at 390 px: {fit}"
+        );
+        assert_eq!(fit["problems"], serde_json::json!([]), "{path}: {fit}");
+    };
+    for path in [
+        "/",
+        "/students",
+        "/students?page=2",
+        "/students/average-age",
+        "/admin/login",
+        "/nowhere",
+    ] {
+        check(path.to_owned()).await;
     }
+    b.client.goto(&app.url("/admin/login")).await.unwrap();
+    b.type_into("#username", STAFF_USER).await;
+    b.type_into("#password", STAFF_PASSWORD).await;
+    b.click("form.form button[type=submit]").await;
+    b.wait_for_path("/admin/students").await;
+    for path in [
+        "/admin/students".to_owned(),
+        "/admin/students?q=Student".to_owned(),
+        "/admin/students/new".to_owned(),
+        format!("/admin/students/{id}/edit"),
+        format!("/admin/students/{id}/delete"),
+        "/admin/password".to_owned(),
+        "/admin/cache".to_owned(),
+        "/students/average-age".to_owned(),
+    ] {
+        check(path).await;
+    }
+    b.client.goto(&app.url("/admin/cache")).await.unwrap();
+    b.screenshot("cache-phone").await;
     browser.client.clone().close().await.unwrap();
 }
 
