@@ -35,7 +35,7 @@ pub async fn page(
 ) -> Result<HttpResponse, AppError> {
     let lookup = lookup::lookup(&state.cache, &state.db, &AverageAgeQuery).await?;
     state.history.note_hit(lookup.tier);
-    let mut nav = Nav::new(&session)?;
+    let mut nav = Nav::new(&session)?.at("average");
     let caching = HttpCaching::for_page(&lookup, "average.html", nav.staff.is_some(), state.debug);
     if caching.is_fresh(&req) {
         return Ok(super::not_modified(&lookup, &caching));

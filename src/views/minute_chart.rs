@@ -20,7 +20,8 @@ pub struct MinuteBar {
 /// The chart's coordinate space: one 10-unit column per minute.
 pub const CHART_WIDTH: u32 = 600;
 pub const CHART_HEIGHT: u32 = 130;
-const PLOT_TOP: f64 = 4.0;
+/// Room above the plot for the scale's label (the peak).
+pub const PLOT_TOP: f64 = 18.0;
 pub const BASELINE: f64 = 110.0;
 
 impl MinuteChart {

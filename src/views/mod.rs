@@ -175,6 +175,9 @@ pub struct Nav {
     debug: Option<SharedTimings>,
     /// Where the page's cached value came from, for the debug panel.
     pub cache_outcome: Option<&'static str>,
+    /// The navigation item of this page ("students", "average", "staff", "cache",
+    /// "password"), marked `aria-current="page"`; empty on pages that have none.
+    pub current: &'static str,
 }
 
 /// What the debug panel shows: the Debug Toolbar's SQL and Cache panels.
@@ -204,7 +207,14 @@ impl Nav {
             flashes,
             debug,
             cache_outcome: None,
+            current: "",
         })
+    }
+
+    /// Marks `item` as the current page in the navigation.
+    pub fn at(mut self, item: &'static str) -> Nav {
+        self.current = item;
+        self
     }
 
     /// The panel, read when the page renders, so it holds all of the request's work so far.

@@ -42,7 +42,7 @@ pub async fn list(
     };
     let lookup = lookup::lookup(&state.cache, &state.db, &query).await?;
     state.history.note_hit(lookup.tier);
-    let mut nav = Nav::new(&session)?;
+    let mut nav = Nav::new(&session)?.at("students");
     let caching = HttpCaching::for_page(
         &lookup,
         &format!("list.html.p{page}"),

@@ -19,6 +19,11 @@ struct Browser {
 
 impl Browser {
     async fn start(width: u32, height: u32) -> Browser {
+        Browser::start_with(width, height, false).await
+    }
+
+    /// With `dark`, the browser's colour scheme is dark (`prefers-color-scheme: dark`).
+    async fn start_with(width: u32, height: u32, dark: bool) -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -42,6 +47,12 @@ impl Browser {
                     format!("--window-size={width},{height}"),
                 ],
         });
+        if dark {
+            options["args"]
+                .as_array_mut()
+                .unwrap()
+                .push("--force-dark-mode".into());
+        }
         // Headless Chromium's windows are at least 500 px wide: a phone is emulated, which also
         // makes the browser honour the viewport tag and shrink a page that does not fit (so a
         // test sees innerWidth grow past the phone's width), as a real phone does.
@@ -172,6 +183,29 @@ impl Browser {
 
     async fn script(&self, js: &str) -> serde_json::Value {
         self.client.execute(js, vec![]).await.unwrap()
+    }
+
+    /// axe-core's violations on the current page (every rule, every impact): `[]` when none.
+    /// axe-core comes from npm (tests/axe, installed by scripts/test with `npm ci`).
+    async fn axe_violations(&self) -> serde_json::Value {
+        let axe = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/axe/node_modules/axe-core/axe.min.js"
+        ))
+        .expect("axe-core is installed (scripts/test runs npm ci in tests/axe)");
+        self.client.execute(&axe, vec![]).await.unwrap();
+        self.client
+            .execute_async(
+                r#"const done = arguments[arguments.length - 1];
+                axe.run(document, {resultTypes: ['violations']})
+                  .then(r => done(r.violations.map(v => ({
+                      id: v.id, impact: v.impact, help: v.help,
+                      nodes: v.nodes.slice(0, 3).map(n => n.target.join(' ') + ': ' + n.failureSummary)}))))
+                  .catch(e => done('axe failed: ' + e));"#,
+                vec![],
+            )
+            .await
+            .unwrap()
     }
 }
 
@@ -574,4 +608,80 @@ async fn the_age_chart_reads_well_for_any_ages_on_a_desktop_and_on_a_phone() {
     }
     desktop.client.clone().close().await.unwrap();
     phone.client.clone().close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn axe_finds_no_violation_on_any_page_in_light_or_dark() {
+    let app = app_with_students().await;
+    let id = {
+        use cachewithredis::schema::students::dsl::*;
+        use diesel::prelude::*;
+        students
+            .select(id)
+            .order(id.asc())
+            .first::<i32>(&mut *app.conn())
+            .unwrap()
+    };
+    for dark in [false, true] {
+        let scheme = if dark { "dark" } else { "light" };
+        let browser = Browser::start_with(1280, 900, dark).await;
+        let b = &browser;
+        let app = &app;
+        let prefers_dark = b
+            .script("return matchMedia('(prefers-color-scheme: dark)').matches")
+            .await;
+        assert_eq!(prefers_dark, dark, "the browser's colour scheme");
+        let check = |what: String| async move {
+            let violations = b.axe_violations().await;
+            assert_eq!(
+                violations,
+                serde_json::json!([]),
+                "{what} ({scheme}): {violations:#}"
+            );
+        };
+        for path in [
+            "/students",
+            "/students?page=2",
+            "/students/average-age",
+            "/admin/login",
+            "/nowhere",
+        ] {
+            b.client.goto(&app.url(path)).await.unwrap();
+            check(path.to_owned()).await;
+        }
+        // A failed sign-in, then a real one.
+        b.client.goto(&app.url("/admin/login")).await.unwrap();
+        b.type_into("#username", STAFF_USER).await;
+        b.type_into("#password", "not the password").await;
+        b.click("form.form button[type=submit]").await;
+        check("a failed sign-in".to_owned()).await;
+        b.type_into("#username", STAFF_USER).await;
+        b.type_into("#password", STAFF_PASSWORD).await;
+        b.click("form.form button[type=submit]").await;
+        b.wait_for_path("/admin/students").await;
+        for path in [
+            "/admin/students".to_owned(),
+            "/admin/students/new".to_owned(),
+            format!("/admin/students/{id}/edit"),
+            format!("/admin/students/{id}/delete"),
+            "/admin/password".to_owned(),
+            "/admin/cache".to_owned(),
+            "/students/average-age".to_owned(),
+        ] {
+            b.client.goto(&app.url(&path)).await.unwrap();
+            check(path).await;
+        }
+        if dark {
+            b.screenshot("average-dark").await;
+        }
+        // A form sent back with its errors.
+        b.client
+            .goto(&app.url("/admin/students/new"))
+            .await
+            .unwrap();
+        b.type_into("#age", "old").await;
+        b.click("form.form button[type=submit]").await;
+        check("the student form with errors".to_owned()).await;
+        browser.client.clone().close().await.unwrap();
+    }
 }

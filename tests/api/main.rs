@@ -28,6 +28,7 @@ mod load_balancer;
 mod migrations;
 mod observability;
 mod operations;
+mod page_chrome;
 mod public_pages;
 mod redis_cluster;
 mod resilience;

@@ -115,7 +115,7 @@ fn login_page(
 ) -> Result<CustomizeResponder<LoginPage>, AppError> {
     let (csrf_token, cookie) = tokens.for_form(req);
     let page = LoginPage {
-        nav: Nav::new(session)?,
+        nav: Nav::new(session)?.at("staff"),
         error,
         username,
         next,

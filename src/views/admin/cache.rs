@@ -21,7 +21,7 @@ use crate::forms::CsrfOnlyForm;
 use crate::models::cached::AverageAgeQuery;
 use crate::models::write_log::{self, LoggedWrite};
 use crate::session;
-use crate::views::minute_chart::{MinuteChart, BASELINE, CHART_HEIGHT, CHART_WIDTH};
+use crate::views::minute_chart::{MinuteChart, BASELINE, CHART_HEIGHT, CHART_WIDTH, PLOT_TOP};
 use crate::views::{AppState, Nav};
 
 /// The figures of one series over the hour, and its per-minute chart.
@@ -67,6 +67,7 @@ pub struct CachePage {
     chart_width: u32,
     chart_height: u32,
     baseline: f64,
+    plot_top: f64,
 }
 
 fn ratio(hits: u64, misses: u64, bypasses: u64) -> String {
@@ -93,7 +94,7 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<CacheP
     let (cache, metrics) = (&state.cache, &state.metrics);
     Ok(CachePage {
         csrf_token: session::csrf_token(&session)?,
-        nav: Nav::new(&session)?,
+        nav: Nav::new(&session)?.at("cache"),
         series,
         hit_ratio_this,
         hit_ratio_all,
@@ -135,6 +136,7 @@ pub async fn page(state: web::Data<AppState>, session: Session) -> Result<CacheP
         chart_width: CHART_WIDTH,
         chart_height: CHART_HEIGHT,
         baseline: BASELINE,
+        plot_top: PLOT_TOP,
     })
 }
 

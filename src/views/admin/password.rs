@@ -24,7 +24,7 @@ pub struct PasswordPage {
 impl PasswordPage {
     fn new(session: &Session, errors: PasswordChangeErrors) -> Result<Self, AppError> {
         Ok(PasswordPage {
-            nav: Nav::new(session)?,
+            nav: Nav::new(session)?.at("password"),
             errors,
             csrf_token: session::csrf_token(session)?,
         })

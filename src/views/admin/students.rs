@@ -61,7 +61,7 @@ pub async fn index(
         )
     };
     Ok(StudentIndexPage {
-        nav: Nav::new(&session)?,
+        nav: Nav::new(&session)?.at("staff"),
         pager: Pager::new(page, found.total, extra_query)?,
         students: found.students,
         q,
@@ -94,7 +94,7 @@ impl StudentFormPage {
             ),
         };
         Ok(StudentFormPage {
-            nav: Nav::new(session)?,
+            nav: Nav::new(session)?.at("staff"),
             heading,
             action,
             name: form.name,
@@ -206,7 +206,7 @@ pub async fn confirm_delete(
     let id = id.into_inner();
     let student = db::with_conn(&state.db, move |conn| Ok(Student::find(conn, id)?)).await?;
     Ok(DeletePage {
-        nav: Nav::new(&session)?,
+        nav: Nav::new(&session)?.at("staff"),
         student,
         csrf_token: session::csrf_token(&session)?,
     })
