@@ -594,7 +594,13 @@ pub const LIST_ROUTE: &str = "/students";
 /// checker compares it with the first page of each state).
 fn parse_list(html: &str) -> Option<(i64, Option<f64>)> {
     let summary = html.find(r#"<p class="summary">"#)? + r#"<p class="summary">"#.len();
-    let count = html[summary..].split_whitespace().next()?.parse().ok()?;
+    // "1,234 students in total": the separators are for people.
+    let count = html[summary..]
+        .split_whitespace()
+        .next()?
+        .replace(',', "")
+        .parse()
+        .ok()?;
     let mut sum = 0i64;
     let mut rest = html;
     while let Some(at) = rest.find(r#"<td class="num">"#) {
@@ -610,7 +616,10 @@ fn parse_page(html: &str) -> Option<(i64, Option<f64>)> {
         let end = html[start..].find('<')? + start;
         Some(html[start..end].trim().to_owned())
     };
-    let count = between(r#"id="student-count">"#)?.parse().ok()?;
+    let count = between(r#"id="student-count">"#)?
+        .replace(',', "")
+        .parse()
+        .ok()?;
     let average = between(r#"id="average-age">"#).and_then(|a| a.parse().ok());
     Some((count, average))
 }

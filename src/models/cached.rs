@@ -95,3 +95,58 @@ impl CachedQuery for StudentListQuery {
         )
     }
 }
+
+/// One page of the public list searched or sorted (`?q=`, `?sort=`):
+/// `students:list:{sort}:{page}:{q}`, the search in hex so that any text makes a valid,
+/// unambiguous key. Written by any visitor, so bounded like the list's pages: the memory tier
+/// holds at most `MAX_ENTRIES` values, Redis each for the TTL, and a page past the end or a
+/// search that finds nothing beyond page 1 is not stored.
+#[derive(Clone, Debug)]
+pub struct StudentSearchQuery {
+    /// Lowercase or not, as typed: the search folds case itself.
+    pub name_contains: Option<String>,
+    pub order: student::ListOrder,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+impl CachedQuery for StudentSearchQuery {
+    type Value = StudentPage;
+
+    fn key(&self) -> Cow<'static, str> {
+        let mut key = format!("students:list:{}:{}:", self.order.as_str(), self.page);
+        for byte in self.name_contains.as_deref().unwrap_or_default().bytes() {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        Cow::Owned(key)
+    }
+
+    fn compute(&self, conn: &mut DbConn) -> QueryResult<StudentPage> {
+        Student::page(
+            conn,
+            self.page,
+            self.per_page,
+            self.name_contains.as_deref(),
+            self.order,
+        )
+    }
+
+    fn worth_storing(&self, value: &StudentPage) -> bool {
+        self.page == 1 || !value.students.is_empty()
+    }
+
+    fn agrees(&self, a: &StudentPage, b: &StudentPage) -> bool {
+        a == b
+    }
+
+    fn describe(&self, value: &StudentPage) -> String {
+        format!(
+            "page {} of {} students matching {:?} by {}: ids {:?}",
+            self.page,
+            value.total,
+            self.name_contains,
+            self.order.as_str(),
+            value.students.iter().map(|s| s.id).collect::<Vec<_>>()
+        )
+    }
+}

@@ -122,6 +122,41 @@ pub fn list_page(
     Ok(StudentPage { students, total })
 }
 
+/// The orders a list can be read in: `?sort=` takes `id`, `name`, `-name`, `age`, `-age`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListOrder {
+    #[default]
+    Id,
+    Name,
+    NameDesc,
+    Age,
+    AgeDesc,
+}
+
+impl ListOrder {
+    pub fn parse(raw: &str) -> Option<ListOrder> {
+        Some(match raw {
+            "id" => ListOrder::Id,
+            "name" => ListOrder::Name,
+            "-name" => ListOrder::NameDesc,
+            "age" => ListOrder::Age,
+            "-age" => ListOrder::AgeDesc,
+            _ => return None,
+        })
+    }
+
+    /// As `?sort=` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListOrder::Id => "id",
+            ListOrder::Name => "name",
+            ListOrder::NameDesc => "-name",
+            ListOrder::Age => "age",
+            ListOrder::AgeDesc => "-age",
+        }
+    }
+}
+
 /// One page of the list and the size of the whole: what the list pages cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudentPage {
@@ -147,13 +182,14 @@ impl Student {
         students::table.count().get_result(conn)
     }
 
-    /// Students in id order, `per_page` at a time; `page` counts from 1. `name_contains`
+    /// Students in `order`, `per_page` at a time; `page` counts from 1. `name_contains`
     /// filters by a case-insensitive substring of the name (case-folded).
     pub fn page(
         conn: &mut DbConn,
         page: i64,
         per_page: i64,
         name_contains: Option<&str>,
+        order: ListOrder,
     ) -> QueryResult<StudentPage> {
         let filtered = || {
             let mut query = students::table.into_boxed();
@@ -168,8 +204,15 @@ impl Student {
             query
         };
         let total = filtered().count().get_result(conn)?;
-        let students = filtered()
-            .order(students::id)
+        // The id breaks ties, so that a page holds the same rows however often it is read.
+        let ordered = match order {
+            ListOrder::Id => filtered().order(students::id.asc()),
+            ListOrder::Name => filtered().order((students::name.asc(), students::id.asc())),
+            ListOrder::NameDesc => filtered().order((students::name.desc(), students::id.desc())),
+            ListOrder::Age => filtered().order((students::age.asc(), students::id.asc())),
+            ListOrder::AgeDesc => filtered().order((students::age.desc(), students::id.desc())),
+        };
+        let students = ordered
             .limit(per_page)
             .offset((page - 1).saturating_mul(per_page))
             .select(Student::as_select())

@@ -28,6 +28,13 @@ pub struct AveragePage {
     chart: Option<Arc<str>>,
 }
 
+impl AveragePage {
+    /// "1,000": with its thousands separators.
+    fn student_count_text(&self) -> String {
+        super::thousands(self.student_count)
+    }
+}
+
 pub async fn page(
     req: HttpRequest,
     state: web::Data<AppState>,

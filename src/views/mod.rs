@@ -282,11 +282,103 @@ impl Pager {
     pub fn query_for(&self, page: &i64) -> String {
         format!("{}page={page}", self.extra_query)
     }
+
+    /// The page numbers the pager links: the first, the last, and two each side of this one;
+    /// `None` where numbers are left out.
+    pub fn numbers(&self) -> Vec<Option<i64>> {
+        let mut numbers = Vec::new();
+        let mut last_shown = 0;
+        for n in 1..=self.last_page {
+            let near = (n - self.page).abs() <= 2;
+            if n == 1 || n == self.last_page || near {
+                if n > last_shown + 1 {
+                    numbers.push(None);
+                }
+                numbers.push(Some(n));
+                last_shown = n;
+            } else if n > self.page + 2 {
+                // Jump to the last page rather than walking a million numbers.
+                if self.last_page > last_shown + 1 {
+                    numbers.push(None);
+                }
+                numbers.push(Some(self.last_page));
+                break;
+            }
+        }
+        numbers
+    }
+
+    pub fn total_text(&self) -> String {
+        thousands(self.total)
+    }
+
+    pub fn page_text(&self, page: &i64) -> String {
+        thousands(*page)
+    }
+}
+
+/// `1234567` as "1,234,567".
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_get_thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(-1000), "-1,000");
+    }
+
+    #[test]
+    fn the_pager_numbers_the_first_the_last_and_the_pages_near_this_one() {
+        let pager = |page, last_page| Pager {
+            page,
+            last_page,
+            total: last_page * PER_PAGE,
+            extra_query: String::new(),
+        };
+        assert_eq!(pager(1, 3).numbers(), [Some(1), Some(2), Some(3)]);
+        assert_eq!(
+            pager(1, 20_000).numbers(),
+            [Some(1), Some(2), Some(3), None, Some(20_000)]
+        );
+        assert_eq!(
+            pager(10, 20).numbers(),
+            [
+                Some(1),
+                None,
+                Some(8),
+                Some(9),
+                Some(10),
+                Some(11),
+                Some(12),
+                None,
+                Some(20)
+            ]
+        );
+        assert_eq!(
+            pager(20, 20).numbers(),
+            [Some(1), None, Some(18), Some(19), Some(20)]
+        );
+        assert_eq!(pager(4, 6).numbers(), (1..=6).map(Some).collect::<Vec<_>>());
+    }
 
     #[test]
     fn page_numbers_must_be_positive_whole_numbers() {

@@ -11,12 +11,16 @@ use super::http_cache::HttpCaching;
 use super::{parse_page, AppState, Nav, Pager, PER_PAGE};
 use crate::cache::lookup;
 use crate::error::AppError;
-use crate::models::cached::StudentListQuery;
-use crate::models::student::StudentPage;
+use crate::forms::search_needle;
+use crate::models::cached::{StudentListQuery, StudentSearchQuery};
+use crate::models::student::{ListOrder, StudentPage};
 
 #[derive(Deserialize)]
 pub struct ListQuery {
     page: Option<String>,
+    #[serde(default)]
+    q: String,
+    sort: Option<String>,
 }
 
 #[derive(Template)]
@@ -25,6 +29,56 @@ pub struct StudentListPage {
     nav: Nav,
     students: Arc<StudentPage>,
     pager: Pager,
+    q: String,
+    /// `?sort=` when not the insertion order: the search form keeps it.
+    sort: &'static str,
+    name_sort: SortLink,
+    age_sort: SortLink,
+}
+
+/// A sortable column's header: where it links, and how the list is sorted by it now.
+pub struct SortLink {
+    pub href: String,
+    /// `aria-sort`'s value when the list is sorted by this column.
+    pub aria_sort: Option<&'static str>,
+    pub arrow: &'static str,
+}
+
+impl SortLink {
+    /// The header of the column sorted by `ascending` or `descending`: a click sorts by it
+    /// ascending, or reverses it when it is the order already. The search is kept; the page
+    /// goes back to 1.
+    fn new(
+        current: ListOrder,
+        ascending: ListOrder,
+        descending: ListOrder,
+        q_query: &str,
+    ) -> SortLink {
+        let (next, aria_sort, arrow) = if current == ascending {
+            (descending, Some("ascending"), " ▲")
+        } else if current == descending {
+            (ascending, Some("descending"), " ▼")
+        } else {
+            (ascending, None, "")
+        };
+        SortLink {
+            href: format!("?{q_query}sort={}", next.as_str()),
+            aria_sort,
+            arrow,
+        }
+    }
+}
+
+/// `?sort=`: absent is the insertion order; anything unknown is a 400.
+fn parse_order(raw: Option<&str>) -> Result<ListOrder, AppError> {
+    match raw {
+        None | Some("") => Ok(ListOrder::Id),
+        Some(raw) => ListOrder::parse(raw).ok_or_else(|| {
+            AppError::BadRequest(format!(
+                "Sort by name, -name, age, -age or id, not {raw:?}."
+            ))
+        }),
+    }
 }
 
 /// A page of the list, cached like the average (see `models::cached`), with its `X-Cache`.
@@ -35,17 +89,31 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let page = parse_page(query.page.as_deref())?;
-    let query = StudentListQuery {
-        page,
-        per_page: PER_PAGE,
-        index: Arc::clone(&state.page_index),
+    let needle = search_needle(&query.q)?;
+    let order = parse_order(query.sort.as_deref())?;
+    // The plain list keeps its own keys and its index of deep pages; a search or another
+    // order is a query of its own, under the same invalidation.
+    let lookup = if needle.is_none() && order == ListOrder::Id {
+        let query = StudentListQuery {
+            page,
+            per_page: PER_PAGE,
+            index: Arc::clone(&state.page_index),
+        };
+        lookup::lookup(&state.cache, &state.db, &query).await?
+    } else {
+        let query = StudentSearchQuery {
+            name_contains: needle.clone(),
+            order,
+            page,
+            per_page: PER_PAGE,
+        };
+        lookup::lookup(&state.cache, &state.db, &query).await?
     };
-    let lookup = lookup::lookup(&state.cache, &state.db, &query).await?;
     state.history.note_hit(lookup.tier);
     let mut nav = Nav::new(&session)?.at("students");
     let caching = HttpCaching::for_page(
         &lookup,
-        &format!("list.html.p{page}"),
+        &representation(page, order, needle.as_deref()),
         nav.staff.is_some(),
         state.debug,
     );
@@ -57,10 +125,30 @@ pub async fn list(
         return Ok(super::cached_html(&lookup, &caching, body));
     }
     nav.cache_outcome = Some(lookup.outcome.label());
+    let q = needle.unwrap_or_default();
+    let q_query = if q.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "{}&",
+            serde_urlencoded::to_string([("q", &q)]).unwrap_or_default()
+        )
+    };
+    let sort_query = match order {
+        ListOrder::Id => String::new(),
+        order => format!("sort={}&", order.as_str()),
+    };
     let body = StudentListPage {
         nav,
-        pager: Pager::new(page, lookup.value.total, String::new())?,
+        pager: Pager::new(page, lookup.value.total, format!("{q_query}{sort_query}"))?,
         students: Arc::clone(&lookup.value),
+        name_sort: SortLink::new(order, ListOrder::Name, ListOrder::NameDesc, &q_query),
+        age_sort: SortLink::new(order, ListOrder::Age, ListOrder::AgeDesc, &q_query),
+        sort: match order {
+            ListOrder::Id => "",
+            order => order.as_str(),
+        },
+        q,
     }
     .render()
     .map_err(AppError::unexpected)?;
@@ -69,4 +157,17 @@ pub async fn list(
         state.rendered.keep(etag.clone(), body.clone());
     }
     Ok(super::cached_html(&lookup, &caching, body))
+}
+
+/// What the validator names besides the generation: the page, the order and the search (in
+/// hex, so that any text is a valid `ETag`).
+fn representation(page: i64, order: ListOrder, needle: Option<&str>) -> String {
+    let mut representation = format!("list.html.p{page}");
+    if order != ListOrder::Id || needle.is_some() {
+        representation.push_str(&format!(".{}.", order.as_str()));
+        for byte in needle.unwrap_or_default().bytes() {
+            representation.push_str(&format!("{byte:02x}"));
+        }
+    }
+    representation
 }

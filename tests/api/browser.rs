@@ -378,6 +378,7 @@ async fn every_page_fits_a_phone_screen_with_targets_big_enough_to_tap() {
         "/",
         "/students",
         "/students?page=2",
+        "/students?q=Student+1&sort=-age",
         "/students/average-age",
         "/admin/login",
         "/nowhere",
@@ -642,6 +643,7 @@ async fn axe_finds_no_violation_on_any_page_in_light_or_dark() {
         for path in [
             "/students",
             "/students?page=2",
+            "/students?q=Student+1&sort=-age",
             "/students/average-age",
             "/admin/login",
             "/nowhere",

@@ -24,6 +24,7 @@ mod helpers;
 mod hostile_input;
 mod http_caching;
 mod list_cache;
+mod list_search;
 mod load_balancer;
 mod migrations;
 mod observability;

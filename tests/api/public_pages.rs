@@ -204,7 +204,7 @@ async fn a_deep_page_shows_the_right_rows_and_follows_inserts_and_deletes() {
     assert_eq!(status, 200);
     assert_eq!(first_row(&body), "Student 1950");
     assert_eq!(body.matches("<tr><td>").count(), 50);
-    assert!(body.contains("3000 students in total"));
+    assert!(body.contains("3,000 students in total"));
 
     // Deleting a student before page 40 shifts it by one row.
     let (_, confirm) = app.get_text("/admin/students/10/delete").await;
@@ -213,7 +213,7 @@ async fn a_deep_page_shows_the_right_rows_and_follows_inserts_and_deletes() {
         .await;
     let (_, body) = app.get_text("/students?page=40").await;
     assert_eq!(first_row(&body), "Student 1951");
-    assert!(body.contains("2999 students in total"));
+    assert!(body.contains("2,999 students in total"));
 
     let (_, body) = app.get_text("/students?page=60").await;
     assert_eq!(

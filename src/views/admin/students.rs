@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::db;
 use crate::error::AppError;
 use crate::forms::{search_needle, CsrfOnlyForm, StudentForm, StudentFormErrors};
+use crate::models::student::ListOrder;
 use crate::models::{write_log, NewStudent, Student};
 use crate::session;
 use crate::views::{parse_page, AppState, Nav, Pager, PER_PAGE};
@@ -49,7 +50,13 @@ pub async fn index(
     let needle = search_needle(&query.q)?;
     let q = needle.clone().unwrap_or_default();
     let found = db::with_conn(&state.db, move |conn| {
-        Ok(Student::page(conn, page, PER_PAGE, needle.as_deref())?)
+        Ok(Student::page(
+            conn,
+            page,
+            PER_PAGE,
+            needle.as_deref(),
+            ListOrder::Id,
+        )?)
     })
     .await?;
     let extra_query = if q.is_empty() {
