@@ -46,6 +46,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    student_id_blocks (block) {
+        block -> Integer,
+        students -> BigInt,
+    }
+}
+
+diesel::table! {
     student_stats (id) {
         id -> Integer,
         student_count -> BigInt,
@@ -70,6 +77,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     staff_sessions,
     staff_users,
     student_age_counts,
+    student_id_blocks,
     student_stats,
     students,
 );

@@ -185,7 +185,6 @@ impl Application {
             cache: Arc::clone(&resources.cache),
             metrics: Arc::clone(&resources.metrics),
             debug: settings.debug,
-            page_index: Arc::default(),
             history,
             chart: Default::default(),
             rendered: Default::default(),

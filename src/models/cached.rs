@@ -3,11 +3,10 @@
 //! the rest, and one invalidation covers both.
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex};
 
 use diesel::QueryResult;
 
-use super::student::{self, PageIndex, StudentPage};
+use super::student::{self, StudentPage};
 use super::{AverageAge, Student};
 use crate::cache::CachedQuery;
 use crate::db::DbConn;
@@ -62,8 +61,6 @@ impl CachedQuery for AverageAgeQuery {
 pub struct StudentListQuery {
     pub page: i64,
     pub per_page: i64,
-    /// Where the deep pages start (see [`PageIndex`]), shared by every request of the process.
-    pub index: Arc<Mutex<PageIndex>>,
 }
 
 impl CachedQuery for StudentListQuery {
@@ -74,7 +71,7 @@ impl CachedQuery for StudentListQuery {
     }
 
     fn compute(&self, conn: &mut DbConn) -> QueryResult<StudentPage> {
-        student::list_page(conn, &self.index, self.page, self.per_page)
+        student::list_page(conn, self.page, self.per_page)
     }
 
     /// A page past the end answers 404, and anyone may ask for any number: not stored.

@@ -7,7 +7,7 @@ use super::AgeCounts;
 use crate::cache::schema::cache_generation;
 use crate::db::DbConn;
 use crate::on_backend;
-use crate::schema::{student_age_counts, student_stats, students};
+use crate::schema::{student_age_counts, student_id_blocks, student_stats, students};
 
 diesel::define_sql_function!(fn lower(x: diesel::sql_types::Text) -> diesel::sql_types::Text);
 
@@ -72,51 +72,48 @@ impl AverageAge {
     }
 }
 
-/// Where each page of the list starts, for one version of the set of ids (see
-/// [`Student::page_starts`]). Rebuilt by the first deep-page view after an insert or delete.
-#[derive(Default)]
-pub struct PageIndex {
-    version: Option<i64>,
-    starts: std::sync::Arc<Vec<i32>>,
-}
-
-/// Pages up to this one are read with OFFSET, which skips at most a few thousand rows.
+/// Pages up to this one are read with OFFSET, which skips at most a thousand rows.
 const OFFSET_PAGES: i64 = 20;
 
-/// The list's page `page` and the total, without counting or skipping the whole table.
-pub fn list_page(
-    conn: &mut DbConn,
-    index: &std::sync::Mutex<PageIndex>,
-    page: i64,
-    per_page: i64,
-) -> QueryResult<StudentPage> {
-    let (total, version) = Student::count_and_version(conn)?;
+/// The ids of `student_id_blocks`: a block holds the ids `block * ID_BLOCK ..`.
+const ID_BLOCK: i64 = 1024;
+
+/// The list's page `page` and the total, without counting or skipping the whole table: the
+/// total from `student_stats`, a deep page's first row from `student_id_blocks` (both kept by
+/// triggers, so exact whoever writes). Runs in one snapshot (the cache runs it in a
+/// transaction: several statements), so the count, the blocks and the rows agree.
+pub fn list_page(conn: &mut DbConn, page: i64, per_page: i64) -> QueryResult<StudentPage> {
+    let total = Student::stored_count(conn)?;
+    let skip = (page - 1).saturating_mul(per_page);
     if page <= OFFSET_PAGES {
         let students = Student::page_rows(conn, page, per_page)?;
         return Ok(StudentPage { students, total });
     }
-    let lock = || {
-        index
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    };
-    let known = {
-        let index = lock();
-        (index.version == Some(version)).then(|| index.starts.clone())
-    };
-    let starts = match known {
-        Some(starts) => starts,
-        None => {
-            let starts = std::sync::Arc::new(Student::page_starts(conn, per_page)?);
-            *lock() = PageIndex {
-                version: Some(version),
-                starts: starts.clone(),
-            };
-            starts
+    if skip >= total {
+        return Ok(StudentPage {
+            students: Vec::new(),
+            total,
+        });
+    }
+    // The block holding the skip-th id (counting from 0), and how many ids come before it: a
+    // thousand rows at a million students, read in block order.
+    let mut before = 0;
+    let mut start = None;
+    for (block, students) in Student::id_blocks(conn)? {
+        if before + students > skip {
+            start = Some(block);
+            break;
         }
-    };
-    let students = match starts.get((page - 1) as usize) {
-        Some(&first_id) => Student::page_from(conn, first_id, per_page)?,
+        before += students;
+    }
+    let students = match start {
+        Some(block) => Student::rows_from(
+            conn,
+            i64::from(block).saturating_mul(ID_BLOCK),
+            skip - before,
+            per_page,
+        )?,
+        // The blocks say fewer ids than the count: they cannot, both come from one snapshot.
         None => Vec::new(),
     };
     Ok(StudentPage { students, total })
@@ -273,9 +270,32 @@ impl Student {
                 .execute(c),
             DbConn::Sqlite(c) => c.transaction(|c| {
                 without_sqlite_row_triggers(c, |c| {
+                    // AUTOINCREMENT: the new ids are above every id there was.
+                    let highest: Option<i32> = students::table
+                        .select(diesel::dsl::max(students::id))
+                        .first(c)?;
                     let inserted = diesel::insert_into(students::table)
                         .values(batch)
                         .execute(c)?;
+                    let new_ids: Vec<i32> = students::table
+                        .filter(students::id.gt(highest.unwrap_or(0)))
+                        .select(students::id)
+                        .load(c)?;
+                    let mut blocks = std::collections::BTreeMap::<i32, i64>::new();
+                    for id in new_ids {
+                        *blocks.entry(id / ID_BLOCK as i32).or_default() += 1;
+                    }
+                    for (block, n) in blocks {
+                        diesel::insert_into(student_id_blocks::table)
+                            .values((
+                                student_id_blocks::block.eq(block),
+                                student_id_blocks::students.eq(n),
+                            ))
+                            .on_conflict(student_id_blocks::block)
+                            .do_update()
+                            .set(student_id_blocks::students.eq(student_id_blocks::students + n))
+                            .execute(c)?;
+                    }
                     let mut ages = AgeCounts::default();
                     for student in batch {
                         ages.add(student.age, 1);
@@ -304,30 +324,34 @@ impl Student {
         }
     }
 
-    /// The number of students and the version of the set of ids, from `student_stats`: O(1).
-    pub fn count_and_version(conn: &mut DbConn) -> QueryResult<(i64, i64)> {
+    /// The number of students, from `student_stats`: O(1).
+    pub fn stored_count(conn: &mut DbConn) -> QueryResult<i64> {
         student_stats::table
             .find(1)
-            .select((student_stats::student_count, student_stats::version))
+            .select(student_stats::student_count)
             .first(conn)
     }
 
-    /// The first id of every page, in order: one pass over the ids, streamed (not loaded into
-    /// memory whole), so that any page can then be read from its first id instead of skipping
-    /// all rows before it. (ROW_NUMBER() would do it in SQL, but is ten times slower in SQLite.)
-    pub fn page_starts(conn: &mut DbConn, per_page: i64) -> QueryResult<Vec<i32>> {
-        let ids = students::table
-            .select(students::id)
-            .order(students::id)
-            .load_iter::<i32, diesel::connection::DefaultLoadingMode>(conn)?;
-        ids.step_by(per_page.max(1) as usize).collect()
+    /// Every block of ids that has students, and how many, in block order.
+    pub fn id_blocks(conn: &mut DbConn) -> QueryResult<Vec<(i32, i64)>> {
+        student_id_blocks::table
+            .filter(student_id_blocks::students.gt(0))
+            .order(student_id_blocks::block)
+            .select((student_id_blocks::block, student_id_blocks::students))
+            .load(conn)
     }
 
-    /// One page of students from the id that starts it.
-    pub fn page_from(conn: &mut DbConn, first_id: i32, per_page: i64) -> QueryResult<Vec<Student>> {
+    /// `per_page` students in id order from the `skip`-th whose id is at least `first_id`.
+    pub fn rows_from(
+        conn: &mut DbConn,
+        first_id: i64,
+        skip: i64,
+        per_page: i64,
+    ) -> QueryResult<Vec<Student>> {
         students::table
-            .filter(students::id.ge(first_id))
+            .filter(students::id.ge(i32::try_from(first_id).unwrap_or(i32::MAX)))
             .order(students::id)
+            .offset(skip)
             .limit(per_page)
             .select(Student::as_select())
             .load(conn)
@@ -346,8 +370,8 @@ struct TriggerSql {
 /// all inside the caller's transaction: SQLite's DDL is transactional and a writer holds the
 /// only write lock, so no other connection ever sees `students` without them. SQLite runs
 /// triggers once per row, which doubled the time of a million-row `seed` (5.6 s to 11.7 s);
-/// `work` does once what they would have done per row (the per-age counts, the student count,
-/// the generation mark).
+/// `work` does once what they would have done per row (the per-age counts, the id blocks, the
+/// student count, the generation mark).
 fn without_sqlite_row_triggers<T>(
     conn: &mut diesel::SqliteConnection,
     work: impl FnOnce(&mut diesel::SqliteConnection) -> QueryResult<T>,

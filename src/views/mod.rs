@@ -77,8 +77,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `DEBUG=1`: HTML pages show the debug panel.
     pub debug: bool,
-    /// Where the public list's pages start, so deep pages skip no rows.
-    pub page_index: Arc<std::sync::Mutex<crate::models::student::PageIndex>>,
     /// The last hour of cache activity, for the staff cache page.
     pub history: Arc<crate::cache::history::History>,
     /// The average page's chart, rendered once per distribution.

@@ -97,7 +97,6 @@ pub async fn list(
         let query = StudentListQuery {
             page,
             per_page: PER_PAGE,
-            index: Arc::clone(&state.page_index),
         };
         lookup::lookup(&state.cache, &state.db, &query).await?
     } else {

@@ -293,3 +293,45 @@ async fn every_get_route_answers_head_with_the_same_status_and_headers_and_no_bo
         );
     }
 }
+
+/// Every deep page, found through the id blocks, holds the rows OFFSET finds, after writes from
+/// the application, from another program's SQL (inserts, a delete across blocks, an id moved),
+/// on either database: the triggers keep the blocks exact whoever writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn deep_pages_found_through_the_id_blocks_agree_with_offset_after_writes_from_anywhere() {
+    use cachewithredis::models::student::list_page;
+    use cachewithredis::models::Student;
+    use diesel::connection::SimpleConnection;
+
+    let app = spawn_app().await;
+    app.insert_students(&vec![20; 5_000]);
+    let mut conn = app.conn();
+    conn.batch_execute(
+        "INSERT INTO students (name, age) VALUES ('Raw', 30), ('Sql', 31), ('Shell', 32);
+         DELETE FROM students WHERE id BETWEEN 1000 AND 2100;
+         UPDATE students SET id = 100000 WHERE id = 50;
+         UPDATE students SET age = 21 WHERE id BETWEEN 3000 AND 3010;",
+    )
+    .unwrap();
+    let total = Student::count(&mut conn).unwrap();
+    assert_eq!(total, 5_000 + 3 - 1_101);
+    let in_blocks: i64 = Student::id_blocks(&mut conn)
+        .unwrap()
+        .iter()
+        .map(|&(_, n)| n)
+        .sum();
+    assert_eq!(in_blocks, total, "the blocks count every student");
+    let last_page = (total + 49) / 50;
+    for page in 21..=last_page + 1 {
+        let found = list_page(&mut conn, page, 50).unwrap();
+        let truth = Student::page_rows(&mut conn, page, 50).unwrap();
+        assert_eq!(found.total, total);
+        assert_eq!(found.students, truth, "page {page}");
+    }
+    let last = list_page(&mut conn, last_page, 50).unwrap();
+    assert_eq!(
+        last.students.last().unwrap().id,
+        100000,
+        "the moved id is last"
+    );
+}
