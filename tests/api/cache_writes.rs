@@ -114,7 +114,7 @@ async fn seed_records_an_invalidation_with_every_batch_so_an_interruption_loses_
     // all that tells the fleet about it, as if the command were killed after each one.
     app.proxy.cut();
     let out = Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
-        .args(["seed", "--count", "25000", "--seed", "3"])
+        .args(["seed", "--count", "65000", "--seed", "3"])
         .env("DATABASE_URL", app.database.url_string())
         .env("REDIS_URL", app.proxy.url())
         .env("CACHE_KEY_PREFIX", &app.prefix)
@@ -126,13 +126,13 @@ async fn seed_records_an_invalidation_with_every_batch_so_an_interruption_loses_
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(pending_invalidations(&app), 3, "one per batch of 10,000");
+    assert_eq!(pending_invalidations(&app), 3, "one per batch of 30,000");
     app.proxy.restore();
     app.eventually(Duration::from_secs(10), "the outbox applied", || async {
         pending_invalidations(&app) == 0
     })
     .await;
-    assert_eq!(app.average().await.0["student_count"], 25_001);
+    assert_eq!(app.average().await.0["student_count"], 65_001);
 }
 
 #[tokio::test(flavor = "multi_thread")]
