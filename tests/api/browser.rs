@@ -151,6 +151,13 @@ impl Browser {
         self.element(css).await.click().await.unwrap();
     }
 
+    /// Fills the sign-in form on the current page as the staff user with `password`, and sends it.
+    async fn submit_sign_in(&self, password: &str) {
+        self.type_into("#username", STAFF_USER).await;
+        self.type_into("#password", password).await;
+        self.click("form.form button[type=submit]").await;
+    }
+
     async fn click_link(&self, text: &str) {
         self.client
             .wait()
@@ -245,9 +252,7 @@ async fn a_visitor_sees_a_miss_then_a_hit_and_staff_add_a_student_that_changes_t
     b.click_link("Staff area").await;
     b.wait_for_path("/admin/login?next=%2Fadmin%2Fstudents")
         .await;
-    b.type_into("#username", STAFF_USER).await;
-    b.type_into("#password", STAFF_PASSWORD).await;
-    b.click("form.form button[type=submit]").await;
+    b.submit_sign_in(STAFF_PASSWORD).await;
     b.wait_for_path("/admin/students").await;
 
     // An invalid form: messages next to their fields, focus on the first bad one.
@@ -331,6 +336,32 @@ async fn a_reload_is_answered_304_until_a_staff_write_elsewhere_changes_the_page
     browser.client.clone().close().await.unwrap();
 }
 
+/// Every public page state the layout and accessibility tests visit.
+const PUBLIC_PAGES: [&str; 7] = [
+    "/",
+    "/students",
+    "/students?page=2",
+    "/students?q=Student+1&sort=-age",
+    "/students/average-age",
+    "/admin/login",
+    "/nowhere",
+];
+
+/// Every staff page, with the student `id` to edit and delete, and the average page as staff
+/// see it.
+fn staff_pages(id: i32) -> [String; 8] {
+    [
+        "/admin/students".to_owned(),
+        "/admin/students?q=Student".to_owned(),
+        "/admin/students/new".to_owned(),
+        format!("/admin/students/{id}/edit"),
+        format!("/admin/students/{id}/delete"),
+        "/admin/password".to_owned(),
+        "/admin/cache".to_owned(),
+        "/students/average-age".to_owned(),
+    ]
+}
+
 /// At phone width: how far the page scrolls sideways, and the tap targets (navigation, row
 /// actions, pager, buttons, fields) smaller than 24 px, or a destructive one within 8 px of
 /// another.
@@ -351,15 +382,7 @@ return {overflow, width: window.innerWidth, problems: small.concat(crowded)};
 #[tokio::test(flavor = "multi_thread")]
 async fn every_page_fits_a_phone_screen_with_targets_big_enough_to_tap() {
     let app = app_with_students().await;
-    let id = {
-        use cachewithredis::schema::students::dsl::*;
-        use diesel::prelude::*;
-        students
-            .select(id)
-            .order(id.asc())
-            .first::<i32>(&mut *app.conn())
-            .unwrap()
-    };
+    let id = app.first_student_id();
     let browser = Browser::start(390, 844).await;
     let b = &browser;
     let app = &app;
@@ -374,32 +397,13 @@ async fn every_page_fits_a_phone_screen_with_targets_big_enough_to_tap() {
         );
         assert_eq!(fit["problems"], serde_json::json!([]), "{path}: {fit}");
     };
-    for path in [
-        "/",
-        "/students",
-        "/students?page=2",
-        "/students?q=Student+1&sort=-age",
-        "/students/average-age",
-        "/admin/login",
-        "/nowhere",
-    ] {
+    for path in PUBLIC_PAGES {
         check(path.to_owned()).await;
     }
     b.client.goto(&app.url("/admin/login")).await.unwrap();
-    b.type_into("#username", STAFF_USER).await;
-    b.type_into("#password", STAFF_PASSWORD).await;
-    b.click("form.form button[type=submit]").await;
+    b.submit_sign_in(STAFF_PASSWORD).await;
     b.wait_for_path("/admin/students").await;
-    for path in [
-        "/admin/students".to_owned(),
-        "/admin/students?q=Student".to_owned(),
-        "/admin/students/new".to_owned(),
-        format!("/admin/students/{id}/edit"),
-        format!("/admin/students/{id}/delete"),
-        "/admin/password".to_owned(),
-        "/admin/cache".to_owned(),
-        "/students/average-age".to_owned(),
-    ] {
+    for path in staff_pages(id) {
         check(path).await;
     }
     b.client.goto(&app.url("/admin/cache")).await.unwrap();
@@ -437,9 +441,7 @@ async fn the_average_page_draws_the_age_chart_and_staff_watch_the_cache_page() {
         other.average().await;
     }
     b.client.goto(&app.url("/admin/cache")).await.unwrap();
-    b.type_into("#username", STAFF_USER).await;
-    b.type_into("#password", STAFF_PASSWORD).await;
-    b.click("form.form button[type=submit]").await;
+    b.submit_sign_in(STAFF_PASSWORD).await;
     b.wait_for_path("/admin/cache").await;
     b.click("#recompute").await;
     b.wait_for_path("/admin/cache").await;
@@ -476,9 +478,7 @@ async fn staff_sign_in_with_a_wrong_password_then_change_it_on_the_password_page
     let b = &browser;
 
     b.client.goto(&app.url("/admin/login")).await.unwrap();
-    b.type_into("#username", STAFF_USER).await;
-    b.type_into("#password", "not the password").await;
-    b.click("form.form button[type=submit]").await;
+    b.submit_sign_in("not the password").await;
     assert!(b
         .text("#login-error")
         .await
@@ -523,9 +523,7 @@ async fn staff_sign_in_with_a_wrong_password_then_change_it_on_the_password_page
 
     b.click("button.link").await;
     b.wait_for_path("/admin/login").await;
-    b.type_into("#username", STAFF_USER).await;
-    b.type_into("#password", new_password).await;
-    b.click("form.form button[type=submit]").await;
+    b.submit_sign_in(new_password).await;
     b.wait_for_path("/admin/students").await;
 
     // The signed-in header, with its extra link, still fits a phone.
@@ -614,15 +612,7 @@ async fn the_age_chart_reads_well_for_any_ages_on_a_desktop_and_on_a_phone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn axe_finds_no_violation_on_any_page_in_light_or_dark() {
     let app = app_with_students().await;
-    let id = {
-        use cachewithredis::schema::students::dsl::*;
-        use diesel::prelude::*;
-        students
-            .select(id)
-            .order(id.asc())
-            .first::<i32>(&mut *app.conn())
-            .unwrap()
-    };
+    let id = app.first_student_id();
     for dark in [false, true] {
         let scheme = if dark { "dark" } else { "light" };
         let browser = Browser::start_with(1280, 900, dark).await;
@@ -640,36 +630,17 @@ async fn axe_finds_no_violation_on_any_page_in_light_or_dark() {
                 "{what} ({scheme}): {violations:#}"
             );
         };
-        for path in [
-            "/students",
-            "/students?page=2",
-            "/students?q=Student+1&sort=-age",
-            "/students/average-age",
-            "/admin/login",
-            "/nowhere",
-        ] {
+        for path in PUBLIC_PAGES {
             b.client.goto(&app.url(path)).await.unwrap();
             check(path.to_owned()).await;
         }
         // A failed sign-in, then a real one.
         b.client.goto(&app.url("/admin/login")).await.unwrap();
-        b.type_into("#username", STAFF_USER).await;
-        b.type_into("#password", "not the password").await;
-        b.click("form.form button[type=submit]").await;
+        b.submit_sign_in("not the password").await;
         check("a failed sign-in".to_owned()).await;
-        b.type_into("#username", STAFF_USER).await;
-        b.type_into("#password", STAFF_PASSWORD).await;
-        b.click("form.form button[type=submit]").await;
+        b.submit_sign_in(STAFF_PASSWORD).await;
         b.wait_for_path("/admin/students").await;
-        for path in [
-            "/admin/students".to_owned(),
-            "/admin/students/new".to_owned(),
-            format!("/admin/students/{id}/edit"),
-            format!("/admin/students/{id}/delete"),
-            "/admin/password".to_owned(),
-            "/admin/cache".to_owned(),
-            "/students/average-age".to_owned(),
-        ] {
+        for path in staff_pages(id) {
             b.client.goto(&app.url(&path)).await.unwrap();
             check(path).await;
         }

@@ -421,6 +421,17 @@ impl TestApp {
         StaffUser::insert(&mut self.conn(), username, &hash).expect("insert staff");
     }
 
+    /// The lowest student id: a row to edit or delete.
+    pub fn first_student_id(&self) -> i32 {
+        use cachewithredis::schema::students::dsl::*;
+        use diesel::prelude::*;
+        students
+            .select(id)
+            .order(id.asc())
+            .first::<i32>(&mut *self.conn())
+            .expect("a student")
+    }
+
     /// Creates the staff user and signs in with this app's client.
     pub async fn sign_in(&self) {
         self.create_staff(STAFF_USER, STAFF_PASSWORD);

@@ -248,11 +248,7 @@ async fn every_get_route_answers_head_with_the_same_status_and_headers_and_no_bo
     let app = spawn_app().await;
     app.insert_students(&[20, 30]);
     app.sign_in().await;
-    let id = {
-        use cachewithredis::schema::students::dsl::*;
-        use diesel::prelude::*;
-        students.select(id).first::<i32>(&mut app.conn()).unwrap()
-    };
+    let id = app.first_student_id();
     let routes = [
         "/".to_owned(),
         "/students".into(),
