@@ -111,11 +111,12 @@ impl CachedQuery for StudentSearchQuery {
     type Value = StudentPage;
 
     fn key(&self) -> Cow<'static, str> {
-        let mut key = format!("students:list:{}:{}:", self.order.as_str(), self.page);
-        for byte in self.name_contains.as_deref().unwrap_or_default().bytes() {
-            key.push_str(&format!("{byte:02x}"));
-        }
-        Cow::Owned(key)
+        Cow::Owned(format!(
+            "students:list:{}:{}:{}",
+            self.order.as_str(),
+            self.page,
+            hex(self.name_contains.as_deref().unwrap_or_default())
+        ))
     }
 
     fn compute(&self, conn: &mut DbConn) -> QueryResult<StudentPage> {
@@ -146,4 +147,15 @@ impl CachedQuery for StudentSearchQuery {
             value.students.iter().map(|s| s.id).collect::<Vec<_>>()
         )
     }
+}
+
+/// `text`'s bytes in hex: any search as a part of a key or a validator, unambiguous and with
+/// nothing in it that Redis or HTTP would read as a separator.
+pub fn hex(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len() * 2);
+    for byte in text.bytes() {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }

@@ -284,24 +284,18 @@ impl Pager {
     /// The page numbers the pager links: the first, the last, and two each side of this one;
     /// `None` where numbers are left out.
     pub fn numbers(&self) -> Vec<Option<i64>> {
-        let mut numbers = Vec::new();
-        let mut last_shown = 0;
-        for n in 1..=self.last_page {
-            let near = (n - self.page).abs() <= 2;
-            if n == 1 || n == self.last_page || near {
-                if n > last_shown + 1 {
-                    numbers.push(None);
-                }
-                numbers.push(Some(n));
-                last_shown = n;
-            } else if n > self.page + 2 {
-                // Jump to the last page rather than walking a million numbers.
-                if self.last_page > last_shown + 1 {
-                    numbers.push(None);
-                }
-                numbers.push(Some(self.last_page));
-                break;
+        let near = (self.page - 2).max(1)..=(self.page + 2).min(self.last_page);
+        let mut shown: Vec<i64> = std::iter::once(1)
+            .chain(near)
+            .chain(std::iter::once(self.last_page))
+            .collect();
+        shown.dedup();
+        let mut numbers = Vec::with_capacity(shown.len() + 2);
+        for (i, &n) in shown.iter().enumerate() {
+            if i > 0 && n > shown[i - 1] + 1 {
+                numbers.push(None);
             }
+            numbers.push(Some(n));
         }
         numbers
     }
@@ -313,6 +307,17 @@ impl Pager {
     pub fn page_text(&self, page: &i64) -> String {
         thousands(*page)
     }
+}
+
+/// `q=…&`, the start of a link's query that keeps the search `q`; empty without one.
+pub fn search_query(q: &str) -> String {
+    if q.is_empty() {
+        return String::new();
+    }
+    format!(
+        "{}&",
+        serde_urlencoded::to_string([("q", q)]).unwrap_or_default()
+    )
 }
 
 /// `1234567` as "1,234,567".

@@ -8,11 +8,11 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::http_cache::HttpCaching;
-use super::{parse_page, AppState, Nav, Pager, PER_PAGE};
+use super::{parse_page, search_query, AppState, Nav, Pager, PER_PAGE};
 use crate::cache::lookup;
 use crate::error::AppError;
 use crate::forms::search_needle;
-use crate::models::cached::{StudentListQuery, StudentSearchQuery};
+use crate::models::cached::{hex, StudentListQuery, StudentSearchQuery};
 use crate::models::student::{ListOrder, StudentPage};
 
 #[derive(Deserialize)]
@@ -125,14 +125,7 @@ pub async fn list(
     }
     nav.cache_outcome = Some(lookup.outcome.label());
     let q = needle.unwrap_or_default();
-    let q_query = if q.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "{}&",
-            serde_urlencoded::to_string([("q", &q)]).unwrap_or_default()
-        )
-    };
+    let q_query = search_query(&q);
     let sort_query = match order {
         ListOrder::Id => String::new(),
         order => format!("sort={}&", order.as_str()),
@@ -163,10 +156,11 @@ pub async fn list(
 fn representation(page: i64, order: ListOrder, needle: Option<&str>) -> String {
     let mut representation = format!("list.html.p{page}");
     if order != ListOrder::Id || needle.is_some() {
-        representation.push_str(&format!(".{}.", order.as_str()));
-        for byte in needle.unwrap_or_default().bytes() {
-            representation.push_str(&format!("{byte:02x}"));
-        }
+        representation.push_str(&format!(
+            ".{}.{}",
+            order.as_str(),
+            hex(needle.unwrap_or_default())
+        ));
     }
     representation
 }

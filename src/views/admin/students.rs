@@ -16,7 +16,7 @@ use crate::forms::{search_needle, CsrfOnlyForm, StudentForm, StudentFormErrors};
 use crate::models::student::ListOrder;
 use crate::models::{write_log, NewStudent, Student};
 use crate::session;
-use crate::views::{parse_page, AppState, Nav, Pager, PER_PAGE};
+use crate::views::{parse_page, search_query, AppState, Nav, Pager, PER_PAGE};
 
 /// A redirect back to the list, or the form again with its errors (422).
 type FormResult = Result<Either<web::Redirect, CustomizeResponder<StudentFormPage>>, AppError>;
@@ -59,14 +59,7 @@ pub async fn index(
         )?)
     })
     .await?;
-    let extra_query = if q.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "{}&",
-            serde_urlencoded::to_string([("q", &q)]).unwrap_or_default()
-        )
-    };
+    let extra_query = search_query(&q);
     Ok(StudentIndexPage {
         nav: Nav::new(&session)?.at("staff"),
         pager: Pager::new(page, found.total, extra_query)?,
