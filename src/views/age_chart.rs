@@ -148,6 +148,17 @@ impl Bins {
     }
 }
 
+/// A bar before it is placed: what it shows, and how much room it takes, in slots.
+struct Planned {
+    label: String,
+    title: String,
+    count: u32,
+    outlier: bool,
+    slots: f64,
+    /// Room left empty after it: half a slot between the outliers and the rest.
+    gap_after: f64,
+}
+
 /// "37", or "37–150" for a range.
 fn ages_label(first: usize, last: usize) -> String {
     if first == last {
@@ -190,18 +201,26 @@ impl AgeChart {
                 .map(|a| ages.get(a))
                 .fold(0u32, u32::saturating_add)
         };
-        // (label, title, count, outlier, width in slots, gap after in slots)
-        let mut planned: Vec<(String, String, u32, bool, f64, f64)> = Vec::new();
         // An outlier bar is a slot and a half wide (its label may be a range) and half a slot
         // from the others: apart, and not read as the next age.
-        if let Some((first, last)) = bins.below {
+        let outliers = |(first, last): (usize, usize)| {
             let count = sum(first, last);
-            let title = format!(
-                "Outliers, age {}: {}",
-                ages_label(first, last),
-                students(count)
-            );
-            planned.push((ages_label(first, last), title, count, true, 1.5, 0.5));
+            let label = ages_label(first, last);
+            Planned {
+                title: format!("Outliers, age {label}: {}", students(count)),
+                label,
+                count,
+                outlier: true,
+                slots: 1.5,
+                gap_after: 0.0,
+            }
+        };
+        let mut planned: Vec<Planned> = Vec::new();
+        if let Some(below) = bins.below {
+            planned.push(Planned {
+                gap_after: 0.5,
+                ..outliers(below)
+            });
         }
         for i in 0..bins.count {
             let first = bins.start + i * bins.width;
@@ -217,45 +236,54 @@ impl AgeChart {
                 let title = format!("Ages {label}: {}", students(count));
                 (label, title)
             };
-            planned.push((label, title, count, false, 1.0, 0.0));
+            planned.push(Planned {
+                label,
+                title,
+                count,
+                outlier: false,
+                slots: 1.0,
+                gap_after: 0.0,
+            });
         }
-        if let Some((first, last)) = bins.above {
+        if let Some(above) = bins.above {
             if let Some(previous) = planned.last_mut() {
-                previous.5 = 0.5;
+                previous.gap_after = 0.5;
             }
-            let count = sum(first, last);
-            let title = format!(
-                "Outliers, age {}: {}",
-                ages_label(first, last),
-                students(count)
-            );
-            planned.push((ages_label(first, last), title, count, true, 1.5, 0.0));
+            planned.push(outliers(above));
         }
 
-        let slots: f64 = planned.iter().map(|p| p.4 + p.5).sum();
+        let slots: f64 = planned.iter().map(|p| p.slots + p.gap_after).sum();
         let plot_width = f64::from(WIDTH) - LEFT - RIGHT;
         let plot_height = f64::from(HEIGHT) - TOP - BOTTOM;
         let baseline = f64::from(HEIGHT) - BOTTOM;
         let step = plot_width / slots;
-        let tallest = planned.iter().map(|p| p.2).max()?.max(1);
+        let tallest = planned.iter().map(|p| p.count).max()?.max(1);
         // Labels that would touch their neighbours' are thinned to every n-th, and counts are
         // printed only when every one of them fits above its bar: no two labels ever overlap,
         // and the table has every number.
         let text_width = |text: &str| text.chars().count() as f64 * CHAR_WIDTH;
         let widest_label = planned
             .iter()
-            .filter(|p| !p.3)
-            .map(|p| text_width(&p.0))
+            .filter(|p| !p.outlier)
+            .map(|p| text_width(&p.label))
             .fold(0.0, f64::max);
         let label_every = ((widest_label + CHAR_WIDTH) / step).ceil().max(1.0) as usize;
         let show_counts = planned
             .iter()
-            .all(|p| text_width(&p.2.to_string()) + CHAR_WIDTH <= step * p.4);
+            .all(|p| text_width(&p.count.to_string()) + CHAR_WIDTH <= step * p.slots);
 
         let mut x = LEFT;
         let mut in_plot = 0;
         let mut bars = Vec::with_capacity(planned.len());
-        for (label, title, count, outlier, slots, gap) in planned {
+        for Planned {
+            label,
+            title,
+            count,
+            outlier,
+            slots,
+            gap_after,
+        } in planned
+        {
             let slot = step * slots;
             let bar_width = slot * 0.72;
             let height = match count {
@@ -281,7 +309,7 @@ impl AgeChart {
                 show_label,
                 show_count: show_counts,
             });
-            x += slot + step * gap;
+            x += slot + step * gap_after;
         }
         let rows: Vec<(usize, u32)> = ages.present().collect();
         let (youngest, oldest) = ages.range()?;
