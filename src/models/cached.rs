@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use diesel::QueryResult;
 
-use super::student::{self, StudentPage};
+use super::student::{self, StudentFilter, StudentPage};
 use super::{AverageAge, Student};
 use crate::cache::CachedQuery;
 use crate::db::DbConn;
@@ -124,7 +124,7 @@ impl CachedQuery for StudentSearchQuery {
             conn,
             self.page,
             self.per_page,
-            self.name_contains.as_deref(),
+            &StudentFilter::named(self.name_contains.clone()),
             self.order,
         )
     }

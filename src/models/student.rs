@@ -119,25 +119,32 @@ pub fn list_page(conn: &mut DbConn, page: i64, per_page: i64) -> QueryResult<Stu
     Ok(StudentPage { students, total })
 }
 
-/// The orders a list can be read in: `?sort=` takes `id`, `name`, `-name`, `age`, `-age`.
+/// The orders a list can be read in: `?sort=` takes a column (`id`, `name`, `age`,
+/// `created_at`), with a leading `-` for descending. The public list offers the first three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ListOrder {
     #[default]
     Id,
+    IdDesc,
     Name,
     NameDesc,
     Age,
     AgeDesc,
+    CreatedAt,
+    CreatedAtDesc,
 }
 
 impl ListOrder {
     pub fn parse(raw: &str) -> Option<ListOrder> {
         Some(match raw {
             "id" => ListOrder::Id,
+            "-id" => ListOrder::IdDesc,
             "name" => ListOrder::Name,
             "-name" => ListOrder::NameDesc,
             "age" => ListOrder::Age,
             "-age" => ListOrder::AgeDesc,
+            "created_at" => ListOrder::CreatedAt,
+            "-created_at" => ListOrder::CreatedAtDesc,
             _ => return None,
         })
     }
@@ -146,11 +153,177 @@ impl ListOrder {
     pub fn as_str(self) -> &'static str {
         match self {
             ListOrder::Id => "id",
+            ListOrder::IdDesc => "-id",
             ListOrder::Name => "name",
             ListOrder::NameDesc => "-name",
             ListOrder::Age => "age",
             ListOrder::AgeDesc => "-age",
+            ListOrder::CreatedAt => "created_at",
+            ListOrder::CreatedAtDesc => "-created_at",
         }
+    }
+
+    /// The orders the public list offers: it shows neither ids nor dates.
+    pub fn is_public(self) -> bool {
+        matches!(
+            self,
+            ListOrder::Id
+                | ListOrder::Name
+                | ListOrder::NameDesc
+                | ListOrder::Age
+                | ListOrder::AgeDesc
+        )
+    }
+
+    /// The same column the other way round.
+    pub fn reversed(self) -> ListOrder {
+        match self {
+            ListOrder::Id => ListOrder::IdDesc,
+            ListOrder::IdDesc => ListOrder::Id,
+            ListOrder::Name => ListOrder::NameDesc,
+            ListOrder::NameDesc => ListOrder::Name,
+            ListOrder::Age => ListOrder::AgeDesc,
+            ListOrder::AgeDesc => ListOrder::Age,
+            ListOrder::CreatedAt => ListOrder::CreatedAtDesc,
+            ListOrder::CreatedAtDesc => ListOrder::CreatedAt,
+        }
+    }
+}
+
+/// Which students a list shows: `?q=`, `?age_min=`, `?age_max=` (both bounds inclusive).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StudentFilter {
+    /// A case-insensitive substring of the name, as typed.
+    pub name_contains: Option<String>,
+    pub age_min: Option<i32>,
+    pub age_max: Option<i32>,
+}
+
+impl StudentFilter {
+    pub fn named(name_contains: Option<String>) -> StudentFilter {
+        StudentFilter {
+            name_contains,
+            ..StudentFilter::default()
+        }
+    }
+
+    fn boxed(&self) -> students::BoxedQuery<'static, <DbConn as diesel::Connection>::Backend> {
+        let mut query = students::table.into_boxed();
+        if let Some(needle) = &self.name_contains {
+            // lower() on both sides: LIKE folds case in SQLite but not in PostgreSQL.
+            query = query.filter(
+                lower(students::name)
+                    .like(like_pattern(&needle.to_lowercase()))
+                    .escape('\\'),
+            );
+        }
+        if let Some(min) = self.age_min {
+            query = query.filter(students::age.ge(min));
+        }
+        if let Some(max) = self.age_max {
+            query = query.filter(students::age.le(max));
+        }
+        query
+    }
+
+    /// How many students match: without a search, from the per-age counts the triggers keep
+    /// (at most 151 rows, whatever the table's size); with one, by counting.
+    fn count(&self, conn: &mut DbConn) -> QueryResult<i64> {
+        if self.name_contains.is_some() {
+            return self.boxed().count().get_result(conn);
+        }
+        if self.age_min.is_none() && self.age_max.is_none() {
+            return Student::stored_count(conn);
+        }
+        let counts: Vec<i64> = student_age_counts::table
+            .filter(student_age_counts::age.ge(self.age_min.unwrap_or(0)))
+            .filter(student_age_counts::age.le(self.age_max.unwrap_or(i32::MAX)))
+            .select(student_age_counts::students)
+            .load(conn)?;
+        Ok(counts.into_iter().sum())
+    }
+
+    /// The matching students in `order`; the id breaks ties, so that a page holds the same
+    /// rows however often it is read.
+    fn ordered(
+        &self,
+        order: ListOrder,
+    ) -> students::BoxedQuery<'static, <DbConn as diesel::Connection>::Backend> {
+        let query = self.boxed();
+        match order {
+            ListOrder::Id => query.order(students::id.asc()),
+            ListOrder::IdDesc => query.order(students::id.desc()),
+            ListOrder::Name => query.order((students::name.asc(), students::id.asc())),
+            ListOrder::NameDesc => query.order((students::name.desc(), students::id.desc())),
+            ListOrder::Age => query.order((students::age.asc(), students::id.asc())),
+            ListOrder::AgeDesc => query.order((students::age.desc(), students::id.desc())),
+            ListOrder::CreatedAt => query.order((students::created_at.asc(), students::id.asc())),
+            ListOrder::CreatedAtDesc => {
+                query.order((students::created_at.desc(), students::id.desc()))
+            }
+        }
+    }
+}
+
+impl StudentFilter {
+    /// The matching students that come after `last` in `order`, `limit` of them: a keyset
+    /// read, which costs the same at the millionth row as at the first (OFFSET would skip
+    /// every row before it again on each read).
+    pub fn records_after(
+        &self,
+        conn: &mut DbConn,
+        order: ListOrder,
+        last: Option<&StudentRecord>,
+        limit: i64,
+    ) -> QueryResult<Vec<StudentRecord>> {
+        use diesel::BoolExpressionMethods;
+        use students::{age, created_at, id, name};
+        let mut query = self.ordered(order);
+        if let Some(last) = last {
+            let (last_id, last_name, last_age, last_at) =
+                (last.id, last.name.clone(), last.age, last.created_at);
+            // (column, id) beyond (last's column, last's id), spelt out: Diesel has no row
+            // comparison. Named in full: PostgreSQL's network operators are `and` and `or` too.
+            macro_rules! beyond {
+                ($column:ident $cmp:ident $last:expr) => {
+                    query.filter(BoolExpressionMethods::or(
+                        $column.$cmp($last.clone()),
+                        BoolExpressionMethods::and($column.eq($last), id.$cmp(last_id)),
+                    ))
+                };
+            }
+            query = match order {
+                ListOrder::Id => query.filter(id.gt(last_id)),
+                ListOrder::IdDesc => query.filter(id.lt(last_id)),
+                ListOrder::Name => beyond!(name gt last_name),
+                ListOrder::NameDesc => beyond!(name lt last_name),
+                ListOrder::Age => beyond!(age gt last_age),
+                ListOrder::AgeDesc => beyond!(age lt last_age),
+                ListOrder::CreatedAt => beyond!(created_at gt last_at),
+                ListOrder::CreatedAtDesc => beyond!(created_at lt last_at),
+            };
+        }
+        query
+            .limit(limit)
+            .select(StudentRecord::as_select())
+            .load(conn)
+    }
+}
+
+/// A student as the staff list and the CSV export show one: with the time it was added (UTC).
+#[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
+#[diesel(table_name = students)]
+pub struct StudentRecord {
+    pub id: i32,
+    pub name: String,
+    pub age: i32,
+    pub created_at: chrono::NaiveDateTime,
+}
+
+impl StudentRecord {
+    /// `created_at` to the minute, as the staff list prints it.
+    pub fn added(&self) -> String {
+        self.created_at.format("%Y-%m-%d %H:%M").to_string()
     }
 }
 
@@ -179,42 +352,40 @@ impl Student {
         students::table.count().get_result(conn)
     }
 
-    /// Students in `order`, `per_page` at a time; `page` counts from 1. `name_contains`
-    /// filters by a case-insensitive substring of the name (case-folded).
+    /// Students matching `filter` in `order`, `per_page` at a time; `page` counts from 1.
     pub fn page(
         conn: &mut DbConn,
         page: i64,
         per_page: i64,
-        name_contains: Option<&str>,
+        filter: &StudentFilter,
         order: ListOrder,
     ) -> QueryResult<StudentPage> {
-        let filtered = || {
-            let mut query = students::table.into_boxed();
-            if let Some(needle) = name_contains {
-                // lower() on both sides: LIKE folds case in SQLite but not in PostgreSQL.
-                query = query.filter(
-                    lower(students::name)
-                        .like(like_pattern(&needle.to_lowercase()))
-                        .escape('\\'),
-                );
-            }
-            query
-        };
-        let total = filtered().count().get_result(conn)?;
-        // The id breaks ties, so that a page holds the same rows however often it is read.
-        let ordered = match order {
-            ListOrder::Id => filtered().order(students::id.asc()),
-            ListOrder::Name => filtered().order((students::name.asc(), students::id.asc())),
-            ListOrder::NameDesc => filtered().order((students::name.desc(), students::id.desc())),
-            ListOrder::Age => filtered().order((students::age.asc(), students::id.asc())),
-            ListOrder::AgeDesc => filtered().order((students::age.desc(), students::id.desc())),
-        };
-        let students = ordered
+        let total = filter.count(conn)?;
+        let students = filter
+            .ordered(order)
             .limit(per_page)
             .offset((page - 1).saturating_mul(per_page))
             .select(Student::as_select())
             .load(conn)?;
         Ok(StudentPage { students, total })
+    }
+
+    /// As `page`, with each student's `created_at`, for the staff list; and the total.
+    pub fn records(
+        conn: &mut DbConn,
+        page: i64,
+        per_page: i64,
+        filter: &StudentFilter,
+        order: ListOrder,
+    ) -> QueryResult<(Vec<StudentRecord>, i64)> {
+        let total = filter.count(conn)?;
+        let records = filter
+            .ordered(order)
+            .limit(per_page)
+            .offset((page - 1).saturating_mul(per_page))
+            .select(StudentRecord::as_select())
+            .load(conn)?;
+        Ok((records, total))
     }
 
     /// One page in id order by OFFSET, without counting.
@@ -259,6 +430,22 @@ impl Student {
         on_backend!(conn, c => diesel::delete(students::table.find(id))
             .returning(Student::as_returning())
             .get_result(c))
+    }
+
+    /// The students with these ids, in id order; ids that match none are left out.
+    pub fn find_many(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<Student>> {
+        on_backend!(conn, c => students::table
+            .filter(students::id.eq_any(ids))
+            .order(students::id)
+            .select(Student::as_select())
+            .load(c))
+    }
+
+    /// Deletes the rows with these ids in one statement; returns those there were.
+    pub fn delete_many(conn: &mut DbConn, ids: &[i32]) -> QueryResult<Vec<Student>> {
+        on_backend!(conn, c => diesel::delete(students::table.filter(students::id.eq_any(ids)))
+            .returning(Student::as_returning())
+            .get_results(c))
     }
 
     /// Inserts many rows in one statement; the caller chooses the transaction.

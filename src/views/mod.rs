@@ -9,6 +9,7 @@ pub mod health;
 pub mod http_cache;
 pub mod minute_chart;
 pub mod rendered;
+pub mod sort_link;
 pub mod students;
 
 use std::sync::Arc;
@@ -127,6 +128,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route("/students", get().to(admin::students::index))
                         .route("/students", web::post().to(admin::students::create))
                         .route("/students/new", get().to(admin::students::new))
+                        .route(
+                            "/students/delete-selected",
+                            web::post().to(admin::students::delete_selected),
+                        )
+                        .route(
+                            "/students/export.csv",
+                            get().to(admin::export::students_csv),
+                        )
                         .route("/students/{id}/edit", get().to(admin::students::edit))
                         .route("/students/{id}", web::post().to(admin::students::update))
                         .route(

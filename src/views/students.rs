@@ -8,6 +8,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::http_cache::HttpCaching;
+use super::sort_link::SortLink;
 use super::{parse_page, search_query, AppState, Nav, Pager, PER_PAGE};
 use crate::cache::lookup;
 use crate::error::AppError;
@@ -36,48 +37,17 @@ pub struct StudentListPage {
     age_sort: SortLink,
 }
 
-/// A sortable column's header: where it links, and how the list is sorted by it now.
-pub struct SortLink {
-    pub href: String,
-    /// `aria-sort`'s value when the list is sorted by this column.
-    pub aria_sort: Option<&'static str>,
-    pub arrow: &'static str,
-}
-
-impl SortLink {
-    /// The header of the column sorted by `ascending` or `descending`: a click sorts by it
-    /// ascending, or reverses it when it is the order already. The search is kept; the page
-    /// goes back to 1.
-    fn new(
-        current: ListOrder,
-        ascending: ListOrder,
-        descending: ListOrder,
-        q_query: &str,
-    ) -> SortLink {
-        let (next, aria_sort, arrow) = if current == ascending {
-            (descending, Some("ascending"), " ▲")
-        } else if current == descending {
-            (ascending, Some("descending"), " ▼")
-        } else {
-            (ascending, None, "")
-        };
-        SortLink {
-            href: format!("?{q_query}sort={}", next.as_str()),
-            aria_sort,
-            arrow,
-        }
-    }
-}
-
 /// `?sort=`: absent is the insertion order; anything unknown is a 400.
 fn parse_order(raw: Option<&str>) -> Result<ListOrder, AppError> {
     match raw {
         None | Some("") => Ok(ListOrder::Id),
-        Some(raw) => ListOrder::parse(raw).ok_or_else(|| {
-            AppError::BadRequest(format!(
-                "Sort by name, -name, age, -age or id, not {raw:?}."
-            ))
-        }),
+        Some(raw) => ListOrder::parse(raw)
+            .filter(|o| o.is_public())
+            .ok_or_else(|| {
+                AppError::BadRequest(format!(
+                    "Sort by name, -name, age, -age or id, not {raw:?}."
+                ))
+            }),
     }
 }
 
@@ -134,8 +104,8 @@ pub async fn list(
         nav,
         pager: Pager::new(page, lookup.value.total, format!("{q_query}{sort_query}"))?,
         students: Arc::clone(&lookup.value),
-        name_sort: SortLink::new(order, ListOrder::Name, ListOrder::NameDesc, &q_query),
-        age_sort: SortLink::new(order, ListOrder::Age, ListOrder::AgeDesc, &q_query),
+        name_sort: SortLink::new(order, ListOrder::Name, &q_query),
+        age_sort: SortLink::new(order, ListOrder::Age, &q_query),
         sort: match order {
             ListOrder::Id => "",
             order => order.as_str(),

@@ -349,10 +349,11 @@ const PUBLIC_PAGES: [&str; 7] = [
 
 /// Every staff page, with the student `id` to edit and delete, and the average page as staff
 /// see it.
-fn staff_pages(id: i32) -> [String; 8] {
+fn staff_pages(id: i32) -> [String; 9] {
     [
         "/admin/students".to_owned(),
         "/admin/students?q=Student".to_owned(),
+        "/admin/students?age_min=20&age_max=24&sort=-created_at".to_owned(),
         "/admin/students/new".to_owned(),
         format!("/admin/students/{id}/edit"),
         format!("/admin/students/{id}/delete"),
@@ -655,6 +656,15 @@ async fn axe_finds_no_violation_on_any_page_in_light_or_dark() {
         b.type_into("#age", "old").await;
         b.click("form.form button[type=submit]").await;
         check("the student form with errors".to_owned()).await;
+        // Two rows ticked, then "Delete selected…": the page that asks first.
+        b.client.goto(&app.url("/admin/students")).await.unwrap();
+        b.click("tbody tr:nth-child(1) input[name=ids]").await;
+        b.click("tbody tr:nth-child(2) input[name=ids]").await;
+        b.click("form.selection > button[type=submit]").await;
+        b.wait_for_path("/admin/students/delete-selected").await;
+        let asked = b.client.find(Locator::Css("main h1")).await.unwrap();
+        assert_eq!(asked.text().await.unwrap(), "Delete selected students");
+        check("the delete-selected confirmation".to_owned()).await;
         browser.client.clone().close().await.unwrap();
     }
 }

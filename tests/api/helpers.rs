@@ -383,6 +383,20 @@ impl TestApp {
         self.await_mark_followed();
     }
 
+    /// Inserts named students directly (as another program would) and waits until the cache
+    /// follows.
+    pub fn insert_named(&self, students: &[(&str, i32)]) {
+        let batch: Vec<NewStudent> = students
+            .iter()
+            .map(|&(name, age)| NewStudent {
+                name: name.to_owned(),
+                age,
+            })
+            .collect();
+        Student::insert_batch(&mut self.conn(), &batch).expect("insert");
+        self.await_mark_followed();
+    }
+
     /// This database's identity, which every cached value carries.
     pub fn database_identity(&self) -> String {
         cachewithredis::cache::owner::database_identity(&mut self.conn()).expect("identity")

@@ -2,22 +2,7 @@
 //! in the right order, the choice kept in every link, numbered pages, and each such page cached
 //! under the same invalidation as the rest (no reader sees a page from before a write).
 
-use cachewithredis::models::{NewStudent, Student};
-
-use crate::helpers::{header, spawn_app, spawn_second_instance, TestApp};
-
-/// Inserts named students (as another program would) and waits until the cache follows.
-fn insert(app: &TestApp, students: &[(&str, i32)]) {
-    let batch: Vec<NewStudent> = students
-        .iter()
-        .map(|&(name, age)| NewStudent {
-            name: name.to_owned(),
-            age,
-        })
-        .collect();
-    Student::insert_batch(&mut app.conn(), &batch).expect("insert");
-    app.await_mark_followed();
-}
+use crate::helpers::{header, spawn_app, spawn_second_instance};
 
 /// The names in the table, top to bottom.
 fn names(body: &str) -> Vec<String> {
@@ -30,7 +15,7 @@ fn names(body: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn visitors_search_by_name_and_sort_by_name_or_age_either_way() {
     let app = spawn_app().await;
-    insert(&app, &[("Zoe", 30), ("Ada", 19), ("Bob", 25), ("Adam", 40)]);
+    app.insert_named(&[("Zoe", 30), ("Ada", 19), ("Bob", 25), ("Adam", 40)]);
     let list = |path: &'static str| {
         let app = &app;
         async move {
@@ -102,7 +87,7 @@ async fn pages_are_numbered_with_the_first_and_the_last_and_keep_the_order() {
         .map(|i| (format!("S{i:04}"), 18 + i % 8))
         .collect();
     let many: Vec<(&str, i32)> = many.iter().map(|(n, a)| (n.as_str(), *a)).collect();
-    insert(&app, &many);
+    app.insert_named(&many);
     let (_, body) = app.get_text("/students?sort=age&page=10").await;
     assert!(body.contains("1,234 students in total"), "{body}");
     for (page, label) in [
@@ -132,7 +117,7 @@ async fn pages_are_numbered_with_the_first_and_the_last_and_keep_the_order() {
 async fn a_searched_or_sorted_page_is_cached_and_a_write_shows_on_it_at_once_on_every_instance() {
     let app = spawn_app().await;
     let other = spawn_second_instance(&app).await;
-    insert(&app, &[("Bea", 20), ("Cy", 21), ("Abe", 22)]);
+    app.insert_named(&[("Bea", 20), ("Cy", 21), ("Abe", 22)]);
     app.sign_in().await;
     for path in ["/students?sort=name", "/students?q=b&sort=-age"] {
         for instance in [&app, &other] {

@@ -3,5 +3,6 @@
 pub mod auth;
 pub mod cache;
 pub mod cache_state;
+pub mod export;
 pub mod password;
 pub mod students;

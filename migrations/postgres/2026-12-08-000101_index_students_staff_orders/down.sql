@@ -1,0 +1,2 @@
+DROP INDEX students_created_at_id;
+DROP INDEX students_age_id;

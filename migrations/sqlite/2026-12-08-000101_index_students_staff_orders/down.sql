@@ -1,0 +1,2 @@
+DROP INDEX students_created_at;
+DROP INDEX students_age_id;
