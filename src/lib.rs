@@ -8,6 +8,7 @@ pub use ::cache::on_backend;
 pub mod cli;
 pub mod compression;
 pub mod config;
+pub mod csv_import;
 pub mod db;
 pub mod error;
 pub mod forms;

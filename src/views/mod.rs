@@ -132,6 +132,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                             "/students/delete-selected",
                             web::post().to(admin::students::delete_selected),
                         )
+                        .route("/students/import", get().to(admin::import::form))
+                        .route("/students/import", web::post().to(admin::import::import))
                         .route(
                             "/students/export.csv",
                             get().to(admin::export::students_csv),

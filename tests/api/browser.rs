@@ -349,12 +349,13 @@ const PUBLIC_PAGES: [&str; 7] = [
 
 /// Every staff page, with the student `id` to edit and delete, and the average page as staff
 /// see it.
-fn staff_pages(id: i32) -> [String; 9] {
+fn staff_pages(id: i32) -> [String; 10] {
     [
         "/admin/students".to_owned(),
         "/admin/students?q=Student".to_owned(),
         "/admin/students?age_min=20&age_max=24&sort=-created_at".to_owned(),
         "/admin/students/new".to_owned(),
+        "/admin/students/import".to_owned(),
         format!("/admin/students/{id}/edit"),
         format!("/admin/students/{id}/delete"),
         "/admin/password".to_owned(),
@@ -643,6 +644,9 @@ async fn axe_finds_no_violation_on_any_page_in_light_or_dark() {
         b.wait_for_path("/admin/students").await;
         for path in staff_pages(id) {
             b.client.goto(&app.url(&path)).await.unwrap();
+            if !dark && path.contains("age_min") {
+                b.screenshot("admin-students").await;
+            }
             check(path).await;
         }
         if dark {
@@ -665,6 +669,27 @@ async fn axe_finds_no_violation_on_any_page_in_light_or_dark() {
         let asked = b.client.find(Locator::Css("main h1")).await.unwrap();
         assert_eq!(asked.text().await.unwrap(), "Delete selected students");
         check("the delete-selected confirmation".to_owned()).await;
+        // A CSV file with a bad row, chosen in the file field: the page that lists it.
+        let bad_file = tempfile::NamedTempFile::with_suffix(".csv").unwrap();
+        std::fs::write(bad_file.path(), "name,age\nAda,36\n,20\n").unwrap();
+        b.client
+            .goto(&app.url("/admin/students/import"))
+            .await
+            .unwrap();
+        let field = b.client.find(Locator::Css("#file")).await.unwrap();
+        field
+            .send_keys(&bad_file.path().display().to_string())
+            .await
+            .unwrap();
+        b.click("form.form button[type=submit]").await;
+        let listed = b
+            .client
+            .wait()
+            .for_element(Locator::Css(".bad-rows li"))
+            .await
+            .unwrap();
+        assert_eq!(listed.text().await.unwrap(), "Line 3: Enter a name.");
+        check("the import with a bad row".to_owned()).await;
         browser.client.clone().close().await.unwrap();
     }
 }

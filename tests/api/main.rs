@@ -21,6 +21,7 @@ mod consistency_monitor;
 mod container;
 mod cross_site;
 mod csv_export;
+mod csv_import;
 mod deploy;
 mod helpers;
 mod hostile_input;

@@ -4,5 +4,6 @@ pub mod auth;
 pub mod cache;
 pub mod cache_state;
 pub mod export;
+pub mod import;
 pub mod password;
 pub mod students;
