@@ -352,7 +352,8 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
         // deleted once applied (here, or by any instance's worker), so a row recorded by an
         // earlier batch may already be gone when this command dies after a later one.
         let outbox_id = conn.transaction(|conn| {
-            Student::insert_batch(conn, &batch)?;
+            let inserted = Student::insert_batch(conn, &batch)?;
+            crate::models::history::added(conn, COMMAND_LINE, &inserted)?;
             // The staff cache page's list of writes names the command once, not per batch.
             if outbox_ids.is_empty() {
                 let what = format!("seeded {count} students");

@@ -46,6 +46,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    student_history (id) {
+        id -> Integer,
+        student_id -> Integer,
+        at_ms -> BigInt,
+        who -> Text,
+        action -> Text,
+        name_before -> Nullable<Text>,
+        name_after -> Nullable<Text>,
+        age_before -> Nullable<Integer>,
+        age_after -> Nullable<Integer>,
+    }
+}
+
+diesel::table! {
     student_id_blocks (block) {
         block -> Integer,
         students -> BigInt,
@@ -77,6 +91,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     staff_sessions,
     staff_users,
     student_age_counts,
+    student_history,
     student_id_blocks,
     student_stats,
     students,

@@ -2,6 +2,7 @@
 
 pub mod age_distribution;
 pub mod cached;
+pub mod history;
 pub mod staff;
 pub mod student;
 pub mod write_log;

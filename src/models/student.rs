@@ -448,13 +448,15 @@ impl Student {
             .get_results(c))
     }
 
-    /// Inserts many rows in one statement; the caller chooses the transaction.
-    pub fn insert_batch(conn: &mut DbConn, batch: &[NewStudent]) -> QueryResult<usize> {
+    /// Inserts many rows in one statement; the caller chooses the transaction. Returns the
+    /// rows as stored, with their ids, for the history.
+    pub fn insert_batch(conn: &mut DbConn, batch: &[NewStudent]) -> QueryResult<Vec<Student>> {
         match conn {
             // PostgreSQL's triggers run once per statement.
             DbConn::Pg(c) => diesel::insert_into(students::table)
                 .values(batch)
-                .execute(c),
+                .returning(Student::as_returning())
+                .get_results(c),
             DbConn::Sqlite(c) => c.transaction(|c| {
                 without_sqlite_row_triggers(c, |c| {
                     // AUTOINCREMENT: the new ids are above every id there was.
@@ -464,13 +466,15 @@ impl Student {
                     let inserted = diesel::insert_into(students::table)
                         .values(batch)
                         .execute(c)?;
-                    let new_ids: Vec<i32> = students::table
+                    // The write lock is this connection's: every row past the highest is ours.
+                    let inserted_rows: Vec<Student> = students::table
                         .filter(students::id.gt(highest.unwrap_or(0)))
-                        .select(students::id)
+                        .order(students::id)
+                        .select(Student::as_select())
                         .load(c)?;
                     let mut blocks = std::collections::BTreeMap::<i32, i64>::new();
-                    for id in new_ids {
-                        *blocks.entry(id / ID_BLOCK as i32).or_default() += 1;
+                    for student in &inserted_rows {
+                        *blocks.entry(student.id / ID_BLOCK as i32).or_default() += 1;
                     }
                     for (block, n) in blocks {
                         diesel::insert_into(student_id_blocks::table)
@@ -505,7 +509,7 @@ impl Student {
                     diesel::update(cache_generation::table)
                         .set(cache_generation::generation.eq(cache_generation::generation + 1))
                         .execute(c)?;
-                    Ok(inserted)
+                    Ok(inserted_rows)
                 })
             }),
         }

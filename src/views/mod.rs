@@ -139,6 +139,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                             get().to(admin::export::students_csv),
                         )
                         .route("/students/{id}/edit", get().to(admin::students::edit))
+                        .route("/students/{id}/history", get().to(admin::history::page))
                         .route("/students/{id}", web::post().to(admin::students::update))
                         .route(
                             "/students/{id}/delete",

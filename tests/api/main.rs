@@ -24,6 +24,7 @@ mod csv_export;
 mod csv_import;
 mod deploy;
 mod helpers;
+mod history;
 mod hostile_input;
 mod http_caching;
 mod list_cache;

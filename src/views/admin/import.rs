@@ -16,7 +16,7 @@ use super::students::staff_name;
 use crate::csv_import::{self, BadRow, Refusal};
 use crate::db;
 use crate::error::AppError;
-use crate::models::{write_log, Student};
+use crate::models::{history, write_log, Student};
 use crate::session;
 use crate::views::{AppState, Nav};
 
@@ -147,7 +147,8 @@ pub async fn import(
     let imported = db::blocking(move || {
         cache.commit_and_invalidate(&pool, move |conn| {
             for batch in students.chunks(INSERT_BATCH) {
-                Student::insert_batch(conn, batch)?;
+                let inserted = Student::insert_batch(conn, batch)?;
+                history::added(conn, &who, &inserted)?;
             }
             let what = format!(
                 "imported {} student{} from a CSV file",

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod cache;
 pub mod cache_state;
 pub mod export;
+pub mod history;
 pub mod import;
 pub mod password;
 pub mod students;

@@ -14,7 +14,7 @@ use crate::db;
 use crate::error::AppError;
 use crate::forms::{search_needle, CsrfOnlyForm, StudentForm, StudentFormErrors};
 use crate::models::student::{ListOrder, StudentFilter, StudentRecord};
-use crate::models::{write_log, NewStudent, Student};
+use crate::models::{history, write_log, NewStudent, Student};
 use crate::session;
 use crate::views::sort_link::SortLink;
 use crate::views::{parse_page, AppState, Nav, Pager, PER_PAGE};
@@ -231,6 +231,7 @@ pub async fn create(
     let who = staff_name(&session);
     let student = write(&state, move |conn| {
         let student = Student::insert(conn, &new)?;
+        history::added(conn, &who, std::slice::from_ref(&student))?;
         let what = format!("added “{}” (age {})", student.name, student.age);
         write_log::record(conn, &who, &what)?;
         Ok(student)
@@ -277,7 +278,9 @@ pub async fn update(
     };
     let who = staff_name(&session);
     let student = write(&state, move |conn| {
+        let record = history::changing(conn, &who, id)?;
         let student = Student::update(conn, id, &changes)?;
+        history::changed(conn, record, &student)?;
         let what = format!("changed “{}” (age {})", student.name, student.age);
         write_log::record(conn, &who, &what)?;
         Ok(student)
@@ -323,6 +326,7 @@ pub async fn delete(
     let who = staff_name(&session);
     let student = write(&state, move |conn| {
         let student = Student::delete(conn, id)?;
+        history::deleted(conn, &who, std::slice::from_ref(&student))?;
         let what = format!("deleted “{}” (age {})", student.name, student.age);
         write_log::record(conn, &who, &what)?;
         Ok(student)
@@ -424,6 +428,7 @@ pub async fn delete_selected(
     let who = staff_name(&session);
     let deleted = write(&state, move |conn| {
         let deleted = Student::delete_many(conn, &ids)?;
+        history::deleted(conn, &who, &deleted)?;
         if !deleted.is_empty() {
             write_log::record(conn, &who, &deleted_summary(&deleted))?;
         }
