@@ -11,7 +11,7 @@ use rand::{RngExt, SeedableRng};
 use diesel::Connection;
 
 use crate::config::Settings;
-use crate::models::staff::{hash_password, StaffUser};
+use crate::models::staff::{hash_password, StaffChangeError, StaffUser};
 use crate::models::{NewStudent, Student};
 use crate::startup::{Application, Resources};
 
@@ -41,7 +41,12 @@ pub enum Command {
         seed: Option<u64>,
     },
     /// Create a staff user; the password comes from STAFF_PASSWORD or standard input.
-    CreateStaff { username: String },
+    CreateStaff {
+        username: String,
+        /// Also manages staff users (/admin/staff).
+        #[arg(long)]
+        superuser: bool,
+    },
     /// Invalidate every cached value (the average, the pages of the list).
     CacheClear,
     /// Exit 0 when the instance on BIND_ADDR answers /healthz (for a container's HEALTHCHECK).
@@ -65,6 +70,8 @@ pub enum StaffCommand {
     Activate { username: String },
     /// Delete a user; ends their sessions.
     Delete { username: String },
+    /// Make a user a superuser, who also manages staff users (/admin/staff).
+    Promote { username: String },
 }
 
 /// A command given something it cannot act on (no such user, a password too short): the
@@ -86,7 +93,10 @@ pub fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed { count, seed } => seed_students(&settings, count, seed),
-        Command::CreateStaff { username } => create_staff(&settings, &username),
+        Command::CreateStaff {
+            username,
+            superuser,
+        } => create_staff(&settings, &username, superuser),
         Command::CacheClear => {
             let resources = Resources::open(&settings)?;
             let generation = resources
@@ -139,7 +149,8 @@ fn manage_staff(settings: &Settings, action: StaffCommand) -> anyhow::Result<()>
                 } else {
                     "deactivated"
                 };
-                println!("{}\t{state}", user.username);
+                let role = if user.is_superuser { "\tsuperuser" } else { "" };
+                println!("{}\t{state}{role}", user.username);
             }
         }
         StaffCommand::SetPassword { username } => {
@@ -152,21 +163,34 @@ fn manage_staff(settings: &Settings, action: StaffCommand) -> anyhow::Result<()>
         }
         StaffCommand::Deactivate { username } => {
             let user = find_staff(&mut conn, &username)?;
-            StaffUser::set_active(&mut conn, user.id, false)?;
+            StaffUser::set_active(&mut conn, user.id, false).map_err(refused)?;
             println!("Staff user {username:?} deactivated; their sessions have ended.");
         }
         StaffCommand::Activate { username } => {
             let user = find_staff(&mut conn, &username)?;
-            StaffUser::set_active(&mut conn, user.id, true)?;
+            StaffUser::set_active(&mut conn, user.id, true).map_err(refused)?;
             println!("Staff user {username:?} may sign in again.");
         }
         StaffCommand::Delete { username } => {
             let user = find_staff(&mut conn, &username)?;
-            StaffUser::delete(&mut conn, user.id)?;
+            StaffUser::delete(&mut conn, user.id).map_err(refused)?;
             println!("Staff user {username:?} deleted; their sessions have ended.");
+        }
+        StaffCommand::Promote { username } => {
+            let user = find_staff(&mut conn, &username)?;
+            StaffUser::promote(&mut conn, user.id)?;
+            println!("Staff user {username:?} is a superuser: they also manage staff users.");
         }
     }
     Ok(())
+}
+
+/// The last superuser kept is a refusal of the command (exit 2), not a failure.
+fn refused(e: StaffChangeError) -> anyhow::Error {
+    match e {
+        StaffChangeError::LastSuperuser(_) => UsageError(e.to_string()).into(),
+        StaffChangeError::Database(e) => e.into(),
+    }
 }
 
 fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -396,7 +420,7 @@ fn check_new_password(username: &str, password: &str) -> anyhow::Result<()> {
         .map_err(|why| UsageError(format!("password refused: {why}")).into())
 }
 
-fn create_staff(settings: &Settings, username: &str) -> anyhow::Result<()> {
+fn create_staff(settings: &Settings, username: &str, superuser: bool) -> anyhow::Result<()> {
     let username = &crate::usernames::normalize(username);
     if !valid_username(username) {
         anyhow::bail!("invalid username {username:?}: use 1 to 150 letters, digits and @ . + - _");
@@ -416,8 +440,12 @@ fn create_staff(settings: &Settings, username: &str) -> anyhow::Result<()> {
         .into());
     }
     let hash = hash_password(&password)?;
-    StaffUser::insert(&mut conn, username, &hash)?;
-    println!("Staff user {username:?} created.");
+    StaffUser::insert(&mut conn, username, &hash, superuser)?;
+    if superuser {
+        println!("Superuser {username:?} created.");
+    } else {
+        println!("Staff user {username:?} created.");
+    }
     Ok(())
 }
 

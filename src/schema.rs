@@ -35,6 +35,7 @@ diesel::table! {
         password_hash -> Text,
         created_at -> Timestamp,
         is_active -> Bool,
+        is_superuser -> Bool,
     }
 }
 

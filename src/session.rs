@@ -10,6 +10,7 @@ use crate::error::AppError;
 
 pub(crate) const STAFF_ID: &str = "staff_id";
 pub(crate) const STAFF_USERNAME: &str = "staff_username";
+const STAFF_SUPERUSER: &str = "staff_superuser";
 const CSRF_TOKEN: &str = "csrf_token";
 const FLASH: &str = "flash";
 
@@ -18,23 +19,43 @@ const FLASH: &str = "flash";
 pub struct SignedIn {
     pub id: i32,
     pub username: String,
+    /// As it was at sign-in: for the navigation only. What a superuser may do is checked
+    /// against the database on each request (`views::admin::staff`).
+    pub superuser: bool,
 }
 
 /// The staff user of this session, if any. A cookie that fails to decode counts as none.
 pub fn signed_in(session: &Session) -> Option<SignedIn> {
     let id = session.get::<i32>(STAFF_ID).ok().flatten()?;
     let username = session.get::<String>(STAFF_USERNAME).ok().flatten()?;
-    Some(SignedIn { id, username })
+    let superuser = session
+        .get::<bool>(STAFF_SUPERUSER)
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+    Some(SignedIn {
+        id,
+        username,
+        superuser,
+    })
 }
 
 /// Starts a signed-in session under a new identity, so a session fixed before sign-in is
 /// worthless after it.
-pub fn sign_in(session: &Session, id: i32, username: &str) -> Result<(), AppError> {
+pub fn sign_in(
+    session: &Session,
+    id: i32,
+    username: &str,
+    superuser: bool,
+) -> Result<(), AppError> {
     session.renew();
     session.remove(CSRF_TOKEN);
     session.insert(STAFF_ID, id).map_err(AppError::unexpected)?;
     session
         .insert(STAFF_USERNAME, username)
+        .map_err(AppError::unexpected)?;
+    session
+        .insert(STAFF_SUPERUSER, superuser)
         .map_err(AppError::unexpected)?;
     Ok(())
 }

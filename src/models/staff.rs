@@ -24,6 +24,8 @@ pub struct StaffUser {
     pub username: String,
     pub password_hash: String,
     pub is_active: bool,
+    /// Also manages staff users.
+    pub is_superuser: bool,
 }
 
 #[derive(Insertable)]
@@ -31,6 +33,16 @@ pub struct StaffUser {
 struct NewStaffUser<'a> {
     username: &'a str,
     password_hash: &'a str,
+    is_superuser: bool,
+}
+
+/// Why a change to the staff users was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum StaffChangeError {
+    #[error("{0} is the last active superuser: make another superuser first, so that someone can still manage staff users")]
+    LastSuperuser(String),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
 }
 
 /// How many failures within [`THROTTLE_WINDOW_SECS`] lock a client address out.
@@ -67,9 +79,13 @@ impl StaffUser {
         })
     }
 
-    /// Allows or stops sign-in; stopping it ends every session of the user.
-    pub fn set_active(conn: &mut DbConn, id: i32, active: bool) -> QueryResult<()> {
-        conn.transaction(|conn| {
+    /// Allows or stops sign-in; stopping it ends every session of the user. The last active
+    /// superuser cannot be stopped.
+    pub fn set_active(conn: &mut DbConn, id: i32, active: bool) -> Result<(), StaffChangeError> {
+        with_staff_locked(conn, |conn| {
+            if !active {
+                keep_a_superuser(conn, id)?;
+            }
             diesel::update(staff_users::table.find(id))
                 .set(staff_users::is_active.eq(active))
                 .execute(conn)?;
@@ -80,10 +96,29 @@ impl StaffUser {
         })
     }
 
-    /// Deletes the user; their sessions go with them (ON DELETE CASCADE).
-    pub fn delete(conn: &mut DbConn, id: i32) -> QueryResult<()> {
-        diesel::delete(staff_users::table.find(id)).execute(conn)?;
+    /// Makes the user a superuser.
+    pub fn promote(conn: &mut DbConn, id: i32) -> QueryResult<()> {
+        diesel::update(staff_users::table.find(id))
+            .set(staff_users::is_superuser.eq(true))
+            .execute(conn)?;
         Ok(())
+    }
+
+    /// Deletes the user; their sessions go with them (ON DELETE CASCADE). The last active
+    /// superuser cannot be deleted.
+    pub fn delete(conn: &mut DbConn, id: i32) -> Result<(), StaffChangeError> {
+        with_staff_locked(conn, |conn| {
+            keep_a_superuser(conn, id)?;
+            diesel::delete(staff_users::table.find(id)).execute(conn)?;
+            Ok(())
+        })
+    }
+
+    pub fn find(conn: &mut DbConn, id: i32) -> QueryResult<StaffUser> {
+        staff_users::table
+            .find(id)
+            .select(StaffUser::as_select())
+            .first(conn)
     }
 
     /// Every staff user, by username.
@@ -112,16 +147,72 @@ impl StaffUser {
         conn: &mut DbConn,
         username: &str,
         password_hash: &str,
+        is_superuser: bool,
     ) -> QueryResult<StaffUser> {
         let new = NewStaffUser {
             username,
             password_hash,
+            is_superuser,
         };
         on_backend!(conn, c => diesel::insert_into(staff_users::table)
             .values(&new)
             .returning(StaffUser::as_returning())
             .get_result(c))
     }
+}
+
+/// Runs `change` with the staff users locked against every other change to them: two
+/// superusers deactivating each other at once must not both see the other still active. On
+/// PostgreSQL a lock on the table (reads go on; a second writer waits); on SQLite an immediate
+/// transaction (the database's write lock, taken before the first read).
+fn with_staff_locked<T>(
+    conn: &mut DbConn,
+    change: impl FnOnce(&mut DbConn) -> Result<T, StaffChangeError>,
+) -> Result<T, StaffChangeError> {
+    use diesel::connection::SimpleConnection;
+    match conn {
+        DbConn::Pg(_) => conn.transaction(|conn| {
+            conn.batch_execute("LOCK TABLE staff_users IN SHARE ROW EXCLUSIVE MODE")?;
+            change(conn)
+        }),
+        DbConn::Sqlite(_) => {
+            // The immediate transaction is the SQLite connection's; `change` takes the
+            // multi-backend one, which is the same connection.
+            conn.batch_execute("BEGIN IMMEDIATE")?;
+            match change(conn) {
+                Ok(value) => {
+                    conn.batch_execute("COMMIT")?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    let _ = conn.batch_execute("ROLLBACK");
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// Refuses when user `id` is the only active superuser.
+fn keep_a_superuser(conn: &mut DbConn, id: i32) -> Result<(), StaffChangeError> {
+    let user = match StaffUser::find(conn, id) {
+        Ok(user) => user,
+        Err(diesel::result::Error::NotFound) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if !(user.is_superuser && user.is_active) {
+        return Ok(());
+    }
+    let others: i64 = staff_users::table
+        .filter(staff_users::is_superuser.eq(true))
+        .filter(staff_users::is_active.eq(true))
+        .filter(staff_users::id.ne(id))
+        .count()
+        .get_result(conn)?;
+    if others == 0 {
+        return Err(StaffChangeError::LastSuperuser(user.username));
+    }
+    Ok(())
 }
 
 /// Argon2id with the crate's default (OWASP-recommended) parameters, as a PHC string.
@@ -366,6 +457,7 @@ mod tests {
             username: "ada".into(),
             password_hash: hash,
             is_active: true,
+            is_superuser: false,
         };
         assert!(verify_password(Some(&user), "correct horse"));
         assert!(!verify_password(Some(&user), "wrong"));

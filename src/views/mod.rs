@@ -122,6 +122,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route("/logout", web::post().to(admin::auth::logout))
                         .route("/password", get().to(admin::password::form))
                         .route("/password", web::post().to(admin::password::change))
+                        .route("/staff", get().to(admin::staff::list))
+                        .route("/staff", web::post().to(admin::staff::create))
+                        .route("/staff/new", get().to(admin::staff::new))
+                        .route(
+                            "/staff/{id}/active",
+                            web::post().to(admin::staff::set_active),
+                        )
+                        .route(
+                            "/staff/{id}/password",
+                            get().to(admin::staff::password_form),
+                        )
+                        .route(
+                            "/staff/{id}/password",
+                            web::post().to(admin::staff::set_password),
+                        )
                         .route("/cache", get().to(admin::cache::page))
                         .route("/cache/clear", web::post().to(admin::cache::clear))
                         .route("/cache/recompute", web::post().to(admin::cache::recompute))
@@ -178,6 +193,8 @@ pub fn static_files(
 /// What the site header, the flash area and the debug panel need.
 pub struct Nav {
     pub staff: Option<String>,
+    /// Whether to link the staff users' page (see `session::SignedIn::superuser`).
+    pub superuser: bool,
     /// The CSRF token for the sign-out form; empty for visitors, who get no session cookie.
     pub csrf_token: String,
     pub flashes: Vec<String>,
@@ -203,16 +220,18 @@ impl Nav {
     pub fn new(session: &Session) -> Result<Nav, AppError> {
         let debug = metrics::current_request_timings()
             .filter(|t| t.lock().map(|t| t.debug).unwrap_or(false));
-        let (staff, csrf_token, flashes) = match session::signed_in(session) {
+        let (staff, superuser, csrf_token, flashes) = match session::signed_in(session) {
             Some(user) => (
                 Some(user.username),
+                user.superuser,
                 session::csrf_token(session)?,
                 session::take_flashes(session),
             ),
-            None => (None, String::new(), Vec::new()),
+            None => (None, false, String::new(), Vec::new()),
         };
         Ok(Nav {
             staff,
+            superuser,
             csrf_token,
             flashes,
             debug,

@@ -227,7 +227,7 @@ async fn app_with_students() -> TestApp {
     let app = spawn_app().await;
     let ages: Vec<i32> = (0..120).map(|i| 18 + i % 8).collect();
     app.insert_students(&ages);
-    app.create_staff(STAFF_USER, STAFF_PASSWORD);
+    app.create_superuser(STAFF_USER, STAFF_PASSWORD);
     app
 }
 
@@ -349,7 +349,7 @@ const PUBLIC_PAGES: [&str; 7] = [
 
 /// Every staff page, with the student `id` to edit and delete, and the average page as staff
 /// see it.
-fn staff_pages(id: i32) -> [String; 10] {
+fn staff_pages(id: i32) -> [String; 14] {
     [
         "/admin/students".to_owned(),
         "/admin/students?q=Student".to_owned(),
@@ -358,8 +358,12 @@ fn staff_pages(id: i32) -> [String; 10] {
         "/admin/students/import".to_owned(),
         format!("/admin/students/{id}/edit"),
         format!("/admin/students/{id}/delete"),
+        format!("/admin/students/{id}/history"),
         "/admin/password".to_owned(),
         "/admin/cache".to_owned(),
+        "/admin/staff".to_owned(),
+        "/admin/staff/new".to_owned(),
+        "/admin/staff/1/password".to_owned(),
         "/students/average-age".to_owned(),
     ]
 }

@@ -430,9 +430,15 @@ impl TestApp {
         Student::count(&mut self.conn()).expect("count")
     }
 
+    /// A staff user who is not a superuser.
     pub fn create_staff(&self, username: &str, password: &str) {
         let hash = hash_password(password).expect("hash");
-        StaffUser::insert(&mut self.conn(), username, &hash).expect("insert staff");
+        StaffUser::insert(&mut self.conn(), username, &hash, false).expect("insert staff");
+    }
+
+    pub fn create_superuser(&self, username: &str, password: &str) {
+        let hash = hash_password(password).expect("hash");
+        StaffUser::insert(&mut self.conn(), username, &hash, true).expect("insert staff");
     }
 
     /// The lowest student id: a row to edit or delete.
@@ -446,9 +452,9 @@ impl TestApp {
             .expect("a student")
     }
 
-    /// Creates the staff user and signs in with this app's client.
+    /// Creates the staff user, a superuser, and signs in with this app's client.
     pub async fn sign_in(&self) {
-        self.create_staff(STAFF_USER, STAFF_PASSWORD);
+        self.create_superuser(STAFF_USER, STAFF_PASSWORD);
         let response = self.try_sign_in(STAFF_USER, STAFF_PASSWORD, "").await;
         assert_eq!(response.status(), 303, "sign-in succeeds");
     }

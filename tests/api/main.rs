@@ -41,4 +41,5 @@ mod sentinel;
 mod sign_in_throttle;
 mod staff_list;
 mod staff_sessions;
+mod staff_users;
 mod unsupported_servers;

@@ -155,7 +155,7 @@ pub async fn login(
     let client = client_addr(&req, &state.trusted_proxies);
     match staff::authenticate(&state.db, credentials, client).await? {
         Some(user) => {
-            session::sign_in(&session, user.id, &user.username)?;
+            session::sign_in(&session, user.id, &user.username, user.is_superuser)?;
             let to = safe_next(&form.next).to_owned();
             Ok(Either::Left(
                 HttpResponse::SeeOther()

@@ -7,4 +7,5 @@ pub mod export;
 pub mod history;
 pub mod import;
 pub mod password;
+pub mod staff;
 pub mod students;
