@@ -349,6 +349,8 @@ fn a_staff_command_on_a_name_that_does_not_exist_exits_2_saying_so() {
 async fn deactivating_a_signed_in_user_on_the_command_line_ends_their_session() {
     let app = spawn_app().await;
     app.sign_in().await;
+    // Another superuser, so that this one is not the last (which stays).
+    app.create_superuser("root", "a long enough password");
     assert_eq!(app.get("/admin/students").await.status(), 200);
     let out = Command::new(env!("CARGO_BIN_EXE_cachewithredis"))
         .args(["staff", "deactivate", crate::helpers::STAFF_USER])
