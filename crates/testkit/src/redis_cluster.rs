@@ -138,7 +138,27 @@ impl RedisCluster {
 
     /// Moves `slot` from its master to another master, one key at a time with `pause` between
     /// keys, then gives the slot to it on every master; returns the new master.
+    ///
+    /// A migration that fails halfway (the master changed under it) is abandoned: the slot is
+    /// made stable again on every master, so that the cluster still agrees on who serves it;
+    /// the keys already moved are lost, as a cache's copy may be.
     pub fn migrate_slot(&self, slot: u16, pause: Duration) -> anyhow::Result<Arc<RedisServer>> {
+        let migrated = self.try_migrate_slot(slot, pause);
+        if migrated.is_err() {
+            for node in self.nodes.iter().filter(|n| n.role() == "master") {
+                let _ = node.connection().and_then(|mut c| {
+                    redis::cmd("CLUSTER")
+                        .arg("SETSLOT")
+                        .arg(slot)
+                        .arg("STABLE")
+                        .query::<()>(&mut c)
+                });
+            }
+        }
+        migrated
+    }
+
+    fn try_migrate_slot(&self, slot: u16, pause: Duration) -> anyhow::Result<Arc<RedisServer>> {
         let from = self
             .master_of(slot)
             .context("the slot has no master")?
