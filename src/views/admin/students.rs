@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::db;
 use crate::error::AppError;
-use crate::forms::{search_needle, CsrfOnlyForm, StudentForm, StudentFormErrors};
+use crate::forms::{search_needle, CsrfOnlyForm, StudentAge, StudentForm, StudentFormErrors};
 use crate::models::student::{ListOrder, StudentFilter, StudentRecord};
 use crate::models::{history, write_log, NewStudent, Student};
 use crate::session;
@@ -72,12 +72,14 @@ fn age_bound(field: &str, raw: Option<&str>) -> Result<Option<i32>, AppError> {
     if raw.is_empty() {
         return Ok(None);
     }
-    match raw.parse::<i32>() {
-        Ok(age) if (0..=150).contains(&age) => Ok(Some(age)),
-        _ => Err(AppError::BadRequest(format!(
-            "{field} must be a whole number from 0 to 150, not {raw:?}."
-        ))),
-    }
+    // The staff form's own rule for an age.
+    StudentAge::parse(raw)
+        .map(|age| Some(age.get()))
+        .map_err(|_| {
+            AppError::BadRequest(format!(
+                "{field} must be a whole number from 0 to 150, not {raw:?}."
+            ))
+        })
 }
 
 /// The filter as query parameters, each followed by `&`, for links that keep it.
@@ -139,10 +141,10 @@ pub async fn index(
         Ok(Student::records(conn, page, PER_PAGE, &read, order)?)
     })
     .await?;
-    let export_query = format!("{keep}{sort_query}");
+    // The export takes what the pager keeps: the filter and the order.
+    let kept = format!("{keep}{sort_query}");
     Ok(StudentIndexPage {
         nav: Nav::new(&session)?.at("staff"),
-        pager: Pager::new(page, total, format!("{keep}{sort_query}"))?,
         students,
         filtered: filter != StudentFilter::default(),
         q: filter.name_contains.unwrap_or_default(),
@@ -156,14 +158,11 @@ pub async fn index(
         name_sort: SortLink::new(order, ListOrder::Name, &keep),
         age_sort: SortLink::new(order, ListOrder::Age, &keep),
         added_sort: SortLink::new(order, ListOrder::CreatedAt, &keep),
-        export_href: format!(
-            "/admin/students/export.csv{}",
-            if export_query.is_empty() {
-                String::new()
-            } else {
-                format!("?{}", export_query.trim_end_matches('&'))
-            }
-        ),
+        export_href: match kept.trim_end_matches('&') {
+            "" => "/admin/students/export.csv".to_owned(),
+            query => format!("/admin/students/export.csv?{query}"),
+        },
+        pager: Pager::new(page, total, kept)?,
         csrf_token: session::csrf_token(&session)?,
     })
 }
