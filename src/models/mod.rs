@@ -5,6 +5,7 @@ pub mod cached;
 pub mod history;
 pub mod staff;
 pub mod student;
+pub mod student_window;
 pub mod write_log;
 
 pub use age_distribution::AgeCounts;

@@ -228,7 +228,7 @@ impl StudentFilter {
 
     /// How many students match: without a search, from the per-age counts the triggers keep
     /// (at most 151 rows, whatever the table's size); with one, by counting.
-    fn count(&self, conn: &mut DbConn) -> QueryResult<i64> {
+    pub(super) fn count(&self, conn: &mut DbConn) -> QueryResult<i64> {
         if self.name_contains.is_some() {
             return self.boxed().count().get_result(conn);
         }
@@ -265,53 +265,8 @@ impl StudentFilter {
     }
 }
 
-impl StudentFilter {
-    /// The matching students that come after `last` in `order`, `limit` of them: a keyset
-    /// read, which costs the same at the millionth row as at the first (OFFSET would skip
-    /// every row before it again on each read).
-    pub fn records_after(
-        &self,
-        conn: &mut DbConn,
-        order: ListOrder,
-        last: Option<&StudentRecord>,
-        limit: i64,
-    ) -> QueryResult<Vec<StudentRecord>> {
-        use diesel::BoolExpressionMethods;
-        use students::{age, created_at, id, name};
-        let mut query = self.ordered(order);
-        if let Some(last) = last {
-            let (last_id, last_name, last_age, last_at) =
-                (last.id, last.name.clone(), last.age, last.created_at);
-            // (column, id) beyond (last's column, last's id), spelt out: Diesel has no row
-            // comparison. Named in full: PostgreSQL's network operators are `and` and `or` too.
-            macro_rules! beyond {
-                ($column:ident $cmp:ident $last:expr) => {
-                    query.filter(BoolExpressionMethods::or(
-                        $column.$cmp($last.clone()),
-                        BoolExpressionMethods::and($column.eq($last), id.$cmp(last_id)),
-                    ))
-                };
-            }
-            query = match order {
-                ListOrder::Id => query.filter(id.gt(last_id)),
-                ListOrder::IdDesc => query.filter(id.lt(last_id)),
-                ListOrder::Name => beyond!(name gt last_name),
-                ListOrder::NameDesc => beyond!(name lt last_name),
-                ListOrder::Age => beyond!(age gt last_age),
-                ListOrder::AgeDesc => beyond!(age lt last_age),
-                ListOrder::CreatedAt => beyond!(created_at gt last_at),
-                ListOrder::CreatedAtDesc => beyond!(created_at lt last_at),
-            };
-        }
-        query
-            .limit(limit)
-            .select(StudentRecord::as_select())
-            .load(conn)
-    }
-}
-
 /// A student as the staff list and the CSV export show one: with the time it was added (UTC).
-#[derive(Debug, Clone, Queryable, Selectable, PartialEq)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, PartialEq)]
 #[diesel(table_name = students)]
 pub struct StudentRecord {
     pub id: i32,
@@ -368,24 +323,6 @@ impl Student {
             .select(Student::as_select())
             .load(conn)?;
         Ok(StudentPage { students, total })
-    }
-
-    /// As `page`, with each student's `created_at`, for the staff list; and the total.
-    pub fn records(
-        conn: &mut DbConn,
-        page: i64,
-        per_page: i64,
-        filter: &StudentFilter,
-        order: ListOrder,
-    ) -> QueryResult<(Vec<StudentRecord>, i64)> {
-        let total = filter.count(conn)?;
-        let records = filter
-            .ordered(order)
-            .limit(per_page)
-            .offset((page - 1).saturating_mul(per_page))
-            .select(StudentRecord::as_select())
-            .load(conn)?;
-        Ok((records, total))
     }
 
     /// One page in id order by OFFSET, without counting.
@@ -509,6 +446,13 @@ impl Student {
                     diesel::update(cache_generation::table)
                         .set(cache_generation::generation.eq(cache_generation::generation + 1))
                         .execute(c)?;
+                    // The names' trigram index (its trigger is one of those dropped).
+                    diesel::sql_query(
+                        "INSERT INTO students_name_trigram (rowid, name) \
+                         SELECT id, name FROM students WHERE id > ?",
+                    )
+                    .bind::<diesel::sql_types::Integer, _>(highest.unwrap_or(0))
+                    .execute(c)?;
                     Ok(inserted_rows)
                 })
             }),
@@ -562,7 +506,7 @@ struct TriggerSql {
 /// only write lock, so no other connection ever sees `students` without them. SQLite runs
 /// triggers once per row, which doubled the time of a million-row `seed` (5.6 s to 11.7 s);
 /// `work` does once what they would have done per row (the per-age counts, the id blocks, the
-/// student count, the generation mark).
+/// student count, the generation mark, the names' trigrams).
 fn without_sqlite_row_triggers<T>(
     conn: &mut diesel::SqliteConnection,
     work: impl FnOnce(&mut diesel::SqliteConnection) -> QueryResult<T>,
@@ -584,7 +528,7 @@ fn without_sqlite_row_triggers<T>(
 }
 
 /// `%needle%` with LIKE's wildcards in the needle taken literally.
-fn like_pattern(needle: &str) -> String {
+pub(super) fn like_pattern(needle: &str) -> String {
     let mut pattern = String::with_capacity(needle.len() + 2);
     pattern.push('%');
     for c in needle.chars() {

@@ -111,12 +111,307 @@ async fn the_search_and_the_age_range_combine_and_every_link_keeps_them() {
 
     // Past one page, the pager keeps everything.
     let body = list(&app, "/admin/students?age_min=25&sort=age").await;
+    let next = link(&body, "rel=\"next\"").expect("a next page");
     assert!(
-        body.contains("href=\"?age_min=25&#38;sort=age&#38;page=2\""),
+        next.starts_with("/admin/students?age_min=25&sort=age&page=2&after="),
+        "{next}"
+    );
+    let body = list(&app, &next).await;
+    assert_eq!(names(&body).len(), 10, "60 rows: 50 then 10");
+    assert!(body.contains("Page 2 of 2"), "{body}");
+    // A page number typed in is read too.
+    let body = list(&app, "/admin/students?age_min=25&sort=age&page=2").await;
+    assert_eq!(names(&body).len(), 10);
+    assert_eq!(
+        app.get("/admin/students?age_min=25&page=3").await.status(),
+        404
+    );
+}
+
+/// The ids in the staff table, top to bottom.
+fn ids(body: &str) -> Vec<i32> {
+    body.split("<input type=\"checkbox\" name=\"ids\" value=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The address of the pager's link marked `marker` (`rel="next"`, or its text such as
+/// `>Last »`), unescaped.
+fn link(body: &str, marker: &str) -> Option<String> {
+    let pager = body
+        .split("<nav class=\"pager\"")
+        .nth(1)?
+        .split("</nav>")
+        .next()?;
+    let anchor = pager.split("<a ").find(|a| a.contains(marker))?;
+    let href = anchor.split("href=\"").nth(1)?.split('"').next()?;
+    let href = href.replace("&#38;", "&");
+    Some(match href.strip_prefix('?') {
+        Some(query) => format!("/admin/students?{query}"),
+        None => href,
+    })
+}
+
+/// Every page from `start` on by the pager's `marker` links: each page's ids.
+async fn pages(app: &TestApp, start: &str, marker: &str) -> Vec<Vec<i32>> {
+    let mut pages = Vec::new();
+    let mut at = Some(start.to_owned());
+    while let Some(path) = at {
+        let body = list(app, &path).await;
+        pages.push(ids(&body));
+        at = link(&body, marker);
+        assert!(pages.len() < 100, "the pager runs in a circle at {path}");
+    }
+    pages
+}
+
+/// A student as the tests compare them: id, name, age, and when added (as text, which sorts).
+type Row = (i32, String, i32, String);
+
+/// Whether a filter keeps a row, as the test works it out.
+type Keeps<'a> = &'a dyn Fn(&Row) -> bool;
+
+/// All students with the column each order sorts by, straight from the database.
+fn every_student(app: &TestApp) -> Vec<Row> {
+    use cachewithredis::schema::students::dsl::*;
+    use diesel::prelude::*;
+    let rows: Vec<(i32, String, i32, chrono::NaiveDateTime)> = students
+        .select((id, name, age, created_at))
+        .load(&mut *app.conn())
+        .unwrap();
+    rows.into_iter()
+        .map(|(i, n, a, at)| (i, n, a, at.format("%F %T%.f").to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pager_meets_every_match_once_in_order_forwards_and_backwards() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    // 300 students: five names (first letters apart, so every collation agrees), ages 18–25,
+    // three days of adding; ties in every column but the id.
+    let names = ["Ann Lee", "Bo Ann", "Cy Dee", "Dee Ann", "Eve Bo"];
+    let rows: Vec<(&str, i32)> = (0..300)
+        .map(|i| (names[(i * 7 + i / 5) % 5], 18 + (i % 8) as i32))
+        .collect();
+    app.insert_named(&rows);
+    for (remainder, day) in [(0, 3), (1, 1), (2, 2)] {
+        diesel::sql_query(format!(
+            "UPDATE students SET created_at = '2026-01-0{day} 08:30:00' WHERE id % 3 = {remainder}"
+        ))
+        .execute(&mut *app.conn())
+        .unwrap();
+    }
+    let all = every_student(&app);
+    // Both plans are met: the walk where matches are many (all; ages 20–23, 150; "ann", 180),
+    // the collection where few ("dee ann", 60; "ann" at 20–23, 90; "bo", 120, two letters).
+    let filters: [(&str, Keeps); 6] = [
+        ("", &|_| true),
+        ("age_min=20&age_max=23&", &|s| (20..=23).contains(&s.2)),
+        ("q=ann&", &|s| s.1.to_lowercase().contains("ann")),
+        ("q=dee+ann&", &|s| s.1.to_lowercase().contains("dee ann")),
+        ("q=ann&age_min=20&age_max=23&", &|s| {
+            s.1.to_lowercase().contains("ann") && (20..=23).contains(&s.2)
+        }),
+        ("q=bo&", &|s| s.1.to_lowercase().contains("bo")),
+    ];
+    for sort in [
+        "id",
+        "-id",
+        "name",
+        "-name",
+        "age",
+        "-age",
+        "created_at",
+        "-created_at",
+    ] {
+        for (query, keeps) in &filters {
+            let mut expected: Vec<_> = all.iter().filter(|s| keeps(s)).cloned().collect();
+            expected.sort_by(|a, b| {
+                let column = match sort.trim_start_matches('-') {
+                    "id" => std::cmp::Ordering::Equal,
+                    "name" => a.1.cmp(&b.1),
+                    "age" => a.2.cmp(&b.2),
+                    _ => a.3.cmp(&b.3),
+                };
+                column.then(a.0.cmp(&b.0))
+            });
+            if sort.starts_with('-') {
+                expected.reverse();
+            }
+            let expected: Vec<i32> = expected.iter().map(|s| s.0).collect();
+            let start = format!("/admin/students?{query}sort={sort}");
+            let forwards = pages(&app, &start, "rel=\"next\"").await;
+            assert_eq!(forwards.concat(), expected, "{start}, by Next");
+            let body = list(&app, &start).await;
+            let count = expected.len();
+            let noun = if count == 1 { "student" } else { "students" };
+            assert!(
+                body.contains(&format!("{count} matching {noun}.")),
+                "{start}"
+            );
+            let page_count = forwards.len();
+            if page_count > 1 {
+                assert!(body.contains(&format!("Page 1 of {page_count}")), "{start}");
+                let last = link(&body, ">Last »").expect("a last page");
+                let backwards = pages(&app, &last, "rel=\"prev\"").await;
+                let mut backwards_in_order = backwards.clone();
+                backwards_in_order.reverse();
+                // The same pages from either end: the last page holds the rows page numbers
+                // from the front would put there.
+                assert_eq!(
+                    backwards_in_order, forwards,
+                    "{start}, by Previous from Last"
+                );
+                let body = list(&app, &last).await;
+                assert!(body.contains(&format!("Page {page_count} of {page_count}")));
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filter_that_matches_only_far_along_the_order_still_fills_each_page() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    // 1,500 students of 30, then 1,500 of 20: half match either age, so the list walks the
+    // order's index, and on PostgreSQL walks it in chunks; walking from either end meets the
+    // whole other half first, more than a chunk.
+    let rows: Vec<(String, i32)> = (0..3_000)
+        .map(|i| (format!("Student {i:04}"), if i < 1_500 { 30 } else { 20 }))
+        .collect();
+    let rows: Vec<(&str, i32)> = rows.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    app.insert_named(&rows);
+    let all = every_student(&app);
+    let of_age =
+        |age: i32| -> Vec<i32> { all.iter().filter(|s| s.2 == age).map(|s| s.0).collect() };
+    let (twenty, thirty) = (of_age(20), of_age(30));
+
+    let body = list(&app, "/admin/students?age_max=20").await;
+    assert!(body.contains("1,500 matching students."), "{body}");
+    assert_eq!(ids(&body), twenty[..50]);
+    let body = list(&app, "/admin/students?age_min=30&sort=-id").await;
+    let mut from_the_end: Vec<i32> = thirty.iter().rev().copied().collect();
+    from_the_end.truncate(50);
+    assert_eq!(ids(&body), from_the_end);
+    // Ids in name order, the same names in order: the walk's other index.
+    let body = list(&app, "/admin/students?age_min=20&age_max=20&sort=name").await;
+    assert_eq!(ids(&body), twenty[..50]);
+    let next = link(&body, "rel=\"next\"").unwrap();
+    assert_eq!(ids(&list(&app, &next).await), twenty[50..100]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_matching_more_than_ten_thousand_says_so_and_still_pages_to_the_end() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    let rows: Vec<(String, i32)> = (0..10_060).map(|i| (format!("Anna {i:05}"), 20)).collect();
+    let rows: Vec<(&str, i32)> = rows.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    app.insert_named(&rows);
+    app.insert_named(&[("Bob", 30)]);
+    let mut anna: Vec<i32> = every_student(&app)
+        .into_iter()
+        .filter(|s| s.1.starts_with("Anna"))
+        .map(|s| s.0)
+        .collect();
+    anna.sort();
+
+    let body = list(&app, "/admin/students?q=anna").await;
+    assert!(
+        body.contains("More than 10,000 matching students."),
         "{body}"
     );
-    let body = list(&app, "/admin/students?age_min=25&sort=age&page=2").await;
-    assert_eq!(names(&body).len(), 10, "60 rows: 50 then 10");
+    assert!(
+        body.contains("Page 1</span>"),
+        "no page count when not counted: {body}"
+    );
+    assert_eq!(ids(&body), anna[..50]);
+    let body = list(&app, &link(&body, "rel=\"next\"").unwrap()).await;
+    assert!(body.contains("Page 2</span>"));
+    assert_eq!(ids(&body), anna[50..100]);
+    let last = list(&app, &link(&body, ">Last »").unwrap()).await;
+    assert!(last.contains("Last page</span>"), "{last}");
+    assert_eq!(ids(&last), anna[anna.len() - 50..]);
+    assert!(link(&last, "rel=\"next\"").is_none());
+    let before = list(&app, &link(&last, "rel=\"prev\"").unwrap()).await;
+    assert_eq!(ids(&before), anna[anna.len() - 100..anna.len() - 50]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_writer_keeps_the_name_search_right() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    // Few matches among many rows: the search reads the names' trigram index (on SQLite an
+    // FTS5 table that triggers keep, and that a bulk insert fills itself).
+    let mut rows: Vec<(&str, i32)> = vec![("Filler Person", 20); 400];
+    rows.extend([("Xavi Moss", 21), ("Xavi Moss", 22), ("Xavi Moss", 23)]);
+    app.insert_named(&rows);
+    let all = every_student(&app);
+    let xavi: Vec<i32> = all
+        .iter()
+        .filter(|s| s.1 == "Xavi Moss")
+        .map(|s| s.0)
+        .collect();
+    let filler = all[0].0;
+    let edit = |id: i32, name: &'static str| {
+        let app = &app;
+        async move {
+            let token = app.csrf_token(&format!("/admin/students/{id}/edit")).await;
+            let response = app
+                .post_form(
+                    &format!("/admin/students/{id}"),
+                    &[("name", name), ("age", "20"), ("csrf_token", &token)],
+                )
+                .await;
+            assert_eq!(response.status(), 303);
+        }
+    };
+    edit(filler, "Xavier Mossley").await;
+    edit(xavi[0], "Someone Else").await;
+    let token = app
+        .csrf_token(&format!("/admin/students/{}/delete", xavi[1]))
+        .await;
+    let response = app
+        .post_form(
+            &format!("/admin/students/{}/delete", xavi[1]),
+            &[("csrf_token", &token)],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    // A writer outside the application.
+    diesel::sql_query(format!(
+        "UPDATE students SET name = 'Mrs Xavi' WHERE id = {}",
+        all[1].0
+    ))
+    .execute(&mut *app.conn())
+    .unwrap();
+
+    let body = list(&app, "/admin/students?q=xavi").await;
+    let mut expected = vec![filler, all[1].0, xavi[2]];
+    expected.sort();
+    assert_eq!(ids(&body), expected, "{body}");
+    assert!(body.contains("3 matching students."));
+    let body = list(&app, "/admin/students?q=someone").await;
+    assert_eq!(ids(&body), vec![xavi[0]]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_place_in_the_list_that_the_pager_did_not_give_answers_400() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    for query in [
+        "after=abc",
+        "sort=name&after=12",
+        "sort=age&after=12:old",
+        "sort=created_at&before=3:yesterday",
+        "after=1&before=2",
+        "page=last&after=1",
+        "page=first",
+    ] {
+        let response = app.get(&format!("/admin/students?{query}")).await;
+        assert_eq!(response.status(), 400, "{query}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,6 +8,7 @@ use super::students::IndexQuery;
 use crate::db;
 use crate::error::AppError;
 use crate::models::student::{ListOrder, StudentFilter, StudentRecord};
+use crate::models::student_window::{Cursor, Plan};
 use crate::views::AppState;
 
 /// Rows per database read: one blocking call per batch, and a batch's CSV is all that is ever
@@ -22,21 +23,24 @@ pub async fn students_csv(
     let (filter, order) = query.parse()?;
     let header = web::Bytes::from_static(b"id,name,age,created_at\r\n");
     let pool = state.db.clone();
+    // The state: the plan (chosen by the first read, from the count) and the last row sent;
+    // `None` once a short batch said there is no more.
     let rows = stream::try_unfold(
-        Some(None::<StudentRecord>),
-        move |after: Option<Option<StudentRecord>>| {
+        Some((None::<Plan>, None::<Cursor>)),
+        move |state: Option<(Option<Plan>, Option<Cursor>)>| {
             let (pool, filter) = (pool.clone(), filter.clone());
             async move {
-                let Some(after) = after else {
+                let Some((plan, after)) = state else {
                     return Ok(None);
                 };
-                let batch = next_batch(&pool, filter, order, after).await?;
+                let (plan, batch) = next_batch(&pool, filter, order, plan, after).await?;
                 if batch.is_empty() {
                     return Ok(None);
                 }
                 let bytes = csv_rows(&batch)?;
                 // A short batch is the last: no read that finds nothing.
-                let next = (batch.len() as i64 == BATCH).then(|| batch.last().cloned());
+                let next = (batch.len() as i64 == BATCH)
+                    .then(|| (Some(plan), batch.last().map(|row| Cursor::of(row, order))));
                 Ok::<_, AppError>(Some((bytes, next)))
             }
         },
@@ -57,10 +61,15 @@ async fn next_batch(
     pool: &db::DbPool,
     filter: StudentFilter,
     order: ListOrder,
-    after: Option<StudentRecord>,
-) -> Result<Vec<StudentRecord>, AppError> {
+    plan: Option<Plan>,
+    after: Option<Cursor>,
+) -> Result<(Plan, Vec<StudentRecord>), AppError> {
     db::with_conn(pool, move |conn| {
-        Ok(filter.records_after(conn, order, after.as_ref(), BATCH)?)
+        let plan = match plan {
+            Some(plan) => plan,
+            None => filter.plan_reads(conn, order, BATCH)?.1,
+        };
+        Ok((plan, filter.read(conn, order, plan, after.as_ref(), BATCH)?))
     })
     .await
 }

@@ -14,10 +14,11 @@ use crate::db;
 use crate::error::AppError;
 use crate::forms::{search_needle, CsrfOnlyForm, StudentAge, StudentForm, StudentFormErrors};
 use crate::models::student::{ListOrder, StudentFilter, StudentRecord};
+use crate::models::student_window::{Cursor, Matches, Position, Window};
 use crate::models::{history, write_log, NewStudent, Student};
 use crate::session;
 use crate::views::sort_link::SortLink;
-use crate::views::{parse_page, AppState, Nav, Pager, PER_PAGE};
+use crate::views::{parse_page, thousands, AppState, Nav, PER_PAGE};
 
 /// A redirect back to the list, or the form again with its errors (422).
 type FormResult = Result<Either<web::Redirect, CustomizeResponder<StudentFormPage>>, AppError>;
@@ -26,15 +27,29 @@ pub async fn home() -> web::Redirect {
     web::Redirect::to("/admin/students").see_other()
 }
 
-/// `/admin/students`' query: the search, the age range, the order, the page.
+/// `/admin/students`' query: the search, the age range, the order, the place in the list.
 #[derive(Deserialize)]
 pub struct IndexQuery {
+    /// The page's number as the pager counts it, or `last`; alone, a number typed in.
     page: Option<String>,
+    /// The row the page follows (`Next`) or precedes (`Previous`), as `Cursor::encode` says it.
+    after: Option<String>,
+    before: Option<String>,
     #[serde(default)]
     q: String,
     sort: Option<String>,
     age_min: Option<String>,
     age_max: Option<String>,
+}
+
+/// Where in the list a request asks to be, and the page number the pager gave it, if any.
+enum Requested {
+    First,
+    After(Cursor, Option<i64>),
+    Before(Cursor, Option<i64>),
+    Last,
+    /// `?page=N` alone: typed in, so read by OFFSET.
+    Typed(i64),
 }
 
 impl IndexQuery {
@@ -63,6 +78,44 @@ impl IndexQuery {
             age_max,
         };
         Ok((filter, order))
+    }
+
+    /// Where the page is: `?after=` or `?before=` (a link of the pager's), `?page=last`, or a
+    /// page number.
+    fn requested(&self, order: ListOrder) -> Result<Requested, AppError> {
+        let cursor = |raw: &str| {
+            Cursor::parse(raw, order).ok_or_else(|| {
+                AppError::BadRequest(
+                    "The place in the list is not one this list's links give; \
+                     start again from the first page."
+                        .into(),
+                )
+            })
+        };
+        let last = self.page.as_deref().map(str::trim) == Some("last");
+        let number = match self.page.as_deref() {
+            Some(_) if last => None,
+            raw => raw.map(|_| parse_page(raw)).transpose()?,
+        };
+        Ok(match (self.after.as_deref(), self.before.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(AppError::BadRequest(
+                    "Ask for the rows after one place or before it, not both.".into(),
+                ))
+            }
+            (Some(_), None) | (None, Some(_)) if last => {
+                return Err(AppError::BadRequest(
+                    "The last page has no place to start from.".into(),
+                ))
+            }
+            (Some(after), None) => Requested::After(cursor(after)?, number),
+            (None, Some(before)) => Requested::Before(cursor(before)?, number),
+            (None, None) if last => Requested::Last,
+            (None, None) => match number {
+                None | Some(1) => Requested::First,
+                Some(n) => Requested::Typed(n),
+            },
+        })
     }
 }
 
@@ -108,7 +161,9 @@ fn filter_query(filter: &StudentFilter) -> String {
 pub struct StudentIndexPage {
     nav: Nav,
     students: Vec<StudentRecord>,
-    pager: Pager,
+    /// "60 matching students." or "More than 10,000 matching students."
+    count_text: String,
+    pager: ListPager,
     q: String,
     age_min: String,
     age_max: String,
@@ -129,23 +184,53 @@ pub async fn index(
     session: Session,
     query: web::Query<IndexQuery>,
 ) -> Result<StudentIndexPage, AppError> {
-    let page = parse_page(query.page.as_deref())?;
     let (filter, order) = query.parse()?;
+    let requested = query.requested(order)?;
     let keep = filter_query(&filter);
     let sort_query = match order {
         ListOrder::Id => String::new(),
         order => format!("sort={}&", order.as_str()),
     };
     let read = filter.clone();
-    let (students, total) = db::with_conn(&state.db, move |conn| {
-        Ok(Student::records(conn, page, PER_PAGE, &read, order)?)
+    let (matches, window, requested) = db::with_conn(&state.db, move |conn| {
+        let (matches, plan) = read.plan_reads(conn, order, PER_PAGE)?;
+        let position = match &requested {
+            Requested::First => Position::First,
+            Requested::After(cursor, _) => Position::After(cursor.clone()),
+            Requested::Before(cursor, _) => Position::Before(cursor.clone()),
+            // Known, the count puts the last page's first row where page numbers from the
+            // first page would: the same pages either way.
+            Requested::Last => Position::Last(match matches.capped {
+                false if matches.count > 0 => (matches.count - 1) % PER_PAGE + 1,
+                _ => PER_PAGE,
+            }),
+            Requested::Typed(n) => Position::Skip((n - 1).saturating_mul(PER_PAGE)),
+        };
+        let window = read.window(conn, order, plan, &position, PER_PAGE)?;
+        Ok((matches, window, requested))
     })
     .await?;
+    let last_page = (!matches.capped).then(|| ((matches.count + PER_PAGE - 1) / PER_PAGE).max(1));
+    if let (Requested::Typed(n), Some(last)) = (&requested, last_page) {
+        if *n > last {
+            return Err(AppError::NotFound);
+        }
+    }
     // The export takes what the pager keeps: the filter and the order.
     let kept = format!("{keep}{sort_query}");
+    let count_text = match matches {
+        Matches {
+            count,
+            capped: true,
+        } => format!("More than {} matching students.", thousands(count)),
+        Matches { count: 1, .. } => "1 matching student.".to_owned(),
+        Matches { count, .. } => format!("{} matching students.", thousands(count)),
+    };
     Ok(StudentIndexPage {
         nav: Nav::new(&session)?.at("staff"),
-        students,
+        pager: ListPager::new(&window, &requested, last_page, order, &kept),
+        students: window.rows,
+        count_text,
         filtered: filter != StudentFilter::default(),
         q: filter.name_contains.unwrap_or_default(),
         age_min: filter.age_min.map(|a| a.to_string()).unwrap_or_default(),
@@ -162,9 +247,83 @@ pub async fn index(
             "" => "/admin/students/export.csv".to_owned(),
             query => format!("/admin/students/export.csv?{query}"),
         },
-        pager: Pager::new(page, total, kept)?,
         csrf_token: session::csrf_token(&session)?,
     })
+}
+
+/// The staff list's pager: first, previous, next and last, each a link to a place in the
+/// list rather than a page number, so that no page is read by skipping the ones before it.
+pub struct ListPager {
+    pub first: Option<String>,
+    pub previous: Option<String>,
+    pub next: Option<String>,
+    pub last: Option<String>,
+    /// "Page 3 of 20,000", "Page 3" (the count stopped early), or "Last page".
+    pub label: Option<String>,
+}
+
+impl ListPager {
+    fn new(
+        window: &Window,
+        requested: &Requested,
+        last_page: Option<i64>,
+        order: ListOrder,
+        kept: &str,
+    ) -> ListPager {
+        let number = match requested {
+            _ if window.is_first => Some(1),
+            Requested::First => Some(1),
+            Requested::After(_, n) | Requested::Before(_, n) => *n,
+            Requested::Last => last_page,
+            Requested::Typed(n) => Some(*n),
+        };
+        let href = |page: Option<i64>, at: Option<(&str, &StudentRecord)>| {
+            let mut query = kept.to_owned();
+            if let Some(page) = page {
+                query.push_str(&format!("page={page}&"));
+            }
+            if let Some((side, row)) = at {
+                let cursor = Cursor::of(row, order).encode();
+                query.push_str(&serde_urlencoded::to_string([(side, cursor)]).unwrap_or_default());
+            }
+            match query.trim_end_matches('&') {
+                "" => "/admin/students".to_owned(),
+                query => format!("?{query}"),
+            }
+        };
+        let first_href = href(None, None);
+        let previous = match (window.rows.first(), number) {
+            (_, Some(2)) => Some(first_href.clone()),
+            (Some(row), n) => Some(href(n.map(|n| n - 1), Some(("before", row)))),
+            (None, _) => None,
+        };
+        let next = window
+            .rows
+            .last()
+            .map(|row| href(number.map(|n| n + 1), Some(("after", row))));
+        let last = {
+            let mut query = kept.to_owned();
+            query.push_str("page=last");
+            format!("?{query}")
+        };
+        ListPager {
+            first: window.more_before.then_some(first_href),
+            previous: previous.filter(|_| window.more_before),
+            next: next.filter(|_| window.more_after),
+            last: window.more_after.then_some(last),
+            label: match (number, last_page) {
+                (Some(n), Some(of)) => Some(format!("Page {} of {}", thousands(n), thousands(of))),
+                (Some(n), None) => Some(format!("Page {}", thousands(n))),
+                (None, _) if matches!(requested, Requested::Last) => Some("Last page".into()),
+                (None, _) => None,
+            },
+        }
+    }
+
+    /// Whether there is anywhere to go: one page has no pager.
+    pub fn shown(&self) -> bool {
+        self.previous.is_some() || self.next.is_some()
+    }
 }
 
 #[derive(Template, WebTemplate)]
