@@ -8,8 +8,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use diesel::Connection;
-
 use crate::config::Settings;
 use crate::models::staff::{hash_password, StaffChangeError, StaffUser};
 use crate::models::{NewStudent, Student};
@@ -375,7 +373,9 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
         // Every batch's transaction records its own invalidation: a row of the outbox is
         // deleted once applied (here, or by any instance's worker), so a row recorded by an
         // earlier batch may already be gone when this command dies after a later one.
-        let outbox_id = conn.transaction(|conn| {
+        // Immediate on SQLite: the batch reads before it writes (see `db::write_transaction`),
+        // and an instance may be writing meanwhile.
+        let outbox_id = crate::db::write_transaction(&mut conn, |conn| {
             let inserted = Student::insert_batch(conn, &batch)?;
             crate::models::history::added(conn, COMMAND_LINE, &inserted)?;
             // The staff cache page's list of writes names the command once, not per batch.

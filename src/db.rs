@@ -14,7 +14,7 @@ use crate::config::DatabaseUrl;
 use crate::error::AppError;
 use crate::metrics;
 
-pub use cache::db::{DbConn, DbPool, PooledConn};
+pub use cache::db::{write_transaction, DbConn, DbPool, PooledConn};
 
 /// The SQL of the two backends differs (AUTOINCREMENT against SERIAL), so each has its folder.
 /// The cache's tables have their own migrations, run with these (see [`run_migrations`]).

@@ -170,27 +170,12 @@ fn with_staff_locked<T>(
     change: impl FnOnce(&mut DbConn) -> Result<T, StaffChangeError>,
 ) -> Result<T, StaffChangeError> {
     use diesel::connection::SimpleConnection;
-    match conn {
-        DbConn::Pg(_) => conn.transaction(|conn| {
+    crate::db::write_transaction(conn, |conn| {
+        if matches!(conn, DbConn::Pg(_)) {
             conn.batch_execute("LOCK TABLE staff_users IN SHARE ROW EXCLUSIVE MODE")?;
-            change(conn)
-        }),
-        DbConn::Sqlite(_) => {
-            // The immediate transaction is the SQLite connection's; `change` takes the
-            // multi-backend one, which is the same connection.
-            conn.batch_execute("BEGIN IMMEDIATE")?;
-            match change(conn) {
-                Ok(value) => {
-                    conn.batch_execute("COMMIT")?;
-                    Ok(value)
-                }
-                Err(e) => {
-                    let _ = conn.batch_execute("ROLLBACK");
-                    Err(e)
-                }
-            }
         }
-    }
+        change(conn)
+    })
 }
 
 /// Refuses when user `id` is the only active superuser.

@@ -47,3 +47,40 @@ where
     })
     .await
 }
+
+/// Runs `f` in a transaction that writes: on SQLite `BEGIN IMMEDIATE`, which takes the
+/// database's write lock at the start, waiting for it under `busy_timeout`. A plain (deferred)
+/// transaction takes it at its first write, and when anything was read before that write in
+/// the transaction (a trigger's own reads count: FTS5 reads its tables while indexing a row)
+/// and another connection committed in between, SQLite cannot upgrade the read and answers
+/// "database is locked" at once, without waiting: 5 of 40 concurrent staff writes failed that
+/// way. Begun through Diesel's transaction manager, so a `transaction()` inside `f` is a
+/// savepoint. PostgreSQL's transactions need nothing of the kind.
+pub fn write_transaction<T, E>(
+    conn: &mut DbConn,
+    f: impl FnOnce(&mut DbConn) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, Connection, TransactionManager};
+    let DbConn::Sqlite(sqlite) = conn else {
+        return conn.transaction(f);
+    };
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    let outcome = f(conn);
+    let DbConn::Sqlite(sqlite) = conn else {
+        unreachable!("the connection is the SQLite one it was a moment ago");
+    };
+    // As Diesel's own `transaction()` ends one.
+    match outcome {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(sqlite)?;
+            Ok(value)
+        }
+        Err(error) => match AnsiTransactionManager::rollback_transaction(sqlite) {
+            Ok(()) | Err(diesel::result::Error::BrokenTransactionManager) => Err(error),
+            Err(rollback_error) => Err(rollback_error.into()),
+        },
+    }
+}

@@ -118,9 +118,9 @@ impl Cache {
         db: &DbPool,
         change: impl FnOnce(&mut DbConn) -> QueryResult<T>,
     ) -> Result<T, CacheError> {
-        // The change comes first: in SQLite its write takes the write lock at once, so a
-        // concurrent writer waits on busy_timeout instead of failing to upgrade a read lock.
-        let (value, outbox_id) = db.get()?.transaction(|conn| {
+        // An immediate transaction on SQLite: a concurrent writer waits on busy_timeout
+        // instead of failing to upgrade a read lock (see `write_transaction`).
+        let (value, outbox_id) = crate::db::write_transaction(&mut *db.get()?, |conn| {
             let value = change(conn)?;
             let outbox_id = record(conn, ALL)?;
             Ok::<_, diesel::result::Error>((value, outbox_id))
