@@ -135,6 +135,17 @@ pub enum ListOrder {
 }
 
 impl ListOrder {
+    pub const ALL: [ListOrder; 8] = [
+        ListOrder::Id,
+        ListOrder::IdDesc,
+        ListOrder::Name,
+        ListOrder::NameDesc,
+        ListOrder::Age,
+        ListOrder::AgeDesc,
+        ListOrder::CreatedAt,
+        ListOrder::CreatedAtDesc,
+    ];
+
     pub fn parse(raw: &str) -> Option<ListOrder> {
         Some(match raw {
             "id" => ListOrder::Id,

@@ -636,17 +636,7 @@ mod tests {
 
     #[test]
     fn a_cursor_reads_back_as_written_in_every_order() {
-        use ListOrder::*;
-        for order in [
-            Id,
-            IdDesc,
-            Name,
-            NameDesc,
-            Age,
-            AgeDesc,
-            CreatedAt,
-            CreatedAtDesc,
-        ] {
+        for order in ListOrder::ALL {
             let cursor = Cursor::of(&record(), order);
             assert_eq!(
                 Cursor::parse(&cursor.encode(), order),
@@ -654,7 +644,10 @@ mod tests {
                 "{order:?}"
             );
         }
-        assert_eq!(Cursor::of(&record(), Name).encode(), "42:Ann: the 2nd");
+        assert_eq!(
+            Cursor::of(&record(), ListOrder::Name).encode(),
+            "42:Ann: the 2nd"
+        );
     }
 
     #[test]

@@ -495,6 +495,16 @@ impl TestApp {
         .await
     }
 
+    /// Writes over student `id` through the staff form.
+    pub async fn edit_student(&self, id: i32, name: &str, age: &str) -> reqwest::Response {
+        let token = self.csrf_token(&format!("/admin/students/{id}/edit")).await;
+        self.post_form(
+            &format!("/admin/students/{id}"),
+            &[("name", name), ("age", age), ("csrf_token", &token)],
+        )
+        .await
+    }
+
     /// A metric's value from `/metrics` (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
         let (_, body) = self.get_text("/metrics").await;
