@@ -2,8 +2,8 @@
 -- quarter of a second at a million students, for nothing when none matches), where FTS5's
 -- trigram index finds the rows holding any three characters at once. An external-content
 -- table: the names stay in `students` only, and these triggers keep the index in step with
--- every writer, the sqlite3 shell included. (`Student::insert_batch` drops the row triggers
--- for a bulk insert and indexes the new rows itself.)
+-- every writer, the sqlite3 shell included (`Student::insert_batch`, which drops the other
+-- row triggers around a bulk insert, leaves these).
 CREATE VIRTUAL TABLE students_name_trigram USING fts5(
     name, content = 'students', content_rowid = 'id', tokenize = 'trigram'
 );
