@@ -2,3 +2,4 @@ DROP TRIGGER students_name_trigram_update;
 DROP TRIGGER students_name_trigram_delete;
 DROP TRIGGER students_name_trigram_insert;
 DROP TABLE students_name_trigram;
+DROP TABLE students_name_trigram_deferred;
