@@ -408,7 +408,7 @@ impl Student {
             // SQLite runs triggers once per row, which doubled the time of a million-row
             // `seed` (5.6 s to 11.7 s): the batch sets the flag that skips every per-row
             // INSERT trigger, and does once what they would have done per row (the names'
-            // trigram index, the per-age counts, the id blocks, the student count, the
+            // trigram and gram indexes, the per-age counts, the id blocks, the student count, the
             // generation mark). A flag, not dropped triggers: the migration that made it says
             // why the running system must never change its schema. It is set inside this
             // write transaction, which no other connection can see, and cleared before commit.
@@ -425,12 +425,16 @@ impl Student {
                 let inserted = diesel::insert_into(students::table)
                     .values(batch)
                     .execute(c)?;
-                diesel::sql_query(
+                for index in [
                     "INSERT INTO students_name_trigram (rowid, name) \
                      SELECT id, name FROM students WHERE id > ?",
-                )
-                .bind::<diesel::sql_types::Integer, _>(highest.unwrap_or(0))
-                .execute(c)?;
+                    "INSERT INTO students_name_grams (rowid, grams) \
+                     SELECT id, grams FROM students_name_grams_source WHERE id > ?",
+                ] {
+                    diesel::sql_query(index)
+                        .bind::<diesel::sql_types::Integer, _>(highest.unwrap_or(0))
+                        .execute(c)?;
+                }
                 diesel::sql_query("UPDATE students_bulk_insert SET active = 0").execute(c)?;
                 // The write lock is this connection's: every row past the highest is ours.
                 let inserted_rows: Vec<Student> = students::table

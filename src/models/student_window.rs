@@ -112,8 +112,7 @@ pub enum Plan {
     Walk { chunk: i64 },
     /// Collect every match by the filter's own indexes, then sort: right when matches are few.
     Collect,
-    /// The count found none: reading would only look again (for a search of one or two
-    /// letters, no index helps, so that is the whole table twice).
+    /// The count found none: reading would only look again.
     Nothing,
 }
 
@@ -298,25 +297,41 @@ impl StudentFilter {
     }
 
     /// `FROM … WHERE …` of the matches, written for their own indexes: the age range as is, the
-    /// search through the name trigrams (on SQLite the FTS5 table's, on PostgreSQL pg_trgm's
-    /// index on `lower(name)`, which the planner finds itself).
+    /// search through the names' index that holds it. Those indexes find every name that holds
+    /// the needle and may find more (FTS5's trigrams fold Unicode case, where SQLite's LIKE
+    /// folds ASCII only), so the LIKE that `push_conditions` adds still decides, and a search
+    /// means the same whichever plan reads it.
     fn push_collect_source(&self, sql: &mut Sql) {
-        let trigrams = match &self.name_contains {
-            Some(needle) if sql.sqlite && needle.chars().count() >= 3 => Some(needle),
-            _ => None,
-        };
-        match trigrams {
-            // The trigrams find every name that holds the needle in any case (FTS5 folds
-            // Unicode case, SQLite's LIKE only ASCII), so the LIKE below still decides, and a
-            // search means the same whichever plan reads it.
-            Some(needle) => {
+        let needle = self.name_contains.as_ref().map(|n| n.to_lowercase());
+        match (needle, sql.sqlite) {
+            // SQLite, three characters or more: the FTS5 trigram table.
+            (Some(needle), true) if needle.chars().count() >= 3 => {
                 sql.push(
                     "FROM students_name_trigram AS f CROSS JOIN students AS s ON s.id = f.rowid \
                      WHERE f.students_name_trigram MATCH ",
                 );
                 sql.bind(Bind::Text(format!("\"{}\"", needle.replace('"', "\"\""))));
             }
-            None => sql.push("FROM students AS s WHERE 1 = 1"),
+            // SQLite, one or two: the grams table, which keeps case (its migration says why):
+            // the needle in each ASCII case, as the LIKE would match it.
+            (Some(needle), true) => {
+                sql.push(
+                    "FROM students_name_grams AS g CROSS JOIN students AS s ON s.id = g.rowid \
+                     WHERE g.students_name_grams MATCH ",
+                );
+                sql.bind(Bind::Text(gram_tokens(&needle)));
+            }
+            // PostgreSQL, one or two: the GIN index of each lowered name's characters (its
+            // migration says why not pairs), for the rows that hold every one of the needle's.
+            (Some(needle), false) if needle.chars().count() < 3 => {
+                sql.push("FROM students AS s WHERE string_to_array(lower(s.name), NULL) @> ");
+                sql.push("string_to_array(");
+                sql.bind(Bind::Text(needle));
+                sql.push(", NULL)");
+            }
+            // PostgreSQL, three or more: pg_trgm's index on lower(name), which the planner
+            // finds from the LIKE itself.
+            (Some(_), false) | (None, _) => sql.push("FROM students AS s WHERE 1 = 1"),
         }
         self.push_conditions(sql, Indexed::Yes);
     }
@@ -495,6 +510,31 @@ enum Indexed {
 
 /// ` AND (column, id) > (key, id)`, the way `order` runs: a row comparison, which both
 /// databases read as a range of the `(column, id)` index.
+/// An FTS5 query for a needle of one or two characters in `students_name_grams`: the needle
+/// in every ASCII case (at most four spellings), each spelled in hex as the table's tokens are.
+fn gram_tokens(needle: &str) -> String {
+    let mut spellings = vec![String::new()];
+    for c in needle.chars() {
+        let cases = if c.is_ascii_alphabetic() {
+            vec![c.to_ascii_lowercase(), c.to_ascii_uppercase()]
+        } else {
+            vec![c]
+        };
+        spellings = spellings
+            .iter()
+            .flat_map(|s| cases.iter().map(move |&c| format!("{s}{c}")))
+            .collect();
+    }
+    spellings
+        .iter()
+        .map(|s| {
+            let hex: String = s.bytes().map(|b| format!("{b:02X}")).collect();
+            format!("\"{hex}\"")
+        })
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
 fn push_after(sql: &mut Sql, order: ListOrder, after: Option<&Cursor>) {
     let Some(after) = after else {
         return;
@@ -632,6 +672,22 @@ mod tests {
             )
             .unwrap(),
         }
+    }
+
+    #[test]
+    fn a_short_needle_is_looked_up_in_each_ascii_case_as_hex_tokens() {
+        assert_eq!(gram_tokens("q"), "\"71\" OR \"51\"");
+        assert_eq!(
+            gram_tokens("a1"),
+            "\"6131\" OR \"4131\"",
+            "digits have one case"
+        );
+        assert_eq!(gram_tokens("zq").matches(" OR ").count(), 3);
+        assert_eq!(
+            gram_tokens("ë"),
+            "\"C3AB\"",
+            "SQLite's LIKE folds ASCII only"
+        );
     }
 
     #[test]

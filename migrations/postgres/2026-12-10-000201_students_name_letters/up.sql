@@ -1,0 +1,12 @@
+-- A search of one or two characters has no trigram, so pg_trgm's index cannot serve it, and
+-- `lower(name) LIKE '%x%'` read every name (200 ms at a million students) even when none
+-- matched. This GIN index holds the set of each lowered name's characters: a name that holds
+-- the needle holds each of its characters, so the search asks first for the rows that hold
+-- them all (`@>`) and the LIKE still decides. That finds a rare letter at once, and a pair
+-- with a rare letter in it; a pair of common letters that are rarely side by side still reads
+-- every name. An index of the pairs themselves would answer those too, but costs twice as many
+-- keys and a set-returning function per row: it made a 100,000-row import 5.4 s where the issue
+-- allows 3; this one adds under a second (BENCHMARKS.md, "Searches of one or two characters").
+-- The statistics ANALYZE keeps for the expression tell the planner how common a letter is, so a
+-- common one is still read by scanning.
+CREATE INDEX students_name_letters ON students USING gin (string_to_array(lower(name), NULL));
