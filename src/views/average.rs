@@ -8,6 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 
 use super::http_cache::HttpCaching;
+use super::rendered::{Rendered, TIMING_MARK};
 use super::{AppState, Nav};
 use crate::cache::{lookup, CacheOutcome, Tier};
 use crate::error::AppError;
@@ -47,6 +48,15 @@ pub async fn page(
     if caching.is_fresh(&req) {
         return Ok(super::not_modified(&lookup, &caching));
     }
+    let elapsed = human_duration(lookup.elapsed);
+    // A visitor's page is named by its validator but for the timing (see `rendered`).
+    if let Some(kept) = caching.etag().and_then(|etag| state.rendered.get(etag)) {
+        return Ok(super::cached_html(
+            &lookup,
+            &caching,
+            kept.with_timing(&elapsed),
+        ));
+    }
     let (badge_class, badge_icon, badge_text, explanation) = match (lookup.outcome, lookup.tier) {
         (CacheOutcome::Hit, Some(Tier::Memory)) => (
             "hit",
@@ -82,7 +92,10 @@ pub async fn page(
         badge_icon,
         badge_text,
         explanation,
-        elapsed: human_duration(lookup.elapsed),
+        elapsed: match caching.etag() {
+            Some(_) => TIMING_MARK.to_owned(),
+            None => elapsed.clone(),
+        },
         chart: state.chart.html(&lookup.value.ages),
     };
     // Sized for the chart as well: grown from the template's own size hint, the page was copied
@@ -90,6 +103,13 @@ pub async fn page(
     let chart_len = page.chart.as_deref().map_or(0, str::len);
     let mut body = String::with_capacity(AveragePage::SIZE_HINT + chart_len);
     page.render_into(&mut body).map_err(AppError::unexpected)?;
+    let Some(etag) = caching.etag() else {
+        return Ok(super::cached_html(&lookup, &caching, body));
+    };
+    let kept = Rendered::with_timing_hole(&body)
+        .ok_or_else(|| AppError::unexpected(anyhow::anyhow!("the average page lost its timing")))?;
+    let body = kept.with_timing(&elapsed);
+    state.rendered.keep(etag.clone(), kept);
     Ok(super::cached_html(&lookup, &caching, body))
 }
 

@@ -90,8 +90,8 @@ pub async fn list(
         return Ok(super::not_modified(&lookup, &caching));
     }
     // A visitor's page is named exactly by its validator (see `rendered`).
-    if let Some(body) = caching.etag().and_then(|etag| state.rendered.get(etag)) {
-        return Ok(super::cached_html(&lookup, &caching, body));
+    if let Some(kept) = caching.etag().and_then(|etag| state.rendered.get(etag)) {
+        return Ok(super::cached_html(&lookup, &caching, kept.with_timing("")));
     }
     nav.cache_outcome = Some(lookup.outcome.label());
     let q = needle.unwrap_or_default();
@@ -116,7 +116,9 @@ pub async fn list(
     .map_err(AppError::unexpected)?;
     let body = web::Bytes::from(body);
     if let Some(etag) = caching.etag() {
-        state.rendered.keep(etag.clone(), body.clone());
+        state
+            .rendered
+            .keep(etag.clone(), super::rendered::Rendered::whole(body.clone()));
     }
     Ok(super::cached_html(&lookup, &caching, body))
 }

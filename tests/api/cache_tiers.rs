@@ -64,3 +64,47 @@ async fn the_json_names_the_tier_of_a_hit_and_null_otherwise() {
     let from_memory: serde_json::Value = from_memory.json().await.unwrap();
     assert_eq!(from_memory["tier"], "memory");
 }
+
+/// A visitor's average page is kept rendered by its validator with a hole for the timing: each
+/// hit shows its own timing, in the page's own words, and nothing of the hole; a write makes a
+/// new validator, so the kept page is never shown for another value or badge.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_hit_on_the_kept_average_page_shows_its_own_timing() {
+    let app = spawn_app().await;
+    app.insert_students(&[20, 22]);
+    let timing = |body: &str| -> String {
+        let start = body.find(r#"<strong id="elapsed">"#).expect("the timing") + 21;
+        body[start..start + body[start..].find("</strong>").unwrap()].to_owned()
+    };
+    let miss = app.get("/students/average-age").await.text().await.unwrap();
+    assert!(miss.contains("Cache miss"), "{miss}");
+    for _ in 0..3 {
+        let hit = app.get_from_memory("/students/average-age").await;
+        let body = hit.text().await.unwrap();
+        assert!(body.contains("Cache hit · memory"), "{body}");
+        assert!(body.contains("21.00"), "{body}");
+        assert!(!body.contains('\u{1}'), "the hole's mark leaked: {body}");
+        let shown = timing(&body);
+        assert!(
+            shown.ends_with(" µs") || shown.ends_with(" ms"),
+            "a timing in words: {shown}"
+        );
+    }
+    app.insert_students(&[30]);
+    let after = app.get("/students/average-age").await.text().await.unwrap();
+    assert!(
+        after.contains("24.00"),
+        "the new value, not the kept page: {after}"
+    );
+    assert!(after.contains("Cache miss"), "{after}");
+    let hit = app
+        .get_from_memory("/students/average-age")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        hit.contains("24.00") && hit.contains("Cache hit · memory"),
+        "{hit}"
+    );
+}
