@@ -11,7 +11,7 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::{Server, ServerHandle, ServiceRequest, ServiceResponse};
 use actix_web::error::{PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::{from_fn, Compress, Next};
+use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpRequest, HttpServer};
 
 use crate::cache::history::{self, History};
@@ -234,9 +234,7 @@ impl Application {
                 .wrap(from_fn(security::same_origin_writes))
                 .wrap(from_fn(request_limits::body_deadline))
                 .wrap(from_fn(security::private_when_signed_in))
-                .wrap(from_fn(compression::leave_short_answers))
-                .wrap(Compress::default())
-                .wrap(from_fn(compression::unmark))
+                .wrap(compression::CompressWhenAsked)
                 .wrap(from_fn(observe))
                 .wrap(security::headers(cookie_secure))
         })
