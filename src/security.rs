@@ -2,10 +2,12 @@
 //! request comes from this site's own pages.
 
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::{DefaultHeaders, Next};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
+use futures_util::future::MapOk;
+use futures_util::TryFutureExt;
 
 use crate::error::AppError;
 
@@ -17,26 +19,97 @@ pub const SESSION_COOKIE: &str = "cachewithredis_session";
 /// covered by `default-src`, so they are named. HSTS only when the site is served over HTTPS
 /// (`COOKIE_SECURE=1`): sent over plain HTTP it would be ignored, and sent by a site that is not
 /// on HTTPS yet it would lock its visitors out.
-pub fn headers(https: bool) -> DefaultHeaders {
-    let headers = DefaultHeaders::new()
-        .add((
-            "Content-Security-Policy",
+const HEADERS: [(HeaderName, HeaderValue); 6] = [
+    (
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
             "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'; \
              object-src 'none'",
-        ))
-        .add(("X-Frame-Options", "DENY"))
-        .add(("X-Content-Type-Options", "nosniff"))
-        .add(("Referrer-Policy", "same-origin"))
-        .add(("Cross-Origin-Opener-Policy", "same-origin"))
-        .add((
-            "Permissions-Policy",
+        ),
+    ),
+    (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+    (
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        HeaderName::from_static("permissions-policy"),
+        HeaderValue::from_static(
             "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
-        ));
-    if https {
-        headers.add(("Strict-Transport-Security", "max-age=31536000"))
-    } else {
-        headers
+        ),
+    ),
+];
+const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
+
+/// The middleware that adds [`HEADERS`]. Not actix-web's `DefaultHeaders`, which looks each
+/// name up before inserting it (no handler here sets any of them) and was the costliest single
+/// middleware of a cache hit (BENCHMARKS.md); a plain function on the response, so no future is
+/// boxed either.
+pub struct Headers {
+    pub https: bool,
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Headers
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Transform = HeadersService<S, B>;
+    type InitError = ();
+    type Future = std::future::Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        let add: fn(ServiceResponse<B>) -> ServiceResponse<B> = if self.https {
+            |res| with_hsts(with_headers(res))
+        } else {
+            with_headers
+        };
+        std::future::ready(Ok(HeadersService { service, add }))
     }
+}
+
+pub struct HeadersService<S, B> {
+    service: S,
+    add: fn(ServiceResponse<B>) -> ServiceResponse<B>,
+}
+
+impl<S, B> Service<ServiceRequest> for HeadersService<S, B>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
+{
+    type Response = ServiceResponse<B>;
+    type Error = actix_web::Error;
+    type Future = MapOk<S::Future, fn(ServiceResponse<B>) -> ServiceResponse<B>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        self.service.call(req).map_ok(self.add)
+    }
+}
+
+fn with_headers<B>(mut res: ServiceResponse<B>) -> ServiceResponse<B> {
+    let headers = res.headers_mut();
+    for (name, value) in HEADERS {
+        headers.insert(name, value);
+    }
+    res
+}
+
+fn with_hsts<B>(mut res: ServiceResponse<B>) -> ServiceResponse<B> {
+    res.headers_mut()
+        .insert(header::STRICT_TRANSPORT_SECURITY, HSTS);
+    res
 }
 
 /// Whether the site is served over HTTPS (`COOKIE_SECURE=1`), for [`same_origin_writes`].

@@ -236,7 +236,9 @@ impl Application {
                 .wrap(from_fn(security::private_when_signed_in))
                 .wrap(compression::CompressWhenAsked)
                 .wrap(from_fn(observe))
-                .wrap(security::headers(cookie_secure))
+                .wrap(security::Headers {
+                    https: cookie_secure,
+                })
         })
         .on_connect(no_delay)
         // SIGTERM is the Stopper's: readiness goes first, then the listener (`cli::serve`).
