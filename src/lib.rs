@@ -17,6 +17,7 @@ pub mod healthcheck;
 pub mod logging;
 pub mod metrics;
 pub mod models;
+pub mod on_answer;
 pub mod password_rules;
 pub mod request_id;
 pub mod request_limits;

@@ -2,14 +2,13 @@
 //! request comes from this site's own pages.
 
 use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{web, ResponseError};
-use futures_util::future::MapOk;
-use futures_util::TryFutureExt;
 
 use crate::error::AppError;
+use crate::on_answer::OnAnswer;
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "cachewithredis_session";
@@ -49,52 +48,14 @@ const HEADERS: [(HeaderName, HeaderValue); 6] = [
 ];
 const HSTS: HeaderValue = HeaderValue::from_static("max-age=31536000");
 
-/// The middleware that adds [`HEADERS`]. Not actix-web's `DefaultHeaders`, which looks each
-/// name up before inserting it (no handler here sets any of them) and was the costliest single
-/// middleware of a cache hit (BENCHMARKS.md); a plain function on the response, so no future is
-/// boxed either.
-pub struct Headers {
-    pub https: bool,
-}
-
-impl<S, B> Transform<S, ServiceRequest> for Headers
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
-{
-    type Response = ServiceResponse<B>;
-    type Error = actix_web::Error;
-    type Transform = HeadersService<S, B>;
-    type InitError = ();
-    type Future = std::future::Ready<Result<Self::Transform, ()>>;
-
-    fn new_transform(&self, service: S) -> Self::Future {
-        let add: fn(ServiceResponse<B>) -> ServiceResponse<B> = if self.https {
-            |res| with_hsts(with_headers(res))
-        } else {
-            with_headers
-        };
-        std::future::ready(Ok(HeadersService { service, add }))
-    }
-}
-
-pub struct HeadersService<S, B> {
-    service: S,
-    add: fn(ServiceResponse<B>) -> ServiceResponse<B>,
-}
-
-impl<S, B> Service<ServiceRequest> for HeadersService<S, B>
-where
-    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error>,
-{
-    type Response = ServiceResponse<B>;
-    type Error = actix_web::Error;
-    type Future = MapOk<S::Future, fn(ServiceResponse<B>) -> ServiceResponse<B>>;
-
-    actix_web::dev::forward_ready!(service);
-
-    fn call(&self, req: ServiceRequest) -> Self::Future {
-        self.service.call(req).map_ok(self.add)
+/// The middleware that adds [`HEADERS`] (and HSTS over HTTPS). Not actix-web's
+/// `DefaultHeaders`, which looks each name up before inserting it (no handler here sets any of
+/// them) and was the costliest single middleware of a cache hit (BENCHMARKS.md).
+pub fn headers<B>(https: bool) -> OnAnswer<B> {
+    if https {
+        OnAnswer(|res| res.map(with_headers).map(with_hsts))
+    } else {
+        OnAnswer(|res| res.map(with_headers))
     }
 }
 
@@ -175,27 +136,27 @@ fn same_site(url: &str, host: &str, https: bool) -> bool {
 
 /// A response to a request that carries the session cookie may name the signed-in user and
 /// hold their CSRF token: it is marked `private` (a shared cache must not store it) and
-/// `Vary: Cookie`, unless the handler said otherwise (the staff area's `no-store`).
-pub async fn private_when_signed_in(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let signed = req.cookie(SESSION_COOKIE).is_some();
-    let mut res = next.call(req).await?;
-    if signed {
-        let headers = res.headers_mut();
-        if !headers.contains_key(header::CACHE_CONTROL) {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
-        }
-        let varies_by_cookie = headers.get_all(header::VARY).any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|f| f.trim().eq_ignore_ascii_case("cookie"))
-            })
-        });
-        if !varies_by_cookie {
-            headers.append(header::VARY, HeaderValue::from_static("Cookie"));
-        }
+/// `Vary: Cookie`, unless the handler said otherwise (the staff area's `no-store`). Through
+/// [`OnAnswer`]: the request is read from the answer.
+pub fn private_when_signed_in<B>(
+    res: Result<ServiceResponse<B>, actix_web::Error>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    let mut res = res?;
+    if res.request().cookie(SESSION_COOKIE).is_none() {
+        return Ok(res);
+    }
+    let headers = res.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+    }
+    let varies_by_cookie = headers.get_all(header::VARY).any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|f| f.trim().eq_ignore_ascii_case("cookie"))
+        })
+    });
+    if !varies_by_cookie {
+        headers.append(header::VARY, HeaderValue::from_static("Cookie"));
     }
     Ok(res)
 }

@@ -25,6 +25,7 @@ use crate::db::{self, DbPool};
 use crate::error::AppError;
 use crate::logging;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
+use crate::on_answer::OnAnswer;
 use crate::request_id;
 use crate::request_limits;
 use crate::security;
@@ -229,16 +230,14 @@ impl Application {
                         .cookie_secure(cookie_secure)
                         .build(),
                 )
-                .wrap(from_fn(session_store_unavailable))
+                .wrap(OnAnswer(session_store_unavailable))
                 // Before the session is loaded: a refused request costs no database work.
                 .wrap(from_fn(security::same_origin_writes))
                 .wrap(from_fn(request_limits::body_deadline))
-                .wrap(from_fn(security::private_when_signed_in))
+                .wrap(OnAnswer(security::private_when_signed_in))
                 .wrap(compression::CompressWhenAsked)
                 .wrap(from_fn(observe))
-                .wrap(security::Headers {
-                    https: cookie_secure,
-                })
+                .wrap(security::headers(cookie_secure))
         })
         .on_connect(no_delay)
         // SIGTERM is the Stopper's: readiness goes first, then the listener (`cli::serve`).
@@ -435,11 +434,10 @@ async fn observe(
 /// The session middleware answers a failure of its store with a bare 500; the store is the
 /// database, so it is the 503 (with `Retry-After`) that any other page gives when the database
 /// is unavailable.
-async fn session_store_unavailable(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    next.call(req).await.map_err(|e| {
+fn session_store_unavailable<B>(
+    res: Result<ServiceResponse<B>, actix_web::Error>,
+) -> Result<ServiceResponse<B>, actix_web::Error> {
+    res.map_err(|e| {
         if e.as_response_error().status_code().as_u16() == 500 {
             AppError::DatabaseUnavailable(anyhow::anyhow!("session store: {e}")).into()
         } else {
