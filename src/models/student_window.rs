@@ -508,8 +508,6 @@ enum Indexed {
     Residual,
 }
 
-/// ` AND (column, id) > (key, id)`, the way `order` runs: a row comparison, which both
-/// databases read as a range of the `(column, id)` index.
 /// An FTS5 query for a needle of one or two characters in `students_name_grams`: the needle
 /// in every ASCII case (at most four spellings), each spelled in hex as the table's tokens are.
 fn gram_tokens(needle: &str) -> String {
@@ -535,6 +533,8 @@ fn gram_tokens(needle: &str) -> String {
         .join(" OR ")
 }
 
+/// ` AND (column, id) > (key, id)`, the way `order` runs: a row comparison, which both
+/// databases read as a range of the `(column, id)` index.
 fn push_after(sql: &mut Sql, order: ListOrder, after: Option<&Cursor>) {
     let Some(after) = after else {
         return;
