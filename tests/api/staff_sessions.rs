@@ -225,20 +225,31 @@ async fn a_session_ends_after_its_idle_time_without_a_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_keep_a_session_alive_but_not_past_its_absolute_lifetime() {
+    // Expiries are whole seconds: a session made at 0.99 s past a second lives 0.01 s less
+    // than its lifetime, and a loaded CI machine adds a second to any request. So the requests
+    // are timed from before the sign-in (the absolute limit is at least 9 s after it) and the
+    // last check from after it (the session surely began more than 10 s before), with the idle
+    // limit (6 s) far from both.
     let app = spawn_app_with(AppOptions {
-        session_idle_secs: Some(3),
-        session_max_secs: Some(5),
+        session_idle_secs: Some(6),
+        session_max_secs: Some(10),
         ..Default::default()
     })
     .await;
+    let before = tokio::time::Instant::now();
     app.sign_in().await;
-    for second in 1..=4 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    let signed_in = tokio::time::Instant::now();
+    for second in [2, 4, 6, 8] {
+        tokio::time::sleep_until(before + Duration::from_secs(second)).await;
         let status = app.get("/admin/students").await.status();
-        assert_eq!(status, 200, "{second} s after sign-in, past the idle time");
+        assert_eq!(status, 200, "{second} s after sign-in");
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(app.get("/admin/students").await.status(), 303);
+    tokio::time::sleep_until(signed_in + Duration::from_millis(10_200)).await;
+    assert_eq!(
+        app.get("/admin/students").await.status(),
+        303,
+        "past the absolute lifetime, 2 s after the last request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
