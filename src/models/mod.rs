@@ -3,6 +3,7 @@
 pub mod age_distribution;
 pub mod cached;
 pub mod history;
+pub mod name_grams;
 pub mod staff;
 pub mod student;
 pub mod student_window;

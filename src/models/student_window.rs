@@ -16,6 +16,7 @@ use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::sqlite::Sqlite;
 
+use super::name_grams;
 use super::student::{ListOrder, StudentFilter, StudentRecord};
 use super::Student;
 use crate::db::DbConn;
@@ -104,6 +105,11 @@ pub struct Matches {
 /// them).
 pub const COUNT_CAP: i64 = 10_000;
 
+/// The most rows one chunk of PostgreSQL's walk reads (`walk_pg`).
+const MAX_CHUNK: i64 = 1_000_000;
+
+const ALL_COLUMNS: &str = "s.id, s.name, s.age, s.created_at";
+
 /// How a read finds its rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
@@ -181,7 +187,7 @@ impl StudentFilter {
         let chunk = (limit + 1)
             .saturating_mul(rows_per_match)
             .saturating_mul(4)
-            .clamp(1_000, 1_000_000);
+            .clamp(1_000, MAX_CHUNK);
         if !self.has_residual(order) {
             return Plan::Walk { chunk };
         }
@@ -319,19 +325,19 @@ impl StudentFilter {
                     "FROM students_name_grams AS g CROSS JOIN students AS s ON s.id = g.rowid \
                      WHERE g.students_name_grams MATCH ",
                 );
-                sql.bind(Bind::Text(gram_tokens(&needle)));
+                sql.bind(Bind::Text(name_grams::sqlite_tokens(&needle)));
             }
-            // PostgreSQL, one or two: the GIN index of each lowered name's characters (its
-            // migration says why not pairs), for the rows that hold every one of the needle's.
-            (Some(needle), false) if needle.chars().count() < 3 => {
-                sql.push("FROM students AS s WHERE string_to_array(lower(s.name), NULL) @> ");
-                sql.push("string_to_array(");
-                sql.bind(Bind::Text(needle));
-                sql.push(", NULL)");
-            }
-            // PostgreSQL, three or more: pg_trgm's index on lower(name), which the planner
-            // finds from the LIKE itself.
-            (Some(_), false) | (None, _) => sql.push("FROM students AS s WHERE 1 = 1"),
+            // PostgreSQL, any length: the GIN index of each lowered name's characters and
+            // pairs, for the rows that hold every pair of the needle (or its one character).
+            (Some(needle), false) => match name_grams::pg_needle_keys(&needle) {
+                Some(keys) => {
+                    sql.push("FROM students AS s WHERE s.name_grams @> ");
+                    sql.bind(Bind::Text(keys));
+                    sql.push("::int4[]");
+                }
+                None => sql.push("FROM students AS s WHERE 1 = 1"),
+            },
+            (None, _) => sql.push("FROM students AS s WHERE 1 = 1"),
         }
         self.push_conditions(sql, Indexed::Yes);
     }
@@ -407,41 +413,80 @@ impl StudentFilter {
     /// PostgreSQL has no way to keep a condition off an index, and with one it may sort the
     /// whole table rather than walk; so the walk is its own subquery of at most `chunk` rows in
     /// order (an index scan, which the outer query stops pulling from once it has `limit`
-    /// matches), and when a chunk holds too few, the next starts where it ended.
+    /// matches), and when a chunk holds too few, the next starts where it ended, twice as long:
+    /// matches that the count says are many may all lie far along the order (no name before
+    /// "Chloe" holds "oe": a fifth of the table by name).
     fn walk_pg(
         &self,
         conn: &mut DbConn,
         order: ListOrder,
         after: Option<&Cursor>,
         limit: i64,
-        chunk: i64,
+        mut chunk: i64,
     ) -> QueryResult<Vec<StudentRecord>> {
+        // Under the name orders a search needs nothing the `(name, id)` index lacks: the walk
+        // reads it alone (an index-only scan) and the table only for the rows it keeps, seven
+        // times faster over that fifth of the table.
+        let index_only =
+            order_column(order) == Some("name") && self.age_min.is_none() && self.age_max.is_none();
         let mut rows: Vec<StudentRecord> = Vec::new();
         let mut from = after.cloned();
         loop {
+            let wanted = limit - rows.len() as i64;
             let mut sql = Sql::new(conn);
-            sql.push("SELECT s.id, s.name, s.age, s.created_at FROM (");
-            self.push_walked(&mut sql, order, from.as_ref());
-            sql.push(" LIMIT ");
-            sql.bind(Bind::Big(chunk));
-            sql.push(") AS s WHERE 1 = 1");
-            if self.has_residual(order) {
+            if index_only {
+                sql.push(
+                    "SELECT s.id, s.name, s.age, s.created_at FROM students AS s \
+                     JOIN (SELECT s.id FROM (",
+                );
+                self.push_walked(&mut sql, order, from.as_ref(), "s.id, s.name");
+                sql.push(" LIMIT ");
+                sql.bind(Bind::Big(chunk));
+                sql.push(") AS s WHERE 1 = 1");
                 self.push_conditions(&mut sql, Indexed::Yes);
+                push_order_limit(&mut sql, order, wanted);
+                sql.push(") AS kept ON kept.id = s.id");
+                push_order(&mut sql, order);
+            } else {
+                sql.push("SELECT s.id, s.name, s.age, s.created_at FROM (");
+                self.push_walked(&mut sql, order, from.as_ref(), ALL_COLUMNS);
+                sql.push(" LIMIT ");
+                sql.bind(Bind::Big(chunk));
+                sql.push(") AS s WHERE 1 = 1");
+                if self.has_residual(order) {
+                    self.push_conditions(&mut sql, Indexed::Yes);
+                }
+                push_order_limit(&mut sql, order, wanted);
             }
-            push_order_limit(&mut sql, order, limit - rows.len() as i64);
             rows.extend(sql.load::<StudentRecord>(conn)?);
             if rows.len() as i64 >= limit || !self.has_residual(order) {
                 return Ok(rows);
             }
             // Too few matches in this chunk: go on after its last row, if it had `chunk` rows.
             let mut sql = Sql::new(conn);
-            self.push_walked(&mut sql, order, from.as_ref());
+            let columns = if index_only {
+                "s.id, s.name"
+            } else {
+                ALL_COLUMNS
+            };
+            self.push_walked(&mut sql, order, from.as_ref(), columns);
             sql.push(" LIMIT 1 OFFSET ");
             sql.bind(Bind::Big(chunk - 1));
-            match sql.load::<StudentRecord>(conn)?.first() {
-                Some(end) => from = Some(Cursor::of(end, order)),
+            let end = if index_only {
+                sql.load::<NameEnd>(conn)?.pop().map(|end| Cursor {
+                    id: end.id,
+                    key: SortKey::Name(end.name),
+                })
+            } else {
+                sql.load::<StudentRecord>(conn)?
+                    .pop()
+                    .map(|end| Cursor::of(&end, order))
+            };
+            match end {
+                Some(end) => from = Some(end),
                 None => return Ok(rows),
             }
+            chunk = chunk.saturating_mul(2).min(MAX_CHUNK);
         }
     }
 
@@ -449,8 +494,8 @@ impl StudentFilter {
     /// range of the `(age, id)` index, so it goes in here, as row comparisons: written
     /// `age >= 20`, PostgreSQL reads the whole range through a bitmap and sorts it (a quarter
     /// of the table for ages 20–21, 160 ms) rather than walk it in order.
-    fn push_walked(&self, sql: &mut Sql, order: ListOrder, after: Option<&Cursor>) {
-        sql.push("SELECT s.id, s.name, s.age, s.created_at FROM students AS s WHERE 1 = 1");
+    fn push_walked(&self, sql: &mut Sql, order: ListOrder, after: Option<&Cursor>, columns: &str) {
+        sql.push(&format!("SELECT {columns} FROM students AS s WHERE 1 = 1"));
         push_after(sql, order, after);
         if matches!(order, ListOrder::Age | ListOrder::AgeDesc) {
             if let Some(min) = self.age_min {
@@ -481,6 +526,8 @@ impl StudentFilter {
     }
 
     /// A page number typed into the address: `OFFSET`, as there is no row to start from.
+    /// PostgreSQL is offered the names' index too (its planner weighs it against the order's);
+    /// SQLite's would be joined first and the matches sorted, however many.
     fn skipped(
         &self,
         conn: &mut DbConn,
@@ -489,8 +536,13 @@ impl StudentFilter {
         limit: i64,
     ) -> QueryResult<Vec<StudentRecord>> {
         let mut sql = Sql::new(conn);
-        sql.push("SELECT s.id, s.name, s.age, s.created_at FROM students AS s WHERE 1 = 1");
-        self.push_conditions(&mut sql, Indexed::Yes);
+        sql.push("SELECT s.id, s.name, s.age, s.created_at ");
+        if sql.sqlite {
+            sql.push("FROM students AS s WHERE 1 = 1");
+            self.push_conditions(&mut sql, Indexed::Yes);
+        } else {
+            self.push_collect_source(&mut sql);
+        }
         push_order_limit(&mut sql, order, limit);
         sql.push(" OFFSET ");
         sql.bind(Bind::Big(skip));
@@ -506,31 +558,6 @@ enum Indexed {
     No,
     /// The search only: the age range is part of the walk's index range.
     Residual,
-}
-
-/// An FTS5 query for a needle of one or two characters in `students_name_grams`: the needle
-/// in every ASCII case (at most four spellings), each spelled in hex as the table's tokens are.
-fn gram_tokens(needle: &str) -> String {
-    let mut spellings = vec![String::new()];
-    for c in needle.chars() {
-        let cases = if c.is_ascii_alphabetic() {
-            vec![c.to_ascii_lowercase(), c.to_ascii_uppercase()]
-        } else {
-            vec![c]
-        };
-        spellings = spellings
-            .iter()
-            .flat_map(|s| cases.iter().map(move |&c| format!("{s}{c}")))
-            .collect();
-    }
-    spellings
-        .iter()
-        .map(|s| {
-            let hex: String = s.bytes().map(|b| format!("{b:02X}")).collect();
-            format!("\"{hex}\"")
-        })
-        .collect::<Vec<_>>()
-        .join(" OR ")
 }
 
 /// ` AND (column, id) > (key, id)`, the way `order` runs: a row comparison, which both
@@ -651,6 +678,15 @@ impl Sql {
     }
 }
 
+/// The last row of a walk's chunk under a name order, read from the index alone.
+#[derive(QueryableByName)]
+struct NameEnd {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    id: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
 #[derive(QueryableByName)]
 struct Counted {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -672,22 +708,6 @@ mod tests {
             )
             .unwrap(),
         }
-    }
-
-    #[test]
-    fn a_short_needle_is_looked_up_in_each_ascii_case_as_hex_tokens() {
-        assert_eq!(gram_tokens("q"), "\"71\" OR \"51\"");
-        assert_eq!(
-            gram_tokens("a1"),
-            "\"6131\" OR \"4131\"",
-            "digits have one case"
-        );
-        assert_eq!(gram_tokens("zq").matches(" OR ").count(), 3);
-        assert_eq!(
-            gram_tokens("ë"),
-            "\"C3AB\"",
-            "SQLite's LIKE folds ASCII only"
-        );
     }
 
     #[test]

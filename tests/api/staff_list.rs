@@ -303,6 +303,44 @@ async fn a_filter_that_matches_only_far_along_the_order_still_fills_each_page() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_search_whose_matches_all_lie_far_along_the_name_order_still_fills_each_page() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    // A quarter of the names match, so the list walks the name index; but every match sorts
+    // after every other name, three chunks of the walk along (on PostgreSQL), which it must
+    // cross, from the index alone, resuming after each chunk's last name.
+    let rows: Vec<(String, i32)> = (0..4_000)
+        .map(|i| match i % 4 {
+            0 => (format!("Zed {i:04}"), 20),
+            _ => (format!("Aaron {i:04}"), 20),
+        })
+        .collect();
+    let rows: Vec<(&str, i32)> = rows.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    app.insert_named(&rows);
+    let mut zed: Vec<(String, i32)> = every_student(&app)
+        .into_iter()
+        .filter(|s| s.1.starts_with("Zed"))
+        .map(|s| (s.1, s.0))
+        .collect();
+    zed.sort();
+    let zed: Vec<i32> = zed.into_iter().map(|(_, id)| id).collect();
+
+    let body = list(&app, "/admin/students?q=zed&sort=name").await;
+    assert!(body.contains("1,000 matching students."), "{body}");
+    assert_eq!(ids(&body), zed[..50]);
+    let next = list(&app, &link(&body, "rel=\"next\"").unwrap()).await;
+    assert_eq!(ids(&next), zed[50..100]);
+    let body = list(&app, "/admin/students?q=zed&sort=-name").await;
+    let from_the_end: Vec<i32> = zed.iter().rev().take(50).copied().collect();
+    assert_eq!(ids(&body), from_the_end);
+    let last = list(&app, &link(&body, ">Last »").unwrap()).await;
+    assert_eq!(
+        ids(&last),
+        zed[..50].iter().rev().copied().collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_search_matching_more_than_ten_thousand_says_so_and_still_pages_to_the_end() {
     let app = spawn_app().await;
     app.sign_in().await;
@@ -342,8 +380,10 @@ async fn a_search_matching_more_than_ten_thousand_says_so_and_still_pages_to_the
 async fn every_writer_keeps_the_name_search_right() {
     let app = spawn_app().await;
     app.sign_in().await;
-    // Few matches among many rows: the search reads the names' trigram index (on SQLite an
-    // FTS5 table that triggers keep, and that a bulk insert fills itself).
+    // Few matches among many rows: the search reads the names' index (on SQLite an FTS5
+    // trigram table that triggers keep, and that a bulk insert fills itself; on PostgreSQL a
+    // GIN index of a column of the names' pairs, which a bulk insert fills and a trigger keeps
+    // for every other writer).
     let mut rows: Vec<(&str, i32)> = vec![("Filler Person", 20); 400];
     rows.extend([("Xavi Moss", 21), ("Xavi Moss", 22), ("Xavi Moss", 23)]);
     rows.push(("Zoë Adams", 24));
@@ -375,13 +415,22 @@ async fn every_writer_keeps_the_name_search_right() {
     assert_eq!(response.status(), 303);
     // Added through the form after the bulk insert: the batch's deferral of the index is over.
     assert_eq!(app.add_student("Xavi Newcomer", "24").await.status(), 303);
-    // A writer outside the application.
+    // Writers outside the application: a new name, and a new row.
     diesel::sql_query(format!(
         "UPDATE students SET name = 'Mrs Xavi' WHERE id = {}",
         all[1].0
     ))
     .execute(&mut *app.conn())
     .unwrap();
+    diesel::sql_query("INSERT INTO students (name, age) VALUES ('Xavi Outsider', 25)")
+        .execute(&mut *app.conn())
+        .unwrap();
+    app.await_mark_followed();
+    let outsider = every_student(&app)
+        .into_iter()
+        .find(|s| s.1 == "Xavi Outsider")
+        .expect("inserted")
+        .0;
 
     let body = list(&app, "/admin/students?q=xavi").await;
     let newcomer = every_student(&app)
@@ -389,16 +438,15 @@ async fn every_writer_keeps_the_name_search_right() {
         .find(|s| s.1 == "Xavi Newcomer")
         .expect("added")
         .0;
-    let mut expected = vec![filler, all[1].0, xavi[2], newcomer];
+    let mut expected = vec![filler, all[1].0, xavi[2], newcomer, outsider];
     expected.sort();
     assert_eq!(ids(&body), expected, "{body}");
-    assert!(body.contains("4 matching students."));
+    assert!(body.contains("5 matching students."));
     let body = list(&app, "/admin/students?q=someone").await;
     assert_eq!(ids(&body), vec![xavi[0]]);
-    // One or two characters have no trigram: another index serves them (on SQLite an FTS5
-    // table of each name's characters and pairs, in hex, keeping case; on PostgreSQL a GIN
-    // index of each lowered name's characters), kept by the same writers, in whatever case the
-    // search is typed.
+    // One or two characters have no trigram: on SQLite another index serves them (an FTS5
+    // table of each name's characters and pairs, in hex, keeping case), kept by the same
+    // writers, in whatever case the search is typed.
     for q in ["x", "xa", "XA", "Xa"] {
         let body = list(&app, &format!("/admin/students?q={q}")).await;
         assert_eq!(ids(&body), expected, "q={q}: {body}");
@@ -414,6 +462,130 @@ async fn every_writer_keeps_the_name_search_right() {
     }
     let body = list(&app, "/admin/students?q=zz").await;
     assert!(body.contains("0 matching students."), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_finds_what_the_like_alone_finds_whoever_wrote_the_names() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    // Names whose lowering is not ASCII's (which PostgreSQL's lower() does by the database's
+    // locale, and the index's keys must follow), outside the Basic Multilingual Plane, with
+    // punctuation and spaces; written by the bulk insert (whose keys the application makes on
+    // PostgreSQL) and by SQL from outside (whose keys a trigger makes).
+    let tricky = [
+        "Zoë ADAMS",
+        "ÅSA ÖBERG",
+        "İlkay Şahin",
+        "\u{212A}elvin Sign",
+        "Ρhoebe ΣΟΦΙΑ",
+        "ǅemal Ǆ",
+        "Emoji 😀 Oe",
+        "O'Neil-Smith Jr.",
+        "a",
+    ];
+    let mut rows: Vec<(&str, i32)> = vec![("Filler Person", 20); 300];
+    rows.extend(tricky.iter().map(|&name| (name, 30)));
+    app.insert_named(&rows);
+    for name in tricky {
+        diesel::sql_query(
+            "INSERT INTO students (name, age) VALUES ($1, 31)"
+                .replace("$1", &format!("'{}'", name.replace('\'', "''"))),
+        )
+        .execute(&mut *app.conn())
+        .unwrap();
+    }
+    app.await_mark_followed();
+    if let cachewithredis::config::DatabaseUrl::Postgres(_) = &app.database.url {
+        let differing: Vec<(i32, String, i32)> = diesel::sql_query(
+            "SELECT id, name, age FROM students \
+             WHERE name_grams IS DISTINCT FROM students_name_grams(lower(name))",
+        )
+        .load::<RawRow>(&mut *app.conn())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.name, r.age))
+        .collect();
+        assert!(
+            differing.is_empty(),
+            "keys unlike the trigger's: {differing:?}"
+        );
+        // Keys written by hand are made again from the name.
+        diesel::sql_query("UPDATE students SET name_grams = '{}' WHERE age = 31")
+            .execute(&mut *app.conn())
+            .unwrap();
+        let emptied: Vec<RawRow> =
+            diesel::sql_query("SELECT id, name, age FROM students WHERE name_grams = '{}'")
+                .load(&mut *app.conn())
+                .unwrap();
+        assert_eq!(emptied.len(), 0);
+    }
+    let needles = [
+        "zoë",
+        "ZOË",
+        "ë",
+        "åsa",
+        "ö",
+        "i̇lkay",
+        "ilkay",
+        "şa",
+        "kelvin",
+        "k",
+        "σοφια",
+        "ς",
+        "phoebe",
+        "ǆ",
+        "ǅe",
+        "😀",
+        "😀 o",
+        "oe",
+        "'n",
+        "-s",
+        "jr.",
+        "a",
+        "e a",
+        "filler",
+    ];
+    for needle in needles {
+        let pattern = format!("%{}%", needle.to_lowercase());
+        let expected: Vec<i32> = diesel::sql_query(format!(
+            "SELECT id, name, age FROM students WHERE lower(name) LIKE '{}' ORDER BY id",
+            pattern.replace('\'', "''")
+        ))
+        .load::<RawRow>(&mut *app.conn())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+        let query = serde_urlencoded::to_string([("q", needle)]).unwrap();
+        let body = list(&app, &format!("/admin/students?{query}")).await;
+        let mut found = ids(&body);
+        if expected.len() <= 50 {
+            assert_eq!(found, expected, "staff list, q={needle:?}");
+        } else {
+            found.truncate(50);
+            assert_eq!(found, expected[..50], "staff list, q={needle:?}");
+            // A page number typed in reads by OFFSET, through the same indexes.
+            let typed = list(&app, &format!("/admin/students?{query}&page=2")).await;
+            let second = &expected[50..expected.len().min(100)];
+            assert_eq!(ids(&typed), second, "staff list page 2, q={needle:?}");
+        }
+        let (_, public) = app.get_text(&format!("/students?{query}")).await;
+        let total = format!(">{} student", expected.len());
+        assert!(
+            public.contains(&total),
+            "public list, q={needle:?}: {total} in {public}"
+        );
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct RawRow {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    id: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    age: i32,
 }
 
 #[tokio::test(flavor = "multi_thread")]
