@@ -578,6 +578,24 @@ async fn a_search_finds_what_the_like_alone_finds_whoever_wrote_the_names() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_insert_larger_than_one_statement_binds_is_stored_whole_and_searchable() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    // PostgreSQL binds at most 65,535 values a statement: 25,000 rows of three are split.
+    let rows: Vec<(String, i32)> = (0..25_000)
+        .map(|i| (format!("Bulk {i:05}"), 20 + i % 3))
+        .collect();
+    let rows: Vec<(&str, i32)> = rows.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    app.insert_named(&rows);
+    let body = list(&app, "/admin/students?q=bulk%202499").await;
+    assert!(body.contains("10 matching students."), "{body}");
+    let body = list(&app, "/admin/students?q=k%2024999").await;
+    assert!(body.contains("1 matching student."), "{body}");
+    let (_, average) = app.get_text("/students/average-age").await;
+    assert!(average.contains("25,000"), "{average}");
+}
+
 #[derive(diesel::QueryableByName)]
 struct RawRow {
     #[diesel(sql_type = diesel::sql_types::Integer)]
