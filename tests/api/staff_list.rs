@@ -306,9 +306,9 @@ async fn a_filter_that_matches_only_far_along_the_order_still_fills_each_page() 
 async fn a_search_whose_matches_all_lie_far_along_the_name_order_still_fills_each_page() {
     let app = spawn_app().await;
     app.sign_in().await;
-    // A quarter of the names match, so the list walks the name index; but every match sorts
-    // after every other name, three chunks of the walk along (on PostgreSQL), which it must
-    // cross, from the index alone, resuming after each chunk's last name.
+    // A quarter of the names match, so the list walks the name index (on PostgreSQL reading
+    // the index alone); but every match sorts after every other name, three thousand rows
+    // along, more than a chunk of the other orders' walks.
     let rows: Vec<(String, i32)> = (0..4_000)
         .map(|i| match i % 4 {
             0 => (format!("Zed {i:04}"), 20),
