@@ -11,6 +11,7 @@ pub mod config;
 pub mod csv_import;
 pub mod db;
 pub mod error;
+pub mod for_writes;
 pub mod forms;
 pub mod hashing;
 pub mod healthcheck;

@@ -28,12 +28,13 @@ pub const STREAMED_UPLOAD: &str = "/admin/students/import";
 
 /// Reads the body of a request that has one within [`BODY_DEADLINE`] (408 past it, 413 past
 /// [`MAX_BODY_BYTES`]), before any handler or database work; the handler then reads it from
-/// memory.
+/// memory. Wrapped in [`ForWrites`](crate::for_writes::ForWrites): a request with a safe method
+/// (`GET`, `HEAD`) never comes here, and its body is never read.
 pub async fn body_deadline(
     mut req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if req.method().is_safe() || req.path() == STREAMED_UPLOAD {
+    if req.path() == STREAMED_UPLOAD {
         return Ok(next.call(req).await?.map_into_left_body());
     }
     let mut payload = req.take_payload();

@@ -81,18 +81,17 @@ pub struct Https(pub bool);
 /// CSRF middleware does on top of the token: a browser names the page's origin in `Origin` on
 /// every cross-site POST; over HTTPS a request without `Origin` must carry a `Referer` from this
 /// site. The token alone is defeated by anything that leaks it (a page cached for another user,
-/// a log); the origin cannot be forged by a page in the victim's browser.
+/// a log); the origin cannot be forged by a page in the victim's browser. Wrapped in
+/// [`ForWrites`](crate::for_writes::ForWrites), so the safe methods never come here.
 pub async fn same_origin_writes(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if !req.method().is_safe() {
-        let https = req.app_data::<web::Data<Https>>().is_some_and(|h| h.0);
-        if let Err(refusal) = check_origin(&req, https) {
-            let (req, _) = req.into_parts();
-            let response = refusal.error_response().map_into_right_body();
-            return Ok(ServiceResponse::new(req, response));
-        }
+    let https = req.app_data::<web::Data<Https>>().is_some_and(|h| h.0);
+    if let Err(refusal) = check_origin(&req, https) {
+        let (req, _) = req.into_parts();
+        let response = refusal.error_response().map_into_right_body();
+        return Ok(ServiceResponse::new(req, response));
     }
     Ok(next.call(req).await?.map_into_left_body())
 }

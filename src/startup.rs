@@ -23,6 +23,7 @@ use crate::compression;
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
+use crate::for_writes::ForWrites;
 use crate::logging;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
 use crate::on_answer::OnAnswer;
@@ -232,8 +233,8 @@ impl Application {
                 )
                 .wrap(OnAnswer(session_store_unavailable))
                 // Before the session is loaded: a refused request costs no database work.
-                .wrap(from_fn(security::same_origin_writes))
-                .wrap(from_fn(request_limits::body_deadline))
+                .wrap(ForWrites(from_fn(security::same_origin_writes)))
+                .wrap(ForWrites(from_fn(request_limits::body_deadline)))
                 .wrap(OnAnswer(security::private_when_signed_in))
                 .wrap(compression::CompressWhenAsked)
                 .wrap(from_fn(observe))
