@@ -15,10 +15,20 @@ pub fn of(headers: &HeaderMap) -> Arc<str> {
         .get(&X_REQUEST_ID)
         .and_then(|value| value.to_str().ok())
         .filter(|id| is_usable(id))
-        .map_or_else(
-            || format!("{:032x}", rand::random::<u128>()).into(),
-            Arc::from,
-        )
+        .map_or_else(fresh, Arc::from)
+}
+
+/// 128 random bits in 32 hex digits, written straight into place: `format!` took a tenth of
+/// a percent of a cache hit (337 instructions) to do the same.
+fn fresh() -> Arc<str> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bits = rand::random::<u128>();
+    let mut digits = [0u8; 32];
+    for digit in digits.iter_mut().rev() {
+        *digit = HEX[(bits & 0xF) as usize];
+        bits >>= 4;
+    }
+    std::str::from_utf8(&digits).map_or_else(|_| Arc::from("0"), Arc::from)
 }
 
 fn is_usable(id: &str) -> bool {
@@ -56,6 +66,17 @@ mod tests {
         }
         let (a, b) = (id_for(None), id_for(None));
         assert_ne!(a, b, "new ids differ");
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(a
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // Every digit place is used: over 64 ids each place shows more than one digit.
+        let ids: Vec<String> = (0..64).map(|_| id_for(None)).collect();
+        for place in 0..32 {
+            let first = ids[0].as_bytes()[place];
+            assert!(
+                ids.iter().any(|id| id.as_bytes()[place] != first),
+                "{place}"
+            );
+        }
     }
 }
