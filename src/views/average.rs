@@ -115,16 +115,31 @@ pub async fn page(
 
 /// `850 µs`, `12.3 ms`, `1.20 s`; in integers, for the same reason as `Server-Timing`.
 pub fn human_duration(d: Duration) -> String {
+    // On every average page: integers pushed, as `format!` cost 500 instructions of a hit.
     let nanos = d.as_nanos();
+    let mut digits = itoa::Buffer::new();
+    let mut out = String::with_capacity(16);
     if nanos < 999_500 {
-        format!("{} µs", (nanos + 500) / 1_000)
+        out.push_str(digits.format((nanos + 500) / 1_000));
+        out.push_str(" µs");
     } else if nanos < 999_950_000 {
         let tenths_of_ms = (nanos + 50_000) / 100_000;
-        format!("{}.{} ms", tenths_of_ms / 10, tenths_of_ms % 10)
+        out.push_str(digits.format(tenths_of_ms / 10));
+        out.push('.');
+        out.push_str(digits.format(tenths_of_ms % 10));
+        out.push_str(" ms");
     } else {
         let hundredths_of_s = (nanos + 5_000_000) / 10_000_000;
-        format!("{}.{:02} s", hundredths_of_s / 100, hundredths_of_s % 100)
+        out.push_str(digits.format(hundredths_of_s / 100));
+        out.push_str(if hundredths_of_s % 100 < 10 {
+            ".0"
+        } else {
+            "."
+        });
+        out.push_str(digits.format(hundredths_of_s % 100));
+        out.push_str(" s");
     }
+    out
 }
 
 #[cfg(test)]
