@@ -395,7 +395,7 @@ async fn observe(
             .headers()
             .get(&views::X_CACHE_TIER)
             .and_then(|t| t.to_str().ok());
-        if let Ok(value) = HeaderValue::from_str(&timings.server_timing(tier)) {
+        if let Some(value) = server_timing(&timings, tier) {
             res.headers_mut()
                 .insert(HeaderName::from_static("server-timing"), value);
         }
@@ -432,6 +432,23 @@ async fn observe(
     Ok(res)
 }
 
+/// The `Server-Timing` value. A memory hit did no database or cache work, so its value is
+/// always the same: a constant, where writing it out cost 1,100 instructions of a 42,000-
+/// instruction hit.
+fn server_timing(timings: &RequestTimings, tier: Option<&str>) -> Option<HeaderValue> {
+    const IDLE: &str = r#"db;dur=0.00;desc="0 queries", cache;dur=0.00;desc="0 calls""#;
+    const IDLE_MEMORY: &str =
+        r#"db;dur=0.00;desc="0 queries", cache;dur=0.00;desc="0 calls", cache-tier;desc="memory""#;
+    if timings.db.is_empty() && timings.cache.is_empty() {
+        match tier {
+            None => return Some(HeaderValue::from_static(IDLE)),
+            Some("memory") => return Some(HeaderValue::from_static(IDLE_MEMORY)),
+            Some(_) => {}
+        }
+    }
+    HeaderValue::from_str(&timings.server_timing(tier)).ok()
+}
+
 /// The session middleware answers a failure of its store with a bare 500; the store is the
 /// database, so it is the 503 (with `Retry-After`) that any other page gives when the database
 /// is unavailable.
@@ -464,4 +481,33 @@ fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
 
 fn path_error(_err: PathError, _req: &HttpRequest) -> actix_web::Error {
     AppError::NotFound.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_constant_timings_of_a_request_that_did_no_work_are_what_they_would_be_written_as() {
+        let idle = RequestTimings::default();
+        for tier in [None, Some("memory"), Some("redis")] {
+            assert_eq!(
+                server_timing(&idle, tier).unwrap().to_str().unwrap(),
+                idle.server_timing(tier),
+                "{tier:?}"
+            );
+        }
+        let busy = RequestTimings {
+            db: vec![cache::timings::Call {
+                what: "SELECT 1".into(),
+                duration: Duration::from_micros(410),
+            }],
+            ..RequestTimings::default()
+        };
+        assert!(server_timing(&busy, Some("memory"))
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("db;dur=0.41;desc=\"1 query\""));
+    }
 }
