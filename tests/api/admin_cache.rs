@@ -56,16 +56,28 @@ async fn the_page_counts_the_hits_misses_queries_and_invalidations_the_test_caus
     assert_eq!(app.add_student("Bob", "50").await.status(), 303);
     let (_, miss) = app.average().await;
     assert_eq!(miss, "MISS");
-    app.average().await; // a hit from memory
+    // A hit from memory; a renewal that crossed a write's announcement can make the first
+    // ones hits from Redis.
+    let (_, last_hits) = app
+        .get_from_memory_counted("/api/students/average-age")
+        .await;
+    let hits = 3 + last_hits;
 
     let body = cache_page(&app).await;
-    assert_eq!(by_id(&body, "this-hits"), "4");
+    assert_eq!(by_id(&body, "this-hits"), hits.to_string());
     assert_eq!(by_id(&body, "this-misses"), "2");
     assert_eq!(by_id(&body, "this-bypasses"), "0");
     assert_eq!(by_id(&body, "this-aggregate-queries"), "2");
     assert_eq!(by_id(&body, "this-invalidations"), "2");
-    assert_eq!(by_id(&body, "this-hit-ratio"), "66.7%");
-    assert_eq!(by_id(&body, "all-hits"), "4", "one instance: the same");
+    assert_eq!(
+        by_id(&body, "this-hit-ratio"),
+        format!("{:.1}%", 100.0 * f64::from(hits) / f64::from(hits + 2))
+    );
+    assert_eq!(
+        by_id(&body, "all-hits"),
+        hits.to_string(),
+        "one instance: the same"
+    );
 
     assert_eq!(by_id(&body, "value-average"), "35.00");
     assert_eq!(by_id(&body, "value-count"), "4");

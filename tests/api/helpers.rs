@@ -279,11 +279,18 @@ impl TestApp {
     /// announcement is refused once (the copy is dropped, the lease taken back a renewal later):
     /// on a loaded machine either can fall between two requests of a test.
     pub async fn get_from_memory(&self, path: &str) -> reqwest::Response {
+        self.get_from_memory_counted(path).await.0
+    }
+
+    /// [`TestApp::get_from_memory`], with how many requests it took (each one a hit).
+    pub async fn get_from_memory_counted(&self, path: &str) -> (reqwest::Response, u32) {
         let deadline = Instant::now() + Duration::from_secs(3);
+        let mut requests = 0;
         loop {
             let response = self.get(path).await;
+            requests += 1;
             if header(&response, "x-cache-tier") == "memory" {
-                return response;
+                return (response, requests);
             }
             assert!(Instant::now() < deadline, "{path} never served from memory");
             tokio::time::sleep(Duration::from_millis(50)).await;

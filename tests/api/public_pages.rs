@@ -183,7 +183,7 @@ async fn every_response_carries_server_timing() {
         timing.contains(r#"desc="2 calls""#),
         "a miss: the read and the fill: {timing}"
     );
-    let hit = header(&app.get("/students").await, "server-timing");
+    let hit = header(&app.get_from_memory("/students").await, "server-timing");
     assert!(hit.contains(r#"desc="0 queries""#), "{hit}");
     assert!(
         hit.contains(r#"cache;dur=0.00;desc="0 calls""#),
