@@ -295,9 +295,21 @@ impl StudentFilter {
         order: ListOrder,
     ) -> students::BoxedQuery<'static, <DbConn as diesel::Connection>::Backend> {
         let query = self.boxed(conn);
+        let postgres = matches!(conn, DbConn::Pg(_));
         match order {
             ListOrder::Id => query.order(students::id.asc()),
             ListOrder::IdDesc => query.order(students::id.desc()),
+            // PostgreSQL's name index is `(name, lower(name), id)` (see `student_window`).
+            ListOrder::Name if postgres => query.order((
+                students::name.asc(),
+                lower(students::name).asc(),
+                students::id.asc(),
+            )),
+            ListOrder::NameDesc if postgres => query.order((
+                students::name.desc(),
+                lower(students::name).desc(),
+                students::id.desc(),
+            )),
             ListOrder::Name => query.order((students::name.asc(), students::id.asc())),
             ListOrder::NameDesc => query.order((students::name.desc(), students::id.desc())),
             ListOrder::Age => query.order((students::age.asc(), students::id.asc())),
