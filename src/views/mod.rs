@@ -50,11 +50,9 @@ pub fn cached_html<V>(
     caching: &HttpCaching,
     body: impl actix_web::body::MessageBody + 'static,
 ) -> actix_web::HttpResponse {
+    const HTML: HeaderValue = HeaderValue::from_static("text/html; charset=utf-8");
     let mut response = actix_web::HttpResponse::Ok();
-    response.insert_header((
-        actix_web::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    ));
+    response.insert_header((actix_web::http::header::CONTENT_TYPE, HTML));
     for header in cache_headers(lookup) {
         response.insert_header(header);
     }
