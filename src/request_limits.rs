@@ -28,7 +28,7 @@ pub const STREAMED_UPLOAD: &str = "/admin/students/import";
 
 /// Reads the body of a request that has one within [`BODY_DEADLINE`] (408 past it, 413 past
 /// [`MAX_BODY_BYTES`]), before any handler or database work; the handler then reads it from
-/// memory. Wrapped in [`ForWrites`](crate::for_writes::ForWrites): a request with a safe method
+/// memory. Wrapped in [`OnlyWhen::writes`](crate::only_when::OnlyWhen::writes): a request with a safe method
 /// (`GET`, `HEAD`) never comes here, and its body is never read.
 pub async fn body_deadline(
     mut req: ServiceRequest,

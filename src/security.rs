@@ -12,6 +12,21 @@ use crate::on_answer::OnAnswer;
 
 /// The name of the session cookie.
 pub const SESSION_COOKIE: &str = "cachewithredis_session";
+/// Its name and `=`, as a `Cookie` header holds it.
+const SESSION_COOKIE_EQUALS: &[u8] = b"cachewithredis_session=";
+
+/// Whether the request may carry the session cookie, read from the raw `Cookie` headers
+/// without parsing them (which a visitor's cache hit would pay for on every page). A cookie
+/// whose name merely ends with the session's counts too: the answers that depend on this are
+/// the more careful ones (the session middleware runs, the page is private).
+pub fn may_carry_session_cookie(headers: &header::HeaderMap) -> bool {
+    headers.get_all(header::COOKIE).any(|value| {
+        value
+            .as_bytes()
+            .windows(SESSION_COOKIE_EQUALS.len())
+            .any(|here| here == SESSION_COOKIE_EQUALS)
+    })
+}
 
 /// SPEC §7's headers, on every response including errors. The policy allows only this site's
 /// own scripts, styles and images; `base-uri`, `form-action` and `frame-ancestors` are not
@@ -82,7 +97,7 @@ pub struct Https(pub bool);
 /// every cross-site POST; over HTTPS a request without `Origin` must carry a `Referer` from this
 /// site. The token alone is defeated by anything that leaks it (a page cached for another user,
 /// a log); the origin cannot be forged by a page in the victim's browser. Wrapped in
-/// [`ForWrites`](crate::for_writes::ForWrites), so the safe methods never come here.
+/// [`OnlyWhen::writes`](crate::only_when::OnlyWhen::writes), so the safe methods never come here.
 pub async fn same_origin_writes(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -141,7 +156,7 @@ pub fn private_when_signed_in<B>(
     res: Result<ServiceResponse<B>, actix_web::Error>,
 ) -> Result<ServiceResponse<B>, actix_web::Error> {
     let mut res = res?;
-    if res.request().cookie(SESSION_COOKIE).is_none() {
+    if !may_carry_session_cookie(res.request().headers()) {
         return Ok(res);
     }
     let headers = res.headers_mut();
@@ -163,6 +178,28 @@ pub fn private_when_signed_in<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_cookie_is_found_among_others_and_only_by_its_name() {
+        assert_eq!(
+            SESSION_COOKIE_EQUALS,
+            format!("{SESSION_COOKIE}=").as_bytes()
+        );
+        let with = |cookies: &[&str]| {
+            let mut headers = header::HeaderMap::new();
+            for value in cookies {
+                headers.append(header::COOKIE, HeaderValue::from_str(value).unwrap());
+            }
+            may_carry_session_cookie(&headers)
+        };
+        assert!(!with(&[]));
+        assert!(!with(&[
+            "theme=dark; other_session=1",
+            "cachewithredis_sessions=2"
+        ]));
+        assert!(with(&[&format!("theme=dark; {SESSION_COOKIE}=abc")]));
+        assert!(with(&["theme=dark", &format!("{SESSION_COOKIE}=abc")]));
+    }
 
     #[test]
     fn only_this_sites_scheme_and_host_are_the_same_site() {

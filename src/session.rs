@@ -2,11 +2,13 @@
 //! CSRF token of the synchronizer-token pattern, and one-shot flash messages.
 
 use actix_session::Session;
+use actix_web::dev::ServiceRequest;
 use base64::Engine;
 use rand::Rng;
 use subtle::ConstantTimeEq;
 
 use crate::error::AppError;
+use crate::security;
 
 pub(crate) const STAFF_ID: &str = "staff_id";
 pub(crate) const STAFF_USERNAME: &str = "staff_username";
@@ -22,6 +24,19 @@ pub struct SignedIn {
     /// As it was at sign-in: for the navigation only. What a superuser may do is checked
     /// against the database on each request (`views::admin::staff`).
     pub superuser: bool,
+}
+
+/// Whether `req` may read or write a session, and so must pass through the session middleware
+/// (`only_when`): a request that may change something (signing in makes the session), one that
+/// may carry the session cookie, and anything in the staff area, where sessions are the point
+/// and no page is hot. What is left is a visitor's `GET` of a public page, which finds no
+/// session and starts none: its handler's `Session` is an empty one, and the middleware would
+/// only parse the cookies, set up and drop the session's state and box a future. A public page
+/// must therefore never write to the session of a visitor who has none.
+pub fn may_be_used(req: &ServiceRequest) -> bool {
+    !req.method().is_safe()
+        || req.path().starts_with("/admin")
+        || security::may_carry_session_cookie(req.headers())
 }
 
 /// The staff user of this session, if any. A cookie that fails to decode counts as none.
@@ -115,4 +130,35 @@ pub fn take_flashes(session: &Session) -> Vec<String> {
         .remove_as::<Vec<String>>(FLASH)
         .and_then(Result::ok)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header;
+    use actix_web::test::TestRequest;
+
+    use super::*;
+    use crate::security::SESSION_COOKIE;
+
+    #[test]
+    fn only_a_visitors_safe_request_for_a_public_page_goes_without_the_session() {
+        let uses = |req: TestRequest| may_be_used(&req.to_srv_request());
+        assert!(!uses(TestRequest::get().uri("/students/average-age")));
+        assert!(!uses(
+            TestRequest::default()
+                .method(actix_web::http::Method::HEAD)
+                .uri("/")
+        ));
+        assert!(!uses(
+            TestRequest::get()
+                .uri("/students")
+                .insert_header((header::COOKIE, "theme=dark"))
+        ));
+        assert!(uses(TestRequest::post().uri("/students")));
+        assert!(uses(TestRequest::get().uri("/admin/login")));
+        assert!(uses(TestRequest::get().uri("/students").insert_header((
+            header::COOKIE,
+            format!("{SESSION_COOKIE}=abc")
+        ))));
+    }
 }

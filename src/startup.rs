@@ -23,13 +23,14 @@ use crate::compression;
 use crate::config::Settings;
 use crate::db::{self, DbPool};
 use crate::error::AppError;
-use crate::for_writes::ForWrites;
 use crate::logging;
 use crate::metrics::{self, Metrics, RequestTimings, SharedTimings};
 use crate::on_answer::OnAnswer;
+use crate::only_when::OnlyWhen;
 use crate::request_id;
 use crate::request_limits;
 use crate::security;
+use crate::session;
 use crate::session_store::{DbSessionStore, Lifetimes};
 use crate::signin_token::SigninTokens;
 use crate::views::{self, AppState};
@@ -223,18 +224,19 @@ impl Application {
                     None => views::embedded_static_files(cfg),
                 })
                 .default_service(web::to(not_found))
-                .wrap(
+                .wrap(OnlyWhen::new(
+                    session::may_be_used,
                     SessionMiddleware::builder(sessions.clone(), key.clone())
                         .cookie_name(security::SESSION_COOKIE.into())
                         .cookie_http_only(true)
                         .cookie_same_site(SameSite::Lax)
                         .cookie_secure(cookie_secure)
                         .build(),
-                )
+                ))
                 .wrap(OnAnswer(session_store_unavailable))
                 // Before the session is loaded: a refused request costs no database work.
-                .wrap(ForWrites(from_fn(security::same_origin_writes)))
-                .wrap(ForWrites(from_fn(request_limits::body_deadline)))
+                .wrap(OnlyWhen::writes(from_fn(security::same_origin_writes)))
+                .wrap(OnlyWhen::writes(from_fn(request_limits::body_deadline)))
                 .wrap(OnAnswer(security::private_when_signed_in))
                 .wrap(compression::CompressWhenAsked)
                 .wrap(from_fn(observe))
