@@ -93,7 +93,7 @@ impl Cursor {
 
 /// How many students match a filter: exactly, or at least `count` when a search was counted
 /// only that far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Matches {
     pub count: i64,
     pub capped: bool,

@@ -665,3 +665,46 @@ async fn a_bad_list_parameter_answers_400_saying_which() {
     let response = app.get("/students?sort=created_at").await;
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_is_counted_once_for_its_pages_and_orders_until_a_write() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    let mut rows = vec![("Filler Person", 30); 200];
+    rows.extend(vec![("Anna Maria", 20); 120]);
+    app.insert_named(&rows);
+    let count_key = app.key(&format!(
+        "students:staff_count:50:20::{}",
+        cachewithredis::models::cached::hex("anna")
+    ));
+    let stored = |app: &TestApp| -> Option<i64> {
+        let value: serde_json::Value = serde_json::from_str(&app.redis_get(&count_key)?).ok()?;
+        value["payload"]["matches"]["count"].as_i64()
+    };
+    assert_eq!(stored(&app), None);
+    let body = list(&app, "/admin/students?q=anna&age_min=20").await;
+    assert!(body.contains("120 matching students."), "{body}");
+    // The count is a cached value of its own, which the search's other pages and orders read.
+    assert_eq!(stored(&app), Some(120));
+    for path in [
+        "/admin/students?q=anna&age_min=20&sort=-name",
+        "/admin/students?q=anna&age_min=20&sort=age&page=last",
+    ] {
+        let body = list(&app, path).await;
+        assert!(body.contains("120 matching students."), "{path}: {body}");
+    }
+    // A write through the staff form, and one from outside the application: each is counted
+    // at once, as no stale value is served after a write has answered.
+    assert_eq!(app.add_student("Annabel New", "21").await.status(), 303);
+    let body = list(&app, "/admin/students?q=anna&age_min=20&sort=name").await;
+    assert!(body.contains("121 matching students."), "{body}");
+    assert_eq!(names(&body)[0], "Anna Maria");
+    diesel::sql_query("INSERT INTO students (name, age) VALUES ('Hanna Outsider', 25)")
+        .execute(&mut *app.conn())
+        .unwrap();
+    app.await_mark_followed();
+    let body = list(&app, "/admin/students?q=anna&age_min=20&sort=-name").await;
+    assert!(body.contains("122 matching students."), "{body}");
+    assert_eq!(names(&body)[0], "Hanna Outsider");
+    assert_eq!(stored(&app), Some(122));
+}

@@ -10,9 +10,11 @@ use askama::Template;
 use askama_web::WebTemplate;
 use serde::Deserialize;
 
+use crate::cache::lookup;
 use crate::db;
 use crate::error::AppError;
 use crate::forms::{search_needle, CsrfOnlyForm, StudentAge, StudentForm, StudentFormErrors};
+use crate::models::cached::StaffSearchCount;
 use crate::models::student::{ListOrder, StudentFilter, StudentRecord};
 use crate::models::student_window::{Cursor, Matches, Position, Window};
 use crate::models::{history, write_log, NewStudent, Student};
@@ -191,9 +193,26 @@ pub async fn index(
         ListOrder::Id => String::new(),
         order => format!("sort={}&", order.as_str()),
     };
+    // A search's count through the cache: the same for each of its pages and orders.
+    let counted = match filter.name_contains {
+        Some(_) => {
+            let query = StaffSearchCount {
+                filter: filter.clone(),
+                limit: PER_PAGE,
+            };
+            Some(*lookup::lookup(&state.cache, &state.db, &query).await?.value)
+        }
+        None => None,
+    };
     let read = filter.clone();
     let (matches, window, requested) = db::with_conn(&state.db, move |conn| {
-        let (matches, plan) = read.plan_reads(conn, order, PER_PAGE)?;
+        let (matches, plan) = match counted {
+            Some(counted) => (
+                counted.matches,
+                read.plan(order, counted.matches, counted.total, PER_PAGE),
+            ),
+            None => read.plan_reads(conn, order, PER_PAGE)?,
+        };
         let position = match &requested {
             Requested::First => Position::First,
             Requested::After(cursor, _) => Position::After(cursor.clone()),
