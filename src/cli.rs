@@ -376,8 +376,7 @@ fn seed_students(settings: &Settings, count: u64, seed: Option<u64>) -> anyhow::
         // Immediate on SQLite: the batch reads before it writes (see `db::write_transaction`),
         // and an instance may be writing meanwhile.
         let outbox_id = crate::db::write_transaction(&mut conn, |conn| {
-            let inserted = Student::insert_batch(conn, &batch)?;
-            crate::models::history::added(conn, COMMAND_LINE, &inserted)?;
+            Student::insert_recorded(conn, &batch, COMMAND_LINE)?;
             // The staff cache page's list of writes names the command once, not per batch.
             if outbox_ids.is_empty() {
                 let what = format!("seeded {count} students");

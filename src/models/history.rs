@@ -80,7 +80,7 @@ fn insert(conn: &mut DbConn, changes: &[NewChange]) -> QueryResult<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     crate::cache::trust::now_ms() as i64
 }
 

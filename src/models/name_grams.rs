@@ -31,6 +31,32 @@ pub(super) fn sqlite_tokens(needle: &str) -> String {
         .join(" OR ")
 }
 
+/// The tokens `students_name_grams` holds for `name` on SQLite, spelled exactly as its
+/// migration's view `students_name_grams_source` spells them (a contentless FTS5 table forgets
+/// a row only when told the same tokens again): at each of the first 100 characters, the
+/// character and the character with the next (the last alone), each in uppercase hex of its
+/// UTF-8 bytes, all separated by spaces.
+pub fn sqlite_tokens_of(name: &str) -> String {
+    fn hex(out: &mut String, text: &str) {
+        for b in text.bytes() {
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+        }
+    }
+    let starts: Vec<usize> = name.char_indices().map(|(i, _)| i).collect();
+    let end = |i: usize| starts.get(i).copied().unwrap_or(name.len());
+    let mut out = String::with_capacity(name.len() * 6);
+    for i in 0..starts.len().min(100) {
+        if i > 0 {
+            out.push(' ');
+        }
+        hex(&mut out, &name[starts[i]..end(i + 1)]);
+        out.push(' ');
+        hex(&mut out, &name[starts[i]..end(i + 2)]);
+    }
+    out
+}
+
 /// PostgreSQL's keys of a name as `lower()` lowered it: a key for each character and each pair
 /// of adjacent characters, sorted, each the same integer as the migration's
 /// `students_name_grams` makes (a test in `tests/api` holds them to it).
@@ -46,6 +72,12 @@ pub(super) fn pg_keys(lowered: &str) -> Vec<i32> {
     keys.sort_unstable();
     keys.dedup();
     keys
+}
+
+/// `pg_keys` as an `int4[]` literal, for a statement that binds every row's keys in one array.
+pub(super) fn pg_keys_literal(lowered: &str) -> String {
+    let listed: Vec<String> = pg_keys(lowered).iter().map(i32::to_string).collect();
+    format!("{{{}}}", listed.join(","))
 }
 
 /// The keys every name that holds `needle` (lowered as the LIKE's pattern is) has, as an
@@ -72,6 +104,13 @@ fn pg_key(c: char, next: Option<char>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_tokens_are_each_character_and_pair_in_hex_the_last_alone() {
+        assert_eq!(sqlite_tokens_of("Ab"), "41 4162 62 62");
+        assert_eq!(sqlite_tokens_of("ë!"), "C3AB C3AB21 21 21", "UTF-8 bytes");
+        assert_eq!(sqlite_tokens_of(&"x".repeat(120)).split(' ').count(), 200);
+    }
 
     #[test]
     fn a_short_needle_is_looked_up_in_each_ascii_case_as_hex_tokens() {

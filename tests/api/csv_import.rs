@@ -56,6 +56,10 @@ async fn a_spreadsheets_file_is_imported_whole_and_the_average_follows_at_once()
     for name in ["Lovelace, Ada", "Said &#34;Zed&#34;", "Zoë"] {
         assert!(list.contains(&format!("<td>{name}</td>")), "{name}: {list}");
     }
+    // The ids follow the file's order.
+    let (_, by_id) = app.get_text("/admin/students?sort=-id").await;
+    let at = |name: &str| by_id.find(&format!("<td>{name}</td>")).expect(name);
+    assert!(at("Zoë") < at("Said &#34;Zed&#34;") && at("Said &#34;Zed&#34;") < at("Lovelace, Ada"));
     let (_, cache_page) = app.get_text("/admin/cache").await;
     assert!(cache_page.contains("imported 3 students from a CSV file"));
 }

@@ -16,14 +16,12 @@ use super::students::staff_name;
 use crate::csv_import::{self, BadRow, Refusal};
 use crate::db;
 use crate::error::AppError;
-use crate::models::{history, write_log, Student};
+use crate::models::{write_log, Student};
 use crate::session;
 use crate::views::{AppState, Nav};
 
 /// How long the upload may take: ten megabytes on a slow office link.
 const UPLOAD_DEADLINE: Duration = Duration::from_secs(120);
-/// Rows per INSERT: well under SQLite's 32,766 and PostgreSQL's 65,535 bound parameters.
-const INSERT_BATCH: usize = 5_000;
 /// A body that goes on past the limit is read (and dropped) up to this much, so that the client
 /// gets its 413 rather than a reset connection; beyond it, the connection is closed.
 const DRAIN_LIMIT: usize = 4 * csv_import::MAX_BYTES;
@@ -146,10 +144,7 @@ pub async fn import(
     let (cache, pool) = (Arc::clone(&state.cache), state.db.clone());
     let imported = db::blocking(move || {
         cache.commit_and_invalidate(&pool, move |conn| {
-            for batch in students.chunks(INSERT_BATCH) {
-                let inserted = Student::insert_batch(conn, batch)?;
-                history::added(conn, &who, &inserted)?;
-            }
+            Student::insert_recorded(conn, &students, &who)?;
             let what = format!(
                 "imported {} student{} from a CSV file",
                 students.len(),
