@@ -145,7 +145,8 @@ pub fn schedule(
 
 /// How long a cluster fault waits for the masters to agree on the slot's master.
 const CLUSTER_SETTLES: Duration = Duration::from_secs(30);
-/// Twice Redis' own limit for a manual failover's handshake (`cluster-mf-timeout`, 5 s).
+/// Twice the time Redis gives a manual failover's handshake before it abandons it (5 s,
+/// `CLUSTER_MF_TIMEOUT` in its source).
 const MANUAL_FAILOVER_GRACE: Duration = Duration::from_secs(10);
 
 /// The Redis the instances use.

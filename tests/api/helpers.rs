@@ -392,14 +392,15 @@ impl TestApp {
     /// Inserts named students directly (as another program would) and waits until the cache
     /// follows.
     pub fn insert_named(&self, students: &[(&str, i32)]) {
-        let batch: Vec<NewStudent> = students
-            .iter()
-            .map(|&(name, age)| NewStudent {
-                name: name.to_owned(),
-                age,
-            })
-            .collect();
-        self.insert_plainly(&batch);
+        self.insert_plainly(&new_students(students));
+        self.await_mark_followed();
+    }
+
+    /// Inserts named students through the application's bulk path (the import's and `seed`'s),
+    /// and waits until the cache follows.
+    pub fn insert_as_the_import(&self, students: &[(&str, i32)]) {
+        Student::insert_recorded(&mut self.conn(), &new_students(students), "the import")
+            .expect("bulk insert");
         self.await_mark_followed();
     }
 
@@ -699,4 +700,14 @@ impl DatabaseOutage {
                 .expect("end outage"),
         }
     }
+}
+
+fn new_students(students: &[(&str, i32)]) -> Vec<NewStudent> {
+    students
+        .iter()
+        .map(|&(name, age)| NewStudent {
+            name: name.to_owned(),
+            age,
+        })
+        .collect()
 }

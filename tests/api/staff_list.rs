@@ -3,7 +3,6 @@
 //! kept by the headers, the pager and the export link, and a clear 400 for a bad parameter.
 
 use cachewithredis::models::name_grams::sqlite_tokens_of;
-use cachewithredis::models::{NewStudent, Student};
 use diesel::RunQueryDsl;
 
 use crate::helpers::{spawn_app, TestApp};
@@ -487,14 +486,7 @@ async fn a_search_finds_what_the_like_alone_finds_whoever_wrote_the_names() {
     ];
     let mut rows: Vec<(&str, i32)> = vec![("Filler Person", 20); 300];
     rows.extend(tricky.iter().map(|&name| (name, 30)));
-    let batch: Vec<NewStudent> = rows
-        .iter()
-        .map(|&(name, age)| NewStudent {
-            name: name.to_owned(),
-            age,
-        })
-        .collect();
-    Student::insert_recorded(&mut app.conn(), &batch, "the import").unwrap();
+    app.insert_as_the_import(&rows);
     for name in tricky {
         diesel::sql_query(
             "INSERT INTO students (name, age) VALUES ($1, 31)"
@@ -611,14 +603,11 @@ async fn a_bulk_insert_larger_than_one_statement_binds_is_stored_whole_and_searc
     let app = spawn_app().await;
     app.sign_in().await;
     // The bulk insert writes 10,000 rows a statement: 25,000 take three, in one transaction.
-    let rows: Vec<NewStudent> = (0..25_000)
-        .map(|i| NewStudent {
-            name: format!("Bulk {i:05}"),
-            age: 20 + i % 3,
-        })
+    let rows: Vec<(String, i32)> = (0..25_000)
+        .map(|i| (format!("Bulk {i:05}"), 20 + i % 3))
         .collect();
-    Student::insert_recorded(&mut app.conn(), &rows, "the import").unwrap();
-    app.await_mark_followed();
+    let rows: Vec<(&str, i32)> = rows.iter().map(|(n, a)| (n.as_str(), *a)).collect();
+    app.insert_as_the_import(&rows);
     let body = list(&app, "/admin/students?q=bulk%202499").await;
     assert!(body.contains("10 matching students."), "{body}");
     let body = list(&app, "/admin/students?q=k%2024999").await;
